@@ -1,0 +1,43 @@
+#!/bin/sh
+# Installs what building, running and testing tollgate needs on Debian 12, and nothing
+# that is already there. Run as root (or through sudo). Used by `make run` and `make test`.
+set -eu
+
+DEB_BUILD="gcc make cmake pkg-config clang-format libuv1-dev libhttp-parser-dev \
+libcurl4-openssl-dev libjansson-dev libsqlite3-dev libssl-dev libyaml-dev libhiredis-dev \
+libpq-dev libcmocka-dev"
+DEB_TEST="nodejs npm curl sqlite3"
+
+want="$DEB_BUILD"
+case "${1:-build}" in
+test) want="$want $DEB_TEST" ;;
+esac
+
+missing=""
+for p in $want; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        # nodejs may come from elsewhere than Debian; accept any working node/npm.
+        case "$p" in
+        nodejs) command -v node >/dev/null 2>&1 && continue ;;
+        npm) command -v npm >/dev/null 2>&1 && continue ;;
+        esac
+        missing="$missing $p"
+    fi
+done
+
+if [ -n "$missing" ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "deps: installing$missing"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing
+fi
+
+if [ "${1:-build}" = test ]; then
+    here=$(cd "$(dirname "$0")/.." && pwd)
+    if [ ! -d "$here/tests/e2e/node_modules" ] ||
+        [ "$here/tests/e2e/package-lock.json" -nt "$here/tests/e2e/node_modules/.package-lock.json" ]; then
+        echo "deps: installing npm packages for tests/e2e"
+        (cd "$here/tests/e2e" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+fi

@@ -1,0 +1,92 @@
+/*
+ * config.h: the gateway's configuration, loaded from YAML (config/tollgate.example.yaml
+ * documents every key) or made from the environment when no file is given.
+ *
+ * A loaded config is immutable. Provider secrets are resolved here from `env:NAME` or
+ * `file:PATH` references; an inline secret is refused with a message saying how to fix it.
+ * Nothing in this module logs a secret.
+ */
+#ifndef TG_GATEWAY_CONFIG_H
+#define TG_GATEWAY_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "http/server.h"
+#include "policy/price.h"
+#include "upstream/provider.h"
+
+/* A model name clients use, mapped to a provider. name "*" matches any model not listed
+ * (passed to the provider under its own name). */
+struct tg_model_route {
+    char *name;
+    char *provider;       /* provider name */
+    char *upstream_model; /* provider-side name (Azure: deployment); defaults to name */
+};
+
+/* Per-project settings given in the config (issue-2 scope: the model allow-list). */
+struct tg_project_conf {
+    char *name;    /* project name, e.g. "production" */
+    char **models; /* allowed model names; NULL/0 means every configured model */
+    size_t n_models;
+};
+
+struct tg_config {
+    char *source; /* file path, or "environment" */
+
+    char *listen_host; /* "127.0.0.1" */
+    int listen_port;   /* 8080 */
+    int workers;       /* 0 = one per core */
+    char *data_dir;    /* "./tollgate-data" */
+    char *log_level;   /* "info" */
+
+    struct tg_http_limits http; /* limits.* */
+    int max_json_depth;         /* limits.max_json_depth, 64 */
+    size_t max_response_bytes;  /* limits.max_response_bytes: non-stream upstream body */
+    size_t max_sse_event_bytes; /* limits.max_sse_event_bytes: 1 MiB */
+
+    struct tg_upstream_timeouts upstream; /* upstream.*_timeout_ms (defaults for providers) */
+    uint64_t disconnect_drain_ms;         /* upstream.disconnect_drain_ms, 30000 */
+    uint64_t shutdown_grace_ms;           /* shutdown_grace_ms, 30000 */
+
+    size_t ledger_batch_rows; /* ledger.batch_rows, 512 */
+    uint64_t ledger_flush_ms; /* ledger.flush_ms, 200 */
+
+    char *pepper_ref; /* keys.pepper: "env:NAME" / "file:PATH"; NULL = data_dir/pepper */
+
+    struct tg_provider *providers; /* api_key resolved; ops set */
+    size_t n_providers;
+    struct tg_model_route *models;
+    size_t n_models;
+    struct tg_project_conf *projects;
+    size_t n_projects;
+    struct tg_price *prices; /* overrides of the built-in table */
+    size_t n_prices;
+
+    bool is_mock_default; /* made from the environment with no OPENAI_API_KEY */
+};
+
+/* Loads and validates the YAML file at path. Returns 0 and sets *out, or a negative code
+ * with a one-line message in err naming the file, line and key. */
+int tg_config_load(const char *path, struct tg_config **out, char *err, size_t err_cap);
+
+/* The embedded default: the openai provider (base https://api.openai.com/v1, key
+ * env:OPENAI_API_KEY) routing every model when OPENAI_API_KEY is set; else the mock provider
+ * with is_mock_default set. */
+int tg_config_from_env(struct tg_config **out, char *err, size_t err_cap);
+
+void tg_config_free(struct tg_config *c);
+
+/* Resolves a secret reference ("env:NAME" or "file:PATH"; file contents are trimmed of
+ * trailing newlines). Returns a heap string (caller frees) or NULL with a message in err;
+ * anything that is not a reference is refused with a message saying how to fix it. */
+char *tg_config_resolve_secret(const char *ref, const char *what, char *err, size_t err_cap);
+
+/* The provider named name, or NULL. */
+const struct tg_provider *tg_config_provider(const struct tg_config *c, const char *name);
+
+/* The route for a model: exact name, else the "*" route, else NULL. */
+const struct tg_model_route *tg_config_route(const struct tg_config *c, const char *model);
+
+#endif
