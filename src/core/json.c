@@ -125,3 +125,182 @@ tg_json_error_body(struct tg_buf *out, const char *message, const char *type, co
     rc = rc < 0 ? rc : tg_buf_append_str(out, "}}");
     return rc;
 }
+
+/* A recursive-descent validator over [p, end). Depth is bounded by the caller's text length
+ * only through recursion, so it is capped at 512 to keep the stack small. */
+struct scan {
+    const char *p;
+    const char *end;
+    int depth;
+};
+
+static void
+skip_ws(struct scan *s)
+{
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r')) {
+        s->p++;
+    }
+}
+
+static bool scan_value(struct scan *s);
+
+static bool
+scan_string(struct scan *s)
+{
+    s->p++; /* opening quote */
+    while (s->p < s->end) {
+        unsigned char c = (unsigned char)*s->p++;
+        if (c == '"') {
+            return true;
+        }
+        if (c < 0x20) {
+            return false;
+        }
+        if (c == '\\') {
+            if (s->p >= s->end) {
+                return false;
+            }
+            c = (unsigned char)*s->p++;
+            if (c == 'u') {
+                for (int i = 0; i < 4; i++) {
+                    if (s->p >= s->end || !strchr("0123456789abcdefABCDEF", *s->p) ||
+                        *s->p == '\0') {
+                        return false;
+                    }
+                    s->p++;
+                }
+            } else if (!strchr("\"\\/bfnrt", c) || c == '\0') {
+                return false;
+            }
+        }
+    }
+    return false;
+}
+
+static bool
+scan_digits(struct scan *s)
+{
+    const char *start = s->p;
+    while (s->p < s->end && *s->p >= '0' && *s->p <= '9') {
+        s->p++;
+    }
+    return s->p > start;
+}
+
+static bool
+scan_number(struct scan *s)
+{
+    if (*s->p == '-') {
+        s->p++;
+    }
+    if (s->p < s->end && *s->p == '0') {
+        s->p++;
+    } else if (!scan_digits(s)) {
+        return false;
+    }
+    if (s->p < s->end && *s->p == '.') {
+        s->p++;
+        if (!scan_digits(s)) {
+            return false;
+        }
+    }
+    if (s->p < s->end && (*s->p == 'e' || *s->p == 'E')) {
+        s->p++;
+        if (s->p < s->end && (*s->p == '+' || *s->p == '-')) {
+            s->p++;
+        }
+        if (!scan_digits(s)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool
+scan_literal(struct scan *s, const char *lit)
+{
+    size_t n = strlen(lit);
+    if ((size_t)(s->end - s->p) < n || memcmp(s->p, lit, n) != 0) {
+        return false;
+    }
+    s->p += n;
+    return true;
+}
+
+static bool
+scan_container(struct scan *s, char close, bool is_object)
+{
+    if (++s->depth > 512) {
+        return false;
+    }
+    s->p++;
+    skip_ws(s);
+    if (s->p < s->end && *s->p == close) {
+        s->p++;
+        s->depth--;
+        return true;
+    }
+    for (;;) {
+        if (is_object) {
+            skip_ws(s);
+            if (s->p >= s->end || *s->p != '"' || !scan_string(s)) {
+                return false;
+            }
+            skip_ws(s);
+            if (s->p >= s->end || *s->p++ != ':') {
+                return false;
+            }
+        }
+        if (!scan_value(s)) {
+            return false;
+        }
+        skip_ws(s);
+        if (s->p >= s->end) {
+            return false;
+        }
+        char c = *s->p++;
+        if (c == close) {
+            s->depth--;
+            return true;
+        }
+        if (c != ',') {
+            return false;
+        }
+    }
+}
+
+static bool
+scan_value(struct scan *s)
+{
+    skip_ws(s);
+    if (s->p >= s->end) {
+        return false;
+    }
+    switch (*s->p) {
+    case '{':
+        return scan_container(s, '}', true);
+    case '[':
+        return scan_container(s, ']', false);
+    case '"':
+        return scan_string(s);
+    case 't':
+        return scan_literal(s, "true");
+    case 'f':
+        return scan_literal(s, "false");
+    case 'n':
+        return scan_literal(s, "null");
+    default:
+        return (*s->p == '-' || (*s->p >= '0' && *s->p <= '9')) && scan_number(s);
+    }
+}
+
+bool
+tg_json_is_valid(const char *text, size_t len)
+{
+    struct scan s = {text, text + len, 0};
+    if (!scan_value(&s)) {
+        return false;
+    }
+    skip_ws(&s);
+    return s.p == s.end;
+}

@@ -19,6 +19,10 @@
  * correctly; the text need not be valid JSON otherwise (the parser reports that). */
 bool tg_json_depth_ok(const char *text, size_t len, int max_depth);
 
+/* True when text is exactly one valid JSON value (RFC 8259, UTF-8 not checked), surrounded
+ * only by whitespace. Allocation-free and linear: cheap enough to check every stream event. */
+bool tg_json_is_valid(const char *text, size_t len);
+
 /* Parses text. On failure returns NULL and writes a one-line reason into err (err_cap bytes),
  * e.g. "Invalid JSON at line 1, column 9: ...", or "JSON nested deeper than 32 levels". */
 json_t *tg_json_parse(const char *text, size_t len, int max_depth, char *err, size_t err_cap);

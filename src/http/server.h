@@ -105,6 +105,11 @@ const char *tg_http_req_header(const struct tg_http_req *req, const char *name);
 /* Value of a query parameter (percent-decoded, in the arena), or NULL if absent. */
 const char *tg_http_req_query(struct tg_http_req *req, const char *name);
 
+/* All values of a repeated query parameter (also given as name[]), percent-decoded, in the
+ * arena: writes up to cap pointers to out and returns how many values there are. */
+size_t tg_http_req_query_all(struct tg_http_req *req, const char *name, const char **out,
+                             size_t cap);
+
 /* Sets the callbacks for client disconnects and for output drain. */
 void tg_http_req_on_abort(struct tg_http_req *req, tg_http_abort_cb cb, void *arg);
 void tg_http_req_on_drain(struct tg_http_req *req, tg_http_drain_cb cb, void *arg);

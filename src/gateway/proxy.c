@@ -1,0 +1,749 @@
+/*
+ * proxy.c: the inference path (see proxy.h).
+ *
+ * One struct call per request, allocated in the request's arena: the request is finished only
+ * at the very end (after the upstream call ended and the ledger row was pushed), so the arena
+ * outlives every callback that uses the call. A client that leaves early does not end the
+ * call: the relay keeps reading the upstream (up to disconnect_drain_ms) for the usage, then
+ * settles with status 499.
+ *
+ * Relay modes, chosen when the upstream's headers arrive:
+ *   SSE     a 2xx event stream for a streaming request: events are parsed on the side and
+ *           forwarded verbatim, batched into one write per upstream read;
+ *   BUFFER  everything else: the body is collected (capped), validated and answered whole.
+ */
+#include "gateway/proxy.h"
+
+#include <string.h>
+#include <strings.h>
+
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "upstream/provider.h"
+
+enum relay_mode { RELAY_NONE, RELAY_SSE, RELAY_BUFFER };
+
+#define MAX_PASS_HEADERS 16
+
+struct call {
+    struct call *next;
+    struct call *prev;
+    struct tg_worker *w;
+    struct tg_http_req *req;
+    struct tg_state *state;
+    const struct tg_key_entry *key;
+    const struct tg_project *project;
+    const struct tg_provider *provider;
+    const struct tg_price *price;
+    const char *model;          /* as the client named it */
+    const char *upstream_model; /* as the provider knows it */
+    enum tg_api api;
+    struct tg_provider_call *pcall;
+    json_t *body;
+    const char *upstream_body;
+    size_t upstream_body_len;
+    struct tg_buf rewritten;
+
+    enum relay_mode mode;
+    int upstream_status;
+    int client_status;
+    bool is_stream;
+    bool wants_usage;
+    bool is_paused;
+    bool is_client_gone;
+    bool saw_terminal;
+    bool is_stream_failed; /* an error event was sent (ours or the upstream's) */
+    bool is_too_big;       /* the buffered body passed max_response_bytes */
+    struct tg_buf resp;    /* BUFFER mode body */
+    struct tg_buf out;     /* SSE mode: events to write for this read */
+    struct tg_sse_reader sse;
+    struct tg_usage usage;
+    int64_t delivered_chunks;
+    int64_t events_sent;
+    const char *response_id; /* Responses API: id from response.created */
+    struct tg_http_header pass[MAX_PASS_HEADERS];
+    size_t n_pass;
+
+    int64_t admitted_ms;
+    uint64_t first_byte_us;
+    uint64_t gone_at_ms;
+    char error[128];
+};
+
+/* ---- small helpers ------------------------------------------------------------------- */
+
+static void
+list_add(struct tg_worker *w, struct call *c)
+{
+    c->prev = NULL;
+    c->next = (struct call *)w->calls;
+    if (c->next != NULL) {
+        c->next->prev = c;
+    }
+    w->calls = (struct tg_call *)c;
+}
+
+static void
+list_remove(struct tg_worker *w, struct call *c)
+{
+    if (c->prev != NULL) {
+        c->prev->next = c->next;
+    } else {
+        w->calls = (struct tg_call *)c->next;
+    }
+    if (c->next != NULL) {
+        c->next->prev = c->prev;
+    }
+}
+
+static void
+call_cleanup(void *arg)
+{
+    struct call *c = arg;
+    if (c->body != NULL) {
+        json_decref(c->body);
+    }
+    tg_buf_deinit(&c->rewritten);
+    tg_buf_deinit(&c->resp);
+    tg_buf_deinit(&c->out);
+    tg_sse_reader_deinit(&c->sse);
+    tg_state_unref(c->state);
+}
+
+static bool
+is_pass_header(const char *name)
+{
+    return strncasecmp(name, "x-ratelimit-", 12) == 0 || strcasecmp(name, "retry-after") == 0 ||
+           strcasecmp(name, "retry-after-ms") == 0 || strcasecmp(name, "x-should-retry") == 0 ||
+           strcasecmp(name, "openai-processing-ms") == 0;
+}
+
+static int
+bad_request(struct tg_http_req *req, const char *message, const char *param)
+{
+    return tg_http_respond_error(req, 400, message, "invalid_request_error", param, NULL);
+}
+
+/* ---- decoding and policy ------------------------------------------------------------- */
+
+/* Checks the types of the fields the gateway reads. Returns false after answering 400. */
+static bool
+check_fields(struct call *c)
+{
+    struct tg_http_req *req = c->req;
+    json_t *b = c->body;
+    json_t *v = json_object_get(b, "stream");
+    if (v != NULL && !json_is_boolean(v) && !json_is_null(v)) {
+        bad_request(req, "Invalid type for 'stream': expected a boolean.", "stream");
+        return false;
+    }
+    c->is_stream = json_is_true(v);
+    if (c->is_stream && (c->api == TG_API_EMBEDDINGS || c->api == TG_API_MODERATIONS)) {
+        bad_request(req, "Streaming is not supported on this endpoint.", "stream");
+        return false;
+    }
+    json_t *so = json_object_get(b, "stream_options");
+    if (so != NULL && !json_is_null(so)) {
+        if (!c->is_stream) {
+            bad_request(req,
+                        "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                        "stream_options");
+            return false;
+        }
+        if (!json_is_object(so)) {
+            bad_request(req, "Invalid type for 'stream_options': expected an object.",
+                        "stream_options");
+            return false;
+        }
+        c->wants_usage = json_is_true(json_object_get(so, "include_usage"));
+    }
+    static const char *const int_fields[] = {"n", "max_tokens", "max_completion_tokens",
+                                             "max_output_tokens"};
+    for (size_t i = 0; i < sizeof(int_fields) / sizeof(int_fields[0]); i++) {
+        v = json_object_get(b, int_fields[i]);
+        if (v != NULL && !json_is_null(v) && (!json_is_integer(v) || json_integer_value(v) < 0)) {
+            char msg[128];
+            snprintf(msg, sizeof(msg), "Invalid value for '%s': expected a non-negative integer.",
+                     int_fields[i]);
+            bad_request(req, msg, int_fields[i]);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Rewrites the body for the provider when needed; otherwise sends the client's bytes. */
+static int
+prepare_upstream_body(struct call *c)
+{
+    bool rename = strcmp(c->model, c->upstream_model) != 0;
+    bool add_usage =
+        c->is_stream && !c->wants_usage && (c->api == TG_API_CHAT || c->api == TG_API_COMPLETIONS);
+    if (!rename && !add_usage) {
+        c->upstream_body = c->req->body.data;
+        c->upstream_body_len = c->req->body.len;
+        return 0;
+    }
+    if (rename) {
+        json_object_set_new(c->body, "model", json_string(c->upstream_model));
+    }
+    if (add_usage) {
+        json_t *so = json_object_get(c->body, "stream_options");
+        if (!json_is_object(so)) {
+            so = json_object();
+            json_object_set_new(c->body, "stream_options", so);
+        }
+        json_object_set_new(so, "include_usage", json_true());
+    }
+    int rc = tg_json_dump_buf(c->body, &c->rewritten);
+    c->upstream_body = c->rewritten.data;
+    c->upstream_body_len = c->rewritten.len;
+    return rc;
+}
+
+/* ---- settling ------------------------------------------------------------------------ */
+
+static void
+copy_field(char *dst, size_t cap, const char *src)
+{
+    snprintf(dst, cap, "%s", src != NULL ? src : "");
+}
+
+/* Rough prompt size when the provider reported none: a quarter of the body's bytes. */
+static int64_t
+estimate_prompt_tokens(const struct call *c)
+{
+    return (int64_t)(c->req->body.len / 4) + 1;
+}
+
+static void
+settle(struct call *c)
+{
+    struct tg_ledger_row row;
+    memset(&row, 0, sizeof(row));
+    copy_field(row.request_id, sizeof(row.request_id), c->req->id);
+    row.attempt = 1;
+    row.time_ms = c->admitted_ms;
+    copy_field(row.org_id, sizeof(row.org_id), c->key->org_id);
+    copy_field(row.project_id, sizeof(row.project_id), c->project->id);
+    copy_field(row.key_id, sizeof(row.key_id), c->key->id);
+    copy_field(row.user_id, sizeof(row.user_id), c->key->owner_user_id);
+    copy_field(row.endpoint, sizeof(row.endpoint), tg_api_name(c->api));
+    copy_field(row.model_requested, sizeof(row.model_requested), c->model);
+    copy_field(row.provider, sizeof(row.provider), c->provider->name);
+    copy_field(row.deployment, sizeof(row.deployment), c->upstream_model);
+    struct tg_usage u = c->usage;
+    /* A stream that started but reported no usage (cut, or the client left and the drain
+     * bound ran out) is billed for its prompt and the chunks delivered: never zero. */
+    if (!u.is_known && c->mode == RELAY_SSE) {
+        u.prompt_tokens = estimate_prompt_tokens(c);
+        u.completion_tokens = c->delivered_chunks;
+        row.is_usage_estimated = true;
+    }
+    row.prompt_tokens = u.prompt_tokens;
+    row.cached_tokens = u.cached_tokens;
+    row.completion_tokens = u.completion_tokens;
+    row.reasoning_tokens = u.reasoning_tokens;
+    row.cost_micros = tg_price_cost_micros(c->price, &u);
+    row.status = c->is_client_gone ? 499 : c->client_status;
+    row.latency_ms = tg_clock_unix_ms() - c->admitted_ms;
+    row.ttft_ms = c->first_byte_us ? (int64_t)((c->first_byte_us - c->req->start_us) / 1000) : -1;
+    row.is_stream = c->is_stream;
+    copy_field(row.error, sizeof(row.error), c->error);
+    tg_ledger_push(c->w->ledger, &row);
+}
+
+/* ---- answering --------------------------------------------------------------------- */
+
+/* Ends the call: pushes the ledger row, then answers. Answering finishes the request, which
+ * frees the arena holding c, so it is the very last thing done with c. */
+static void
+finish(struct call *c)
+{
+    list_remove(c->w, c);
+    settle(c);
+    struct tg_http_req *req = c->req;
+    if (c->mode == RELAY_SSE) {
+        if (c->out.len > 0 && !c->is_client_gone) {
+            tg_http_stream_write(req, c->out.data, c->out.len);
+        }
+        tg_http_stream_end(req);
+        return;
+    }
+    tg_http_respond(req, c->client_status, "application/json", c->pass, c->n_pass,
+                    c->resp.data ? c->resp.data : "", c->resp.len);
+}
+
+/* Replaces the answer with an OpenAI error object (sent by finish). */
+static void
+set_error(struct call *c, int status, const char *type, const char *message)
+{
+    c->client_status = status;
+    c->n_pass = status == 429 || status >= 500 ? c->n_pass : 0;
+    copy_field(c->error, sizeof(c->error), message);
+    tg_buf_reset(&c->resp);
+    tg_json_error_body(&c->resp, message, type, NULL, NULL);
+}
+
+static int
+upstream_error_status(int err)
+{
+    return err == TG_ETIMEOUT ? 504 : 502;
+}
+
+/* Appends our own in-band error to a stream the upstream cut or spoiled. */
+static void
+stream_fail(struct call *c, const char *message)
+{
+    if (c->is_stream_failed) {
+        return;
+    }
+    c->is_stream_failed = true;
+    copy_field(c->error, sizeof(c->error), message);
+    struct tg_buf *o = &c->out;
+    if (c->api == TG_API_RESPONSES) {
+        tg_buf_appendf(o,
+                       "event: error\ndata: {\"type\":\"error\",\"sequence_number\":%lld,"
+                       "\"error\":{\"type\":\"server_error\",\"code\":\"server_error\","
+                       "\"message\":",
+                       (long long)c->events_sent);
+        tg_json_quote(o, message);
+        tg_buf_appendf(o,
+                       ",\"param\":null}}\n\nevent: response.failed\ndata: "
+                       "{\"type\":\"response.failed\",\"sequence_number\":%lld,"
+                       "\"response\":{\"id\":",
+                       (long long)c->events_sent + 1);
+        tg_json_quote(o, c->response_id ? c->response_id : "");
+        tg_buf_append_str(o, ",\"object\":\"response\",\"status\":\"failed\",\"error\":{"
+                             "\"code\":\"server_error\",\"message\":");
+        tg_json_quote(o, message);
+        tg_buf_append_str(o, "}}}\n\n");
+    } else {
+        tg_buf_append_str(o, "data: ");
+        tg_json_error_body(o, message, "server_error", NULL, NULL);
+        tg_buf_append_str(o, "\n\n");
+    }
+}
+
+/* ---- upstream callbacks -------------------------------------------------------------- */
+
+static void
+on_headers(int status, const struct tg_upstream_header *headers, size_t n, void *arg)
+{
+    struct call *c = arg;
+    c->upstream_status = status;
+    bool is_sse = false;
+    for (size_t i = 0; i < n; i++) {
+        if (strcasecmp(headers[i].name, "content-type") == 0) {
+            is_sse = strstr(headers[i].value, "text/event-stream") != NULL;
+        } else if (is_pass_header(headers[i].name) && c->n_pass < MAX_PASS_HEADERS) {
+            c->pass[c->n_pass].name = tg_arena_strdup(&c->req->arena, headers[i].name);
+            c->pass[c->n_pass].value = tg_arena_strdup(&c->req->arena, headers[i].value);
+            c->n_pass++;
+        }
+    }
+    if (c->is_stream && is_sse && status >= 200 && status < 300) {
+        c->mode = RELAY_SSE;
+        c->client_status = status;
+        if (!c->is_client_gone) {
+            tg_http_stream_begin(c->req, status, "text/event-stream; charset=utf-8", c->pass,
+                                 c->n_pass);
+        }
+    } else {
+        c->mode = RELAY_BUFFER;
+    }
+}
+
+static void
+note_usage_event(struct call *c, const struct tg_sse_event *ev, bool *drop)
+{
+    json_t *j = json_loadb(ev->data, ev->data_len, 0, NULL);
+    if (j == NULL) {
+        return;
+    }
+    json_t *u = json_object_get(j, "usage");
+    if (json_is_object(u)) {
+        tg_usage_parse(c->api, u, &c->usage);
+        json_t *choices = json_object_get(j, "choices");
+        if (json_is_array(choices) && json_array_size(choices) == 0 && !c->wants_usage) {
+            *drop = true;
+        }
+    }
+    if (json_is_object(json_object_get(j, "error"))) {
+        c->is_stream_failed = true;
+    }
+    json_decref(j);
+}
+
+static bool
+event_is(const struct tg_sse_event *ev, const char *name)
+{
+    return strcmp(ev->event, name) == 0;
+}
+
+static void
+note_responses_event(struct call *c, const struct tg_sse_event *ev)
+{
+    bool terminal = event_is(ev, "response.completed") || event_is(ev, "response.incomplete") ||
+                    event_is(ev, "response.failed");
+    if (!terminal && !event_is(ev, "response.created") && !event_is(ev, "error")) {
+        if (event_is(ev, "response.output_text.delta")) {
+            c->delivered_chunks++;
+        }
+        return;
+    }
+    json_t *j = json_loadb(ev->data, ev->data_len, 0, NULL);
+    json_t *resp = json_object_get(j, "response");
+    if (event_is(ev, "response.created") && c->response_id == NULL) {
+        const char *id = tg_json_str(resp, "id");
+        c->response_id = id ? tg_arena_strdup(&c->req->arena, id) : NULL;
+    } else if (terminal) {
+        c->saw_terminal = true;
+        tg_usage_parse(TG_API_RESPONSES, json_object_get(resp, "usage"), &c->usage);
+        c->is_stream_failed = event_is(ev, "response.failed");
+    } else {
+        c->is_stream_failed = true;
+    }
+    json_decref(j);
+}
+
+static int
+on_event(const struct tg_sse_event *ev, void *arg)
+{
+    struct call *c = arg;
+    if (!ev->has_data || c->is_stream_failed || c->saw_terminal) {
+        return 0;
+    }
+    if (c->provider->ops->keep_event != NULL && !c->provider->ops->keep_event(ev)) {
+        return 0;
+    }
+    bool drop = false;
+    if (c->api == TG_API_RESPONSES) {
+        if (!tg_json_is_valid(ev->data, ev->data_len)) {
+            stream_fail(c, "The upstream sent a malformed stream event.");
+            return TG_EPARSE;
+        }
+        note_responses_event(c, ev);
+    } else if (ev->data_len == 6 && memcmp(ev->data, "[DONE]", 6) == 0) {
+        c->saw_terminal = true;
+    } else if (!tg_json_is_valid(ev->data, ev->data_len)) {
+        stream_fail(c, "The upstream sent a malformed stream event.");
+        return TG_EPARSE;
+    } else if (memmem(ev->data, ev->data_len, "\"usage\"", 7) != NULL ||
+               memmem(ev->data, ev->data_len, "\"error\"", 7) != NULL) {
+        note_usage_event(c, ev, &drop);
+    } else {
+        c->delivered_chunks++;
+    }
+    if (!drop && !c->is_client_gone) {
+        c->events_sent++;
+        tg_buf_append(&c->out, ev->raw, ev->raw_len);
+    }
+    return 0;
+}
+
+static int
+on_data(const char *data, size_t len, void *arg)
+{
+    struct call *c = arg;
+    if (c->first_byte_us == 0) {
+        c->first_byte_us = tg_clock_mono_us();
+    }
+    if (c->is_client_gone &&
+        tg_clock_mono_ms() - c->gone_at_ms > c->state->config->disconnect_drain_ms) {
+        copy_field(c->error, sizeof(c->error), "client gone; drain bound reached");
+        return TG_ECANCELED;
+    }
+    if (c->mode == RELAY_BUFFER) {
+        if (tg_buf_append(&c->resp, data, len) < 0) {
+            c->is_too_big = true;
+            return TG_ECANCELED;
+        }
+        return 0;
+    }
+    int rc = tg_sse_reader_feed(&c->sse, data, len, on_event, c);
+    if (rc == TG_ETOOBIG) {
+        stream_fail(c, "The upstream sent a stream event larger than the gateway accepts.");
+    }
+    if (c->is_client_gone) {
+        tg_buf_reset(&c->out);
+        return rc < 0 ? TG_ECANCELED : 0;
+    }
+    int w = 0;
+    if (c->out.len > 0) {
+        w = tg_http_stream_write(c->req, c->out.data, c->out.len);
+        tg_buf_reset(&c->out);
+    }
+    if (rc < 0) {
+        return TG_ECANCELED; /* the error event is queued; end the upstream transfer */
+    }
+    if (w == 1) {
+        c->is_paused = true;
+        return TG_EAGAIN;
+    }
+    return 0;
+}
+
+/* BUFFER mode end: validate and answer the whole body. */
+static void
+answer_buffered(struct call *c)
+{
+    const char *body = c->resp.data ? c->resp.data : "";
+    size_t len = c->resp.len;
+    int status = c->upstream_status;
+    json_t *j = tg_json_parse(body, len, 512, c->error, sizeof(c->error));
+    if (j == NULL || !json_is_object(j)) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "The upstream provider returned %s (HTTP %d).",
+                 len == 0 ? "an empty body" : "a body that is not valid JSON", status);
+        json_decref(j);
+        set_error(c, 502, "server_error", msg);
+        return;
+    }
+    if (status >= 200 && status < 300) {
+        tg_usage_from_response(c->api, j, &c->usage);
+        c->error[0] = '\0';
+    } else {
+        json_t *e = json_object_get(j, "error");
+        const char *m = tg_json_str(e, "message");
+        copy_field(c->error, sizeof(c->error), m ? m : "upstream error");
+        if (!json_is_object(e)) {
+            json_decref(j);
+            char msg[160];
+            snprintf(msg, sizeof(msg), "The upstream provider failed with HTTP %d.", status);
+            set_error(c, status >= 500 ? 502 : status, "server_error", msg);
+            return;
+        }
+    }
+    json_decref(j);
+    c->client_status = status;
+}
+
+static void
+on_done(int err, const char *message, void *arg)
+{
+    struct call *c = arg;
+    c->pcall = NULL;
+    if (c->mode == RELAY_SSE) {
+        if (tg_sse_reader_has_partial(&c->sse) && err == 0 && !c->saw_terminal) {
+            err = TG_EUPSTREAM;
+        }
+        if (!c->saw_terminal && !c->is_stream_failed) {
+            char msg[200];
+            snprintf(msg, sizeof(msg), "The upstream stream ended early: %s",
+                     err < 0 ? message : "no end-of-stream marker");
+            stream_fail(c, msg);
+        }
+    } else if (c->is_too_big) {
+        set_error(c, 502, "server_error", "The upstream response exceeded the size limit.");
+    } else if (err < 0) {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "The upstream provider %s failed: %s", c->provider->name,
+                 message ? message : tg_strerror(err));
+        set_error(c, upstream_error_status(err), "server_error", msg);
+    } else {
+        answer_buffered(c);
+    }
+    finish(c);
+}
+
+static void
+on_client_abort(struct tg_http_req *req, void *arg)
+{
+    struct call *c = arg;
+    c->is_client_gone = true;
+    c->gone_at_ms = tg_clock_mono_ms();
+    if (c->is_paused && c->pcall != NULL) {
+        c->is_paused = false;
+        tg_provider_call_resume(c->provider, c->pcall);
+    }
+}
+
+static void
+on_client_drain(struct tg_http_req *req, void *arg)
+{
+    struct call *c = arg;
+    if (c->is_paused && c->pcall != NULL) {
+        c->is_paused = false;
+        tg_provider_call_resume(c->provider, c->pcall);
+    }
+}
+
+static const struct tg_upstream_callbacks callbacks = {on_headers, on_data, on_done};
+
+/* ---- entry points ---------------------------------------------------------------------- */
+
+static bool
+decode(struct call *c)
+{
+    struct tg_http_req *req = c->req;
+    const struct tg_config *cfg = c->state->config;
+    char err[256];
+    if (req->body.len == 0) {
+        bad_request(req, "The request body is empty; send a JSON object.", NULL);
+        return false;
+    }
+    c->body = tg_json_parse(req->body.data, req->body.len, cfg->max_json_depth, err, sizeof(err));
+    if (c->body == NULL) {
+        char msg[320];
+        snprintf(msg, sizeof(msg), "We could not parse the JSON body of your request. (%s)", err);
+        bad_request(req, msg, NULL);
+        return false;
+    }
+    if (!json_is_object(c->body)) {
+        bad_request(req, "The request body must be a JSON object.", NULL);
+        return false;
+    }
+    json_t *model = json_object_get(c->body, "model");
+    if (model == NULL && c->api == TG_API_MODERATIONS) {
+        c->model = "omni-moderation-latest";
+    } else if (!json_is_string(model)) {
+        bad_request(req,
+                    model == NULL ? "You must provide a model parameter."
+                                  : "Invalid type for 'model': expected a string.",
+                    "model");
+        return false;
+    } else {
+        c->model = json_string_value(model);
+    }
+    return check_fields(c);
+}
+
+static bool
+route(struct call *c)
+{
+    const struct tg_config *cfg = c->state->config;
+    const struct tg_model_route *r = NULL;
+    if (tg_project_allows(c->project, cfg, c->model)) {
+        r = tg_config_route(cfg, c->model);
+    }
+    if (r == NULL) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "The model `%s` does not exist or you do not have access to it.",
+                 c->model);
+        tg_http_respond_error(c->req, 404, msg, "invalid_request_error", NULL, "model_not_found");
+        return false;
+    }
+    c->provider = tg_config_provider(cfg, r->provider);
+    c->upstream_model = strcmp(r->name, "*") == 0 ? c->model : r->upstream_model;
+    c->price = tg_price_lookup(c->state->prices, c->model);
+    if (c->price == NULL) {
+        c->price = tg_price_lookup(c->state->prices, c->upstream_model);
+    }
+    return c->provider != NULL;
+}
+
+void
+tg_proxy_handle(struct tg_worker *w, struct tg_http_req *req, enum tg_api api,
+                struct tg_state *state, const struct tg_key_entry *key,
+                const struct tg_project *project)
+{
+    struct call *c = tg_arena_alloc(&req->arena, sizeof(*c));
+    c->w = w;
+    c->req = req;
+    c->api = api;
+    c->key = key;
+    c->project = project;
+    c->state = state;
+    atomic_fetch_add(&state->refs, 1);
+    c->admitted_ms = tg_clock_unix_ms();
+    tg_buf_init(&c->rewritten, 0);
+    tg_buf_init(&c->resp, state->config->max_response_bytes);
+    tg_buf_init(&c->out, 0);
+    tg_sse_reader_init(&c->sse, state->config->max_sse_event_bytes);
+    tg_arena_cleanup_add(&req->arena, call_cleanup, c);
+
+    if (!decode(c) || !route(c)) {
+        return;
+    }
+    if (prepare_upstream_body(c) < 0) {
+        tg_http_respond_error(req, 500, "The request could not be prepared.", "server_error", NULL,
+                              NULL);
+        return;
+    }
+    struct tg_provider_request preq = {
+        .api = api,
+        .upstream_model = c->upstream_model,
+        .body = c->upstream_body,
+        .body_len = c->upstream_body_len,
+        .is_stream = c->is_stream,
+        .request_id = req->id,
+    };
+    tg_http_req_on_abort(req, on_client_abort, c);
+    tg_http_req_on_drain(req, on_client_drain, c);
+    list_add(w, c);
+    int rc =
+        tg_provider_call_start(c->provider, w->upstream, &w->loop, &preq, &callbacks, c, &c->pcall);
+    if (rc < 0) {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "The upstream provider %s could not be called: %s",
+                 c->provider->name, tg_strerror(rc));
+        set_error(c, rc == TG_EINVAL ? 400 : 502,
+                  rc == TG_EINVAL ? "invalid_request_error" : "server_error", msg);
+        c->mode = RELAY_BUFFER;
+        finish(c);
+    }
+}
+
+void
+tg_proxy_cancel_all(struct tg_worker *w)
+{
+    for (struct call *c = (struct call *)w->calls; c != NULL; c = c->next) {
+        if (c->pcall != NULL) {
+            copy_field(c->error, sizeof(c->error), "gateway shutting down");
+            tg_provider_call_cancel(c->provider, c->pcall);
+        }
+    }
+}
+
+/* ---- models ------------------------------------------------------------------------------ */
+
+static void
+append_model(struct tg_buf *b, const char *name, const char *owner, bool *first)
+{
+    tg_buf_append_str(b, *first ? "" : ",");
+    *first = false;
+    tg_buf_append_str(b, "{\"id\":");
+    tg_json_quote(b, name);
+    tg_buf_append_str(b, ",\"object\":\"model\",\"created\":0,\"owned_by\":");
+    tg_json_quote(b, owner);
+    tg_buf_append_str(b, "}");
+}
+
+void
+tg_proxy_models(struct tg_http_req *req, const struct tg_state *state,
+                const struct tg_project *project, const char *model_id)
+{
+    const struct tg_config *cfg = state->config;
+    struct tg_buf b;
+    tg_buf_init(&b, 0);
+    bool first = true;
+    if (model_id == NULL) {
+        tg_buf_append_str(&b, "{\"object\":\"list\",\"data\":[");
+    }
+    bool found = false;
+    for (size_t i = 0; i < cfg->n_models; i++) {
+        const struct tg_model_route *r = &cfg->models[i];
+        if (strcmp(r->name, "*") == 0 || !tg_project_allows(project, cfg, r->name)) {
+            continue;
+        }
+        if (model_id == NULL || strcmp(model_id, r->name) == 0) {
+            append_model(&b, r->name, r->provider, &first);
+            found = true;
+        }
+    }
+    if (model_id == NULL) {
+        tg_buf_append_str(&b, "]}");
+        tg_http_respond(req, 200, "application/json", NULL, 0, b.data, b.len);
+    } else if (found) {
+        tg_http_respond(req, 200, "application/json", NULL, 0, b.data, b.len);
+    } else {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "The model `%s` does not exist or you do not have access to it.",
+                 model_id);
+        tg_http_respond_error(req, 404, msg, "invalid_request_error", "model", "model_not_found");
+    }
+    tg_buf_deinit(&b);
+}

@@ -1,0 +1,175 @@
+/* state.c: snapshot building and publication (see state.h). */
+#include "gateway/state.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/mem.h"
+
+static struct tg_state_env env;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct tg_state *current;
+static atomic_uint_fast64_t generation;
+
+void
+tg_state_env_set(const struct tg_state_env *e)
+{
+    env = *e;
+}
+
+const struct tg_state_env *
+tg_state_env_get(void)
+{
+    return &env;
+}
+
+static void
+state_free(struct tg_state *s)
+{
+    for (size_t i = 0; i < s->n_projects; i++) {
+        free(s->projects[i].id);
+        free(s->projects[i].org_id);
+        free(s->projects[i].name);
+        free(s->projects[i].environment);
+    }
+    free(s->projects);
+    free(s->org_id);
+    free(s->org_name);
+    if (s->keys != NULL) {
+        tg_keyring_free(s->keys);
+    }
+    free(s);
+}
+
+void
+tg_state_unref(struct tg_state *s)
+{
+    if (s != NULL && atomic_fetch_sub(&s->refs, 1) == 1) {
+        state_free(s);
+    }
+}
+
+static int
+add_org(const struct tg_org_rec *r, void *arg)
+{
+    struct tg_state *s = arg;
+    if (s->org_id == NULL) {
+        s->org_id = tg_xstrdup(r->id);
+        s->org_name = tg_xstrdup(r->name);
+    }
+    return 0;
+}
+
+static int
+add_project(const struct tg_project_rec *r, void *arg)
+{
+    struct tg_state *s = arg;
+    s->projects = tg_xrealloc(s->projects, (s->n_projects + 1) * sizeof(*s->projects));
+    struct tg_project *p = &s->projects[s->n_projects++];
+    p->id = tg_xstrdup(r->id);
+    p->org_id = tg_xstrdup(r->org_id);
+    p->name = tg_xstrdup(r->name);
+    p->environment = tg_xstrdup(r->environment ? r->environment : "");
+    p->is_archived = r->archived_ms != 0;
+    p->conf = NULL;
+    for (size_t i = 0; i < env.config->n_projects; i++) {
+        if (strcmp(env.config->projects[i].name, r->name) == 0) {
+            p->conf = &env.config->projects[i];
+        }
+    }
+    return 0;
+}
+
+static int
+add_key(const struct tg_key_rec *r, void *arg)
+{
+    tg_keyring_add(arg, r);
+    return 0;
+}
+
+int
+tg_state_reload(void)
+{
+    struct tg_state *s = tg_xcalloc(1, sizeof(*s));
+    atomic_init(&s->refs, 1);
+    s->config = env.config;
+    s->prices = env.prices;
+    s->keys = tg_keyring_new();
+    struct tg_store *st = env.store;
+    int rc = st->ops->orgs_list(st, add_org, s);
+    if (rc == 0 && s->org_id == NULL) {
+        rc = TG_ENOTFOUND;
+    }
+    rc = rc < 0 ? rc : st->ops->projects_list(st, s->org_id, add_project, s);
+    rc = rc < 0 ? rc : st->ops->keys_list(st, s->org_id, add_key, s->keys);
+    if (rc < 0) {
+        tg_log_error("state: reload failed: %s", tg_strerror(rc));
+        state_free(s);
+        return rc;
+    }
+    pthread_mutex_lock(&lock);
+    struct tg_state *old = current;
+    s->generation = atomic_load(&generation) + 1;
+    current = s;
+    atomic_store(&generation, s->generation);
+    pthread_mutex_unlock(&lock);
+    tg_state_unref(old);
+    return 0;
+}
+
+uint64_t
+tg_state_generation(void)
+{
+    return atomic_load_explicit(&generation, memory_order_acquire);
+}
+
+struct tg_state *
+tg_state_acquire(void)
+{
+    pthread_mutex_lock(&lock);
+    struct tg_state *s = current;
+    if (s != NULL) {
+        atomic_fetch_add(&s->refs, 1);
+    }
+    pthread_mutex_unlock(&lock);
+    return s;
+}
+
+void
+tg_state_shutdown(void)
+{
+    pthread_mutex_lock(&lock);
+    struct tg_state *old = current;
+    current = NULL;
+    pthread_mutex_unlock(&lock);
+    tg_state_unref(old);
+}
+
+const struct tg_project *
+tg_state_project(const struct tg_state *s, const char *id_or_name)
+{
+    for (size_t i = 0; i < s->n_projects; i++) {
+        if (strcmp(s->projects[i].id, id_or_name) == 0 ||
+            strcmp(s->projects[i].name, id_or_name) == 0) {
+            return &s->projects[i];
+        }
+    }
+    return NULL;
+}
+
+bool
+tg_project_allows(const struct tg_project *p, const struct tg_config *c, const char *model)
+{
+    if (p->conf != NULL && p->conf->n_models > 0) {
+        for (size_t i = 0; i < p->conf->n_models; i++) {
+            if (strcmp(p->conf->models[i], model) == 0) {
+                return true;
+            }
+        }
+        return false;
+    }
+    return tg_config_route(c, model) != NULL;
+}

@@ -1,0 +1,79 @@
+/*
+ * state.h: the immutable snapshot every request reads (config, key table, projects, prices),
+ * and how it is replaced.
+ *
+ * Workers never lock it on the hot path: each keeps a reference to the snapshot it last saw
+ * and compares one atomic generation number per request; only when it changed does the worker
+ * take the (short) lock to swap references. A change to keys or projects builds a whole new
+ * snapshot from the store (tg_state_reload, blocking: thread pool or start-up only) and
+ * publishes it, so the change is seen by the next request on every worker of this node.
+ *
+ * The config, price table and pepper live as long as the process; the snapshot borrows them.
+ */
+#ifndef TG_GATEWAY_STATE_H
+#define TG_GATEWAY_STATE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gateway/config.h"
+#include "policy/keys.h"
+#include "policy/price.h"
+#include "store/store.h"
+
+struct tg_project {
+    char *id;
+    char *org_id;
+    char *name;
+    char *environment;
+    bool is_archived;
+    const struct tg_project_conf *conf; /* config settings by name, or NULL */
+};
+
+struct tg_state {
+    atomic_int refs;
+    uint64_t generation;
+    const struct tg_config *config;      /* borrowed, process lifetime */
+    const struct tg_price_table *prices; /* borrowed, process lifetime */
+    char *org_id;
+    char *org_name;
+    struct tg_project *projects;
+    size_t n_projects;
+    struct tg_keyring *keys;
+};
+
+/* Process-wide pieces the snapshots borrow; set once at start-up before tg_state_reload. */
+struct tg_state_env {
+    const struct tg_config *config;
+    const struct tg_price_table *prices;
+    struct tg_store *store;
+    const unsigned char *pepper;
+    size_t pepper_len;
+};
+
+void tg_state_env_set(const struct tg_state_env *env);
+const struct tg_state_env *tg_state_env_get(void);
+
+/* Builds a new snapshot from the store and publishes it. Blocking: never on a loop thread.
+ * Returns 0 or a negative code (the old snapshot stays). */
+int tg_state_reload(void);
+
+/* The current generation (one atomic load). */
+uint64_t tg_state_generation(void);
+
+/* A reference to the current snapshot; release with tg_state_unref. */
+struct tg_state *tg_state_acquire(void);
+void tg_state_unref(struct tg_state *s);
+
+/* Drops the published snapshot (at exit). */
+void tg_state_shutdown(void);
+
+/* Project lookups by id or by name. NULL when absent. */
+const struct tg_project *tg_state_project(const struct tg_state *s, const char *id_or_name);
+
+/* True when the project may use model (the config's allow-list, else any routed model). */
+bool tg_project_allows(const struct tg_project *p, const struct tg_config *c, const char *model);
+
+#endif

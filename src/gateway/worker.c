@@ -1,0 +1,314 @@
+/*
+ * worker.c: a worker thread's loop, its request router, and its orderly stop.
+ *
+ * Routing is a short table of path shapes; a path that matches with another method gets 405,
+ * one that matches nothing gets OpenAI's 404 "Invalid URL (METHOD /path)".
+ */
+#include "gateway/worker.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "admin/admin.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "gateway/proxy.h"
+#include "policy/auth.h"
+
+static atomic_bool is_ready = true;
+
+bool
+tg_gateway_is_ready(void)
+{
+    return atomic_load(&is_ready);
+}
+
+void
+tg_gateway_set_ready(bool ready)
+{
+    atomic_store(&is_ready, ready);
+}
+
+struct tg_state *
+tg_worker_state(struct tg_worker *w)
+{
+    if (w->state == NULL || w->state->generation != tg_state_generation()) {
+        struct tg_state *s = tg_state_acquire();
+        if (s != NULL) {
+            tg_state_unref(w->state);
+            w->state = s;
+        }
+    }
+    return w->state;
+}
+
+/* ---- routing ----------------------------------------------------------------------------- */
+
+enum route_kind { R_HEALTH, R_READY, R_MODELS, R_MODEL, R_API, R_ADMIN };
+
+struct route {
+    enum route_kind kind;
+    enum tg_http_method method;
+    const char *path; /* exact, or a prefix when it ends in '/' */
+};
+
+static const struct route routes[] = {
+    {R_HEALTH, TG_HTTP_GET, "/healthz"},           {R_READY, TG_HTTP_GET, "/readyz"},
+    {R_MODELS, TG_HTTP_GET, "/v1/models"},         {R_MODEL, TG_HTTP_GET, "/v1/models/"},
+    {R_API, TG_HTTP_POST, "/v1/chat/completions"}, {R_API, TG_HTTP_POST, "/v1/completions"},
+    {R_API, TG_HTTP_POST, "/v1/embeddings"},       {R_API, TG_HTTP_POST, "/v1/responses"},
+    {R_API, TG_HTTP_POST, "/v1/moderations"},      {R_ADMIN, TG_HTTP_OTHER, "/v1/organization/"},
+};
+
+static bool
+path_matches(const struct route *r, const char *path)
+{
+    size_t n = strlen(r->path);
+    if (r->path[n - 1] == '/') {
+        return strncmp(path, r->path, n) == 0 && path[n] != '\0';
+    }
+    return strcmp(path, r->path) == 0;
+}
+
+static void
+respond_json(struct tg_http_req *req, int status, const char *json)
+{
+    tg_http_respond(req, status, "application/json", NULL, 0, json, strlen(json));
+}
+
+/* Authenticates req; on failure answers 401 and returns NULL. */
+static const struct tg_key_entry *
+authenticate(struct tg_http_req *req, const struct tg_state *st)
+{
+    const struct tg_state_env *env = tg_state_env_get();
+    const char *auth = tg_http_req_header(req, "authorization");
+    const struct tg_key_entry *key = NULL;
+    enum tg_auth_result r =
+        tg_auth_bearer(st->keys, env->pepper, env->pepper_len, auth, tg_clock_unix_ms(), &key);
+    if (r == TG_AUTH_OK) {
+        return key;
+    }
+    char msg[320];
+    tg_auth_message(r, auth, msg, sizeof(msg));
+    tg_http_respond_error(req, 401, msg, "invalid_request_error", NULL,
+                          r == TG_AUTH_MISSING ? NULL : "invalid_api_key");
+    return NULL;
+}
+
+static void
+forbid(struct tg_http_req *req, const char *message)
+{
+    tg_http_respond_error(req, 403, message, "invalid_request_error", NULL, "missing_scope");
+}
+
+/* Inference routes: a project key whose project is active and matches OpenAI-Project. */
+static const struct tg_project *
+project_for(struct tg_http_req *req, const struct tg_state *st, const struct tg_key_entry *key)
+{
+    if (key->kind != TG_KEY_PROJECT) {
+        forbid(req, "Admin keys cannot make API requests; use a project key.");
+        return NULL;
+    }
+    const struct tg_project *p = tg_state_project(st, key->project_id);
+    if (p == NULL || p->is_archived) {
+        forbid(req, "The project of this API key is archived or does not exist.");
+        return NULL;
+    }
+    const char *want = tg_http_req_header(req, "openai-project");
+    if (want != NULL && strcmp(want, p->id) != 0 && strcmp(want, p->name) != 0) {
+        tg_http_respond_error(req, 401,
+                              "The OpenAI-Project header does not match the project of this "
+                              "API key.",
+                              "invalid_request_error", NULL, "mismatched_project");
+        return NULL;
+    }
+    return p;
+}
+
+static void
+dispatch(struct tg_worker *w, struct tg_http_req *req, const struct route *r)
+{
+    if (r->kind == R_HEALTH) {
+        respond_json(req, 200, "{\"status\":\"ok\"}");
+        return;
+    }
+    if (r->kind == R_READY) {
+        bool ready = tg_gateway_is_ready() && !w->is_stopping;
+        respond_json(req, ready ? 200 : 503,
+                     ready ? "{\"status\":\"ready\"}" : "{\"status\":\"shutting down\"}");
+        return;
+    }
+    struct tg_state *st = tg_worker_state(w);
+    const struct tg_key_entry *key = authenticate(req, st);
+    if (key == NULL) {
+        return;
+    }
+    if (r->kind == R_ADMIN) {
+        if (key->kind != TG_KEY_ADMIN) {
+            forbid(req, "This endpoint requires an admin key; project keys cannot use the "
+                        "admin API.");
+            return;
+        }
+        tg_admin_handle(req, &w->loop, st, key);
+        return;
+    }
+    const struct tg_project *p = project_for(req, st, key);
+    if (p == NULL) {
+        return;
+    }
+    if (r->kind == R_MODELS || r->kind == R_MODEL) {
+        tg_proxy_models(req, st, p, r->kind == R_MODEL ? req->path + strlen(r->path) : NULL);
+        return;
+    }
+    enum tg_api api;
+    tg_api_from_path(req->path, &api);
+    tg_proxy_handle(w, req, api, st, key, p);
+}
+
+static void
+on_request(struct tg_http_req *req, void *ctx)
+{
+    struct tg_worker *w = ctx;
+    bool path_known = false;
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        const struct route *r = &routes[i];
+        if (!path_matches(r, req->path)) {
+            continue;
+        }
+        path_known = true;
+        if (r->method == TG_HTTP_OTHER || r->method == req->method ||
+            (r->method == TG_HTTP_GET && req->method == TG_HTTP_HEAD)) {
+            dispatch(w, req, r);
+            return;
+        }
+    }
+    char msg[300];
+    snprintf(msg, sizeof(msg), "Invalid URL (%s %.200s)", req->method_name, req->path);
+    tg_http_respond_error(req, path_known ? 405 : 404, msg, "invalid_request_error", NULL, NULL);
+}
+
+/* ---- lifecycle --------------------------------------------------------------------------- */
+
+static void
+close_walk(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h)) {
+        uv_close(h, NULL);
+    }
+}
+
+static void
+on_http_closed(struct tg_http_server *s, void *arg)
+{
+    struct tg_worker *w = arg;
+    tg_upstream_client_free(w->upstream);
+    w->upstream = NULL;
+    uv_close((uv_handle_t *)&w->wake, NULL);
+    uv_close((uv_handle_t *)&w->grace, NULL);
+}
+
+static void
+maybe_finish_stop(struct tg_worker *w)
+{
+    if (w->http != NULL && tg_http_server_requests_in_flight(w->http) == 0 && w->calls == NULL) {
+        struct tg_http_server *s = w->http;
+        w->http = NULL;
+        uv_timer_stop(&w->grace);
+        tg_http_server_free(s, on_http_closed, w);
+    }
+}
+
+/* Runs every 20 ms while stopping: ends the worker once nothing is in flight, and cancels
+ * what is left when the grace period is over (each cancelled call is still accounted). */
+static void
+on_grace(uv_timer_t *t)
+{
+    struct tg_worker *w = t->data;
+    if (w->http == NULL) {
+        return;
+    }
+    uint64_t grace = tg_state_env_get()->config->shutdown_grace_ms;
+    if (!w->is_cancelled && uv_now(&w->loop) - w->stop_ms >= grace) {
+        w->is_cancelled = true;
+        tg_log_warn("worker %d: grace period over, cancelling in-flight calls", w->index);
+        tg_proxy_cancel_all(w);
+    }
+    maybe_finish_stop(w);
+}
+
+static void
+on_wake(uv_async_t *a)
+{
+    struct tg_worker *w = a->data;
+    if (!atomic_load(&w->stop_requested) || w->is_stopping || w->http == NULL) {
+        return;
+    }
+    w->is_stopping = true;
+    w->stop_ms = uv_now(&w->loop);
+    tg_http_server_stop(w->http);
+    uv_timer_start(&w->grace, on_grace, 0, 20);
+}
+
+static void
+worker_main(void *arg)
+{
+    struct tg_worker *w = arg;
+    const struct tg_config *cfg = tg_state_env_get()->config;
+    w->grace.data = w;
+    int rc = tg_upstream_client_new(&w->loop, &w->upstream);
+    if (rc == 0) {
+        rc = tg_http_server_new(&w->loop, cfg->listen_host, cfg->listen_port, &cfg->http,
+                                on_request, w, &w->http);
+    }
+    w->start_rc = rc;
+    uv_sem_post(&w->started);
+    if (rc < 0) {
+        if (w->upstream != NULL) {
+            tg_upstream_client_free(w->upstream);
+        }
+        uv_close((uv_handle_t *)&w->wake, NULL);
+        uv_close((uv_handle_t *)&w->grace, NULL);
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+        return;
+    }
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    uv_walk(&w->loop, close_walk, NULL);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    tg_state_unref(w->state);
+    w->state = NULL;
+}
+
+int
+tg_worker_start(struct tg_worker *w, int index, struct tg_ledger *ledger)
+{
+    memset(w, 0, sizeof(*w));
+    w->index = index;
+    w->ledger = ledger;
+    atomic_init(&w->stop_requested, false);
+    uv_loop_init(&w->loop);
+    uv_async_init(&w->loop, &w->wake, on_wake);
+    w->wake.data = w;
+    uv_timer_init(&w->loop, &w->grace);
+    uv_sem_init(&w->started, 0);
+    if (uv_thread_create(&w->thread, worker_main, w) != 0) {
+        return TG_EIO;
+    }
+    uv_sem_wait(&w->started);
+    uv_sem_destroy(&w->started);
+    return w->start_rc;
+}
+
+void
+tg_worker_request_stop(struct tg_worker *w)
+{
+    atomic_store(&w->stop_requested, true);
+    uv_async_send(&w->wake);
+}
+
+void
+tg_worker_join(struct tg_worker *w)
+{
+    uv_thread_join(&w->thread);
+    uv_loop_close(&w->loop);
+}
