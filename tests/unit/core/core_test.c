@@ -1,0 +1,207 @@
+/* core_test.c: capped buffers, arenas, JSON helpers, crypto and encodings. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/arena.h"
+#include "core/buf.h"
+#include "core/crypto.h"
+#include "core/err.h"
+#include "core/json.h"
+
+static void
+buf_cap_is_enforced(void **state)
+{
+    struct tg_buf b;
+    tg_buf_init(&b, 8);
+    assert_int_equal(tg_buf_append(&b, "12345", 5), 0);
+    assert_int_equal(tg_buf_append(&b, "6789", 4), TG_ETOOBIG);
+    assert_int_equal(b.len, 5); /* unchanged by the failed append */
+    assert_string_equal(b.data, "12345");
+    assert_int_equal(tg_buf_append(&b, "678", 3), 0);
+    assert_int_equal(tg_buf_appendf(&b, "%d", 9), TG_ETOOBIG);
+    tg_buf_consume(&b, 3);
+    assert_string_equal(b.data, "45678");
+    size_t len = 0;
+    char *p = tg_buf_steal(&b, &len);
+    assert_int_equal(len, 5);
+    assert_null(b.data);
+    free(p);
+    tg_buf_deinit(&b);
+}
+
+static void
+buf_grows_past_many_doublings(void **state)
+{
+    struct tg_buf b;
+    tg_buf_init(&b, 0);
+    for (int i = 0; i < 10000; i++) {
+        assert_int_equal(tg_buf_appendf(&b, "%04d", i % 10000), 0);
+    }
+    assert_int_equal(b.len, 40000);
+    assert_memory_equal(b.data + 39996, "9999", 4);
+    tg_buf_deinit(&b);
+}
+
+static int cleanup_order[4];
+static int n_cleanups;
+
+static void
+record_cleanup(void *arg)
+{
+    cleanup_order[n_cleanups++] = (int)(intptr_t)arg;
+}
+
+static void
+arena_allocates_and_cleans_up_in_reverse(void **state)
+{
+    struct tg_arena a;
+    tg_arena_init(&a, 64);
+    char *s = tg_arena_strdup(&a, "hello");
+    char *big = tg_arena_alloc(&a, 1000); /* larger than a block */
+    memset(big, 'x', 1000);
+    char *f = tg_arena_sprintf(&a, "%s-%d", s, 42);
+    assert_string_equal(f, "hello-42");
+    assert_string_equal(s, "hello");
+    n_cleanups = 0;
+    tg_arena_cleanup_add(&a, record_cleanup, (void *)1);
+    tg_arena_cleanup_add(&a, record_cleanup, (void *)2);
+    tg_arena_deinit(&a);
+    assert_int_equal(n_cleanups, 2);
+    assert_int_equal(cleanup_order[0], 2);
+    assert_int_equal(cleanup_order[1], 1);
+}
+
+static void
+json_depth_limit(void **state)
+{
+    assert_true(tg_json_depth_ok("[[[]]]", 6, 3));
+    assert_false(tg_json_depth_ok("[[[[]]]]", 8, 3));
+    /* brackets inside strings do not count, escaped quotes do not end strings */
+    const char *s = "{\"a\":\"[[[[\\\"[[[[\"}";
+    assert_true(tg_json_depth_ok(s, strlen(s), 1));
+    char err[128];
+    assert_null(tg_json_parse("[[[[1]]]]", 9, 3, err, sizeof(err)));
+    assert_non_null(strstr(err, "deeper than 3"));
+    assert_null(tg_json_parse("{\"a\":", 5, 3, err, sizeof(err)));
+    assert_non_null(strstr(err, "line 1"));
+    json_t *v = tg_json_parse("{\"a\":1}", 7, 3, err, sizeof(err));
+    assert_non_null(v);
+    assert_int_equal(tg_json_int(v, "a", 0), 1);
+    json_decref(v);
+}
+
+static void
+json_validator(void **state)
+{
+    static const char *const good[] = {
+        "{}",
+        "[]",
+        "0",
+        "-1.5e+3",
+        "\"\\u00e9\\n\"",
+        " {\"a\" : [1, true, false, null]} ",
+        "{\"choices\":[],\"usage\":{\"prompt_tokens\":1}}",
+    };
+    static const char *const bad[] = {
+        "",      "{",       "[1,]",  "{\"a\"}",    "01", "1.",        "tru", "\"abc",
+        "{} {}", "\"\\x\"", "[1 2]", "{\"a\":1,}", "-",  "\"\\u12\"", "nul",
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        assert_true(tg_json_is_valid(good[i], strlen(good[i])));
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_false(tg_json_is_valid(bad[i], strlen(bad[i])));
+    }
+}
+
+static void
+json_error_body_shape(void **state)
+{
+    struct tg_buf b;
+    tg_buf_init(&b, 0);
+    assert_int_equal(tg_json_error_body(&b, "bad \"x\"", "invalid_request_error", "model", NULL),
+                     0);
+    assert_string_equal(b.data, "{\"error\":{\"message\":\"bad \\\"x\\\"\",\"type\":"
+                                "\"invalid_request_error\",\"param\":\"model\",\"code\":null}}");
+    tg_buf_deinit(&b);
+}
+
+static void
+crypto_known_answers(void **state)
+{
+    unsigned char d[TG_SHA256_BYTES];
+    char hex[65];
+    tg_sha256("abc", 3, d);
+    tg_hex_encode(hex, d, sizeof(d));
+    assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    /* RFC 4231 test case 2 */
+    tg_hmac_sha256("Jefe", 4, "what do ya want for nothing?", 28, d);
+    tg_hex_encode(hex, d, sizeof(d));
+    assert_string_equal(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    unsigned char back[TG_SHA256_BYTES];
+    assert_int_equal(tg_hex_decode(back, hex, sizeof(back)), 0);
+    assert_memory_equal(back, d, sizeof(d));
+    assert_int_equal(tg_hex_decode(back, "zz", 1), TG_EPARSE);
+}
+
+static void
+base64_encodings(void **state)
+{
+    char out[64];
+    assert_int_equal(tg_base64_encode(out, "foobar", 6), 8);
+    assert_string_equal(out, "Zm9vYmFy");
+    tg_base64_encode(out, "fo", 2);
+    assert_string_equal(out, "Zm8=");
+    tg_base64_encode(out, "f", 1);
+    assert_string_equal(out, "Zg==");
+    const unsigned char raw[3] = {0xfb, 0xff, 0xfe};
+    tg_base64url_encode(out, raw, 3);
+    assert_string_equal(out, "-__-");
+    tg_base64url_encode(out, raw, 2);
+    assert_string_equal(out, "-_8");
+}
+
+static void
+ids_are_prefixed_and_distinct(void **state)
+{
+    char a[40];
+    char b[40];
+    tg_id_new(a, sizeof(a), "req_", 32);
+    tg_id_new(b, sizeof(b), "req_", 32);
+    assert_int_equal(strlen(a), 36);
+    assert_memory_equal(a, "req_", 4);
+    assert_string_not_equal(a, b);
+    assert_true(tg_mem_equal_ct(a, a, 36));
+    assert_false(tg_mem_equal_ct(a, b, 36));
+}
+
+static void
+error_table(void **state)
+{
+    assert_string_equal(tg_strerror(TG_ETIMEOUT), "timed out");
+    assert_string_equal(tg_err_name(TG_ETOOBIG), "TG_ETOOBIG");
+    assert_string_equal(tg_strerror(-999), "unknown error");
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(buf_cap_is_enforced),
+        cmocka_unit_test(buf_grows_past_many_doublings),
+        cmocka_unit_test(arena_allocates_and_cleans_up_in_reverse),
+        cmocka_unit_test(json_depth_limit),
+        cmocka_unit_test(json_validator),
+        cmocka_unit_test(json_error_body_shape),
+        cmocka_unit_test(crypto_known_answers),
+        cmocka_unit_test(base64_encodings),
+        cmocka_unit_test(ids_are_prefixed_and_distinct),
+        cmocka_unit_test(error_table),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
