@@ -1,0 +1,237 @@
+/*
+ * cli_cmds.c: the admin API commands (one function per row of the command table in cli.c).
+ *
+ * Each command builds its request from the parsed options, sends it with tg_cli_request (or
+ * tg_cli_list_fetch for cursor lists), and prints either the JSON (--json) or a table made by
+ * the pure functions of cli_fmt.c. Errors are printed where they are found; the function
+ * returns the exit code.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli_int.h"
+#include "core/err.h"
+#include "core/json.h"
+#include "core/mem.h"
+
+#define TG_CLI_MAX_USAGE_PAGES 10000
+
+typedef int (*table_fn)(const json_t *v, struct tg_buf *out);
+
+/* Prints v as JSON or as the table fn makes of it. Returns the exit code. */
+static int
+print_answer(struct tg_cli *cli, const json_t *v, table_fn fn)
+{
+    if (cli->is_json) {
+        tg_cli_json_print(cli, v);
+        return 0;
+    }
+    struct tg_buf b;
+    tg_buf_init(&b, 0);
+    int rc = fn(v, &b);
+    if (rc < 0) {
+        tg_cli_fail(cli, "the API's answer does not have the expected shape");
+    } else {
+        fputs(b.data ? b.data : "", cli->out);
+    }
+    tg_buf_deinit(&b);
+    return rc < 0 ? 1 : 0;
+}
+
+/* "/v1/organization/projects/{project}/api_keys[/{key_id}]" */
+static void
+keys_path(struct tg_cli *cli, const char *key_id, struct tg_buf *out)
+{
+    tg_buf_append_str(out, "/v1/organization/projects/");
+    tg_cli_url_escape(out, cli->args->opt[TG_CLI_OPT_PROJECT]);
+    tg_buf_append_str(out, "/api_keys");
+    if (key_id != NULL) {
+        tg_buf_append_str(out, "/");
+        tg_cli_url_escape(out, key_id);
+    }
+}
+
+int
+tg_cli_cmd_projects_list(struct tg_cli *cli)
+{
+    json_t *list = NULL;
+    if (tg_cli_list_fetch(cli, "/v1/organization/projects", &list) < 0) {
+        return 1;
+    }
+    int rc = print_answer(cli, list, tg_cli_projects_table);
+    json_decref(list);
+    return rc;
+}
+
+int
+tg_cli_cmd_keys_create(struct tg_cli *cli)
+{
+    struct tg_buf path;
+    json_t *key = NULL;
+    json_t *req = json_pack("{s:s}", "name", cli->args->opt[TG_CLI_OPT_NAME]);
+    char *body = json_dumps(req, JSON_COMPACT);
+    int rc = 1;
+    tg_buf_init(&path, 0);
+    keys_path(cli, NULL, &path);
+    if (body == NULL || tg_cli_request(cli, "POST", path.data, body, &key) < 0) {
+        goto out;
+    }
+    const char *value = tg_json_str(key, "value");
+    if (value == NULL) {
+        tg_cli_fail(cli, "the API's answer has no key value");
+        goto out;
+    }
+    if (cli->is_json) {
+        tg_cli_json_print(cli, key);
+    } else {
+        fprintf(cli->err, "Created key %s (\"%s\") in project %s:\n", tg_json_str(key, "id"),
+                cli->args->opt[TG_CLI_OPT_NAME], cli->args->opt[TG_CLI_OPT_PROJECT]);
+        fprintf(cli->out, "%s\n", value);
+        fflush(cli->out);
+    }
+    fprintf(cli->err, "Store this key now: it is not shown again.\n");
+    rc = 0;
+out:
+    tg_buf_deinit(&path);
+    free(body);
+    json_decref(req);
+    json_decref(key);
+    return rc;
+}
+
+int
+tg_cli_cmd_keys_list(struct tg_cli *cli)
+{
+    struct tg_buf path;
+    json_t *list = NULL;
+    int rc = 1;
+    tg_buf_init(&path, 0);
+    keys_path(cli, NULL, &path);
+    if (tg_cli_list_fetch(cli, path.data, &list) == 0) {
+        rc = print_answer(cli, list, tg_cli_keys_table);
+    }
+    json_decref(list);
+    tg_buf_deinit(&path);
+    return rc;
+}
+
+int
+tg_cli_cmd_keys_revoke(struct tg_cli *cli)
+{
+    struct tg_buf path;
+    json_t *ans = NULL;
+    const char *key_id = cli->args->pos[0];
+    int rc = 1;
+    tg_buf_init(&path, 0);
+    keys_path(cli, key_id, &path);
+    if (tg_cli_request(cli, "DELETE", path.data, NULL, &ans) < 0) {
+        goto out;
+    }
+    if (cli->is_json) {
+        tg_cli_json_print(cli, ans);
+    } else if (!tg_json_bool(ans, "deleted", false)) {
+        tg_cli_fail(cli, "the API did not confirm that key %s was revoked", key_id);
+        goto out;
+    } else {
+        fprintf(cli->out, "Revoked key %s in project %s.\n", key_id,
+                cli->args->opt[TG_CLI_OPT_PROJECT]);
+    }
+    rc = 0;
+out:
+    json_decref(ans);
+    tg_buf_deinit(&path);
+    return rc;
+}
+
+/* GETs every page of a usage query (next_page cursors) into one page object in *out. */
+static int
+usage_fetch(struct tg_cli *cli, const struct tg_cli_usage_query *q, json_t **out)
+{
+    struct tg_buf path;
+    json_t *all = NULL;
+    char *page = NULL;
+    int rc = 0;
+    tg_buf_init(&path, 0);
+    for (int n = 0; n < TG_CLI_MAX_USAGE_PAGES; n++) {
+        json_t *ans = NULL;
+        tg_buf_reset(&path);
+        tg_cli_usage_query_path(q, page, &path);
+        rc = tg_cli_request(cli, "GET", path.data, NULL, &ans);
+        if (rc < 0) {
+            goto out;
+        }
+        json_t *data = json_object_get(ans, "data");
+        const char *next = tg_json_str(ans, "next_page");
+        bool is_last = !json_is_true(json_object_get(ans, "has_more")) || next == NULL ||
+                       (page != NULL && strcmp(next, page) == 0);
+        free(page);
+        page = is_last ? NULL : tg_xstrdup(next);
+        if (!json_is_array(data)) {
+            tg_cli_fail(cli, "the usage answer has no \"data\" list");
+            json_decref(ans);
+            rc = TG_EPARSE;
+            goto out;
+        }
+        if (all == NULL) {
+            all = ans;
+        } else {
+            json_array_extend(json_object_get(all, "data"), data);
+            json_decref(ans);
+        }
+        if (page == NULL) {
+            json_object_set_new(all, "has_more", json_false());
+            json_object_set_new(all, "next_page", json_null());
+            goto out;
+        }
+    }
+    tg_cli_fail(cli, "the usage answer has more than %d pages", TG_CLI_MAX_USAGE_PAGES);
+    rc = TG_ETOOBIG;
+out:
+    free(page);
+    tg_buf_deinit(&path);
+    if (rc < 0) {
+        json_decref(all);
+        all = NULL;
+    }
+    *out = all;
+    return rc;
+}
+
+int
+tg_cli_cmd_usage(struct tg_cli *cli)
+{
+    struct tg_cli_usage_query q;
+    struct tg_buf b;
+    json_t *usage = NULL;
+    json_t *projects = NULL;
+    char err[200];
+    int rc = 1;
+    if (tg_cli_usage_query_parse(cli->args, cli->now_s, &q, err, sizeof(err)) < 0) {
+        tg_cli_fail(cli, "%s", err);
+        return 2;
+    }
+    tg_buf_init(&b, 0);
+    if (usage_fetch(cli, &q, &usage) < 0) {
+        goto out;
+    }
+    if (cli->is_json) {
+        tg_cli_json_print(cli, usage);
+        rc = 0;
+        goto out;
+    }
+    /* Project ids mean little to a reader: show names when grouping by project. */
+    if (q.by_project && tg_cli_list_fetch(cli, "/v1/organization/projects", &projects) < 0) {
+        goto out;
+    }
+    if (tg_cli_usage_table(usage, &q, projects, &b) < 0) {
+        tg_cli_fail(cli, "the usage answer does not have the expected shape");
+        goto out;
+    }
+    fputs(b.data, cli->out);
+    rc = 0;
+out:
+    json_decref(usage);
+    json_decref(projects);
+    tg_buf_deinit(&b);
+    return rc;
+}

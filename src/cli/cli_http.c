@@ -1,0 +1,360 @@
+/*
+ * cli_http.c: the CLI's side of the admin API: where to connect and with which key, one
+ * blocking request with libcurl's easy interface, cursor-list pagination, and error output.
+ *
+ * Invariants: the admin key goes only into the Authorization header; every message printed
+ * passes through tg_cli_fail, which blanks the key out should an answer ever echo it; the
+ * answer is read into a capped buffer, so a misbehaving server cannot exhaust memory.
+ */
+#include <ctype.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli_int.h"
+#include "core/err.h"
+#include "core/json.h"
+#include "core/mem.h"
+
+#define TG_CLI_MAX_RESPONSE_BYTES (64u << 20)
+#define TG_CLI_MAX_PAGES 10000
+#define TG_CLI_DEFAULT_URL "http://127.0.0.1:8080"
+#define TG_CLI_DEFAULT_DATA_DIR "./tollgate-data"
+
+/* ---- sources ----------------------------------------------------------------------------- */
+
+static bool
+is_set(const char *s)
+{
+    return s != NULL && s[0] != '\0';
+}
+
+/* Heap copy of s without surrounding white space. */
+static char *
+dup_trimmed(const char *s, size_t len)
+{
+    while (len > 0 && isspace((unsigned char)s[0])) {
+        s++;
+        len--;
+    }
+    while (len > 0 && isspace((unsigned char)s[len - 1])) {
+        len--;
+    }
+    return tg_xstrndup(s, len);
+}
+
+/* Reads the first line of path into *key_out. Returns 0, or -1 with *why set. */
+static int
+read_key_file(const char *path, char **key_out, const char **why)
+{
+    char line[1024];
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        *why = strerror(errno);
+        return -1;
+    }
+    size_t n = fread(line, 1, sizeof(line) - 1, f);
+    fclose(f);
+    line[n] = '\0';
+    char *nl = strchr(line, '\n');
+    char *key = dup_trimmed(line, nl ? (size_t)(nl - line) : n);
+    explicit_bzero(line, sizeof(line));
+    if (key[0] == '\0') {
+        free(key);
+        *why = "the file is empty";
+        return -1;
+    }
+    *key_out = key;
+    return 0;
+}
+
+int
+tg_cli_key_resolve(const struct tg_cli_key_sources *src, char **key_out, struct tg_buf *err)
+{
+    *key_out = NULL;
+    if (is_set(src->opt_key)) {
+        *key_out = dup_trimmed(src->opt_key, strlen(src->opt_key));
+        return 0;
+    }
+    if (is_set(src->env_key)) {
+        *key_out = dup_trimmed(src->env_key, strlen(src->env_key));
+        return 0;
+    }
+    const char *dir = TG_CLI_DEFAULT_DATA_DIR;
+    const char *dir_from = "the default data dir";
+    if (is_set(src->opt_data_dir)) {
+        dir = src->opt_data_dir;
+        dir_from = "--data-dir";
+    } else if (is_set(src->env_data_dir)) {
+        dir = src->env_data_dir;
+        dir_from = "$TOLLGATE_DATA_DIR";
+    }
+    size_t dlen = strlen(dir);
+    char *path = tg_xasprintf("%s%sadmin.key", dir, dlen > 0 && dir[dlen - 1] == '/' ? "" : "/");
+    const char *why = NULL;
+    int rc = read_key_file(path, key_out, &why);
+    if (rc < 0) {
+        tg_buf_appendf(err,
+                       "no admin key found; tried --key (not given), $TOLLGATE_ADMIN_KEY (not "
+                       "set) and %s (%s: %s). Pass --key, set TOLLGATE_ADMIN_KEY, or point "
+                       "--data-dir at the gateway's data directory.",
+                       path, dir_from, why);
+    }
+    free(path);
+    return rc < 0 ? TG_ENOTFOUND : 0;
+}
+
+char *
+tg_cli_url_resolve(const char *opt_url, const char *env_url)
+{
+    const char *u = is_set(opt_url) ? opt_url : is_set(env_url) ? env_url : TG_CLI_DEFAULT_URL;
+    char *url = tg_xstrdup(u);
+    size_t len = strlen(url);
+    while (len > 0 && url[len - 1] == '/') {
+        url[--len] = '\0';
+    }
+    if (len >= 3 && strcmp(url + len - 3, "/v1") == 0) {
+        len -= 3;
+        url[len] = '\0';
+    }
+    return url;
+}
+
+void
+tg_cli_url_escape(struct tg_buf *out, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (isalnum(*p) || *p == '-' || *p == '.' || *p == '_' || *p == '~') {
+            tg_buf_append(out, p, 1);
+        } else {
+            char enc[3] = {'%', hex[*p >> 4], hex[*p & 15]};
+            tg_buf_append(out, enc, 3);
+        }
+    }
+}
+
+/* ---- output ------------------------------------------------------------------------------ */
+
+void
+tg_cli_fail(struct tg_cli *cli, const char *fmt, ...)
+{
+    struct tg_buf msg;
+    va_list ap;
+    tg_buf_init(&msg, 0);
+    va_start(ap, fmt);
+    tg_buf_vappendf(&msg, fmt, ap);
+    va_end(ap);
+    fputs("tollgate: ", cli->err);
+    size_t klen = cli->key ? strlen(cli->key) : 0;
+    for (size_t i = 0; i < msg.len; i++) {
+        unsigned char c = (unsigned char)msg.data[i];
+        if (klen > 0 && strncmp(msg.data + i, cli->key, klen) == 0) {
+            fputs("[admin key]", cli->err);
+            i += klen - 1;
+        } else {
+            fputc(c < 0x20 || c == 0x7f ? ' ' : c, cli->err);
+        }
+    }
+    fputc('\n', cli->err);
+    tg_buf_deinit(&msg);
+}
+
+void
+tg_cli_json_print(struct tg_cli *cli, const json_t *v)
+{
+    json_dumpf(v, cli->out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    fputc('\n', cli->out);
+}
+
+/* ---- one request ------------------------------------------------------------------------- */
+
+static size_t
+write_cb(char *p, size_t size, size_t n, void *arg)
+{
+    return tg_buf_append(arg, p, size * n) == 0 ? size * n : 0;
+}
+
+/* Reports a non-2xx answer, with the API's error message when the body has one. */
+static void
+fail_status(struct tg_cli *cli, long status, const json_t *body, const struct tg_buf *raw,
+            const char *method, const char *path)
+{
+    const char *msg = tg_json_str(json_object_get(body, "error"), "message");
+    if (msg != NULL) {
+        tg_cli_fail(cli, "%ld %s", status, msg);
+    } else if (raw->len > 0) {
+        tg_cli_fail(cli, "%ld from %s %s: %.200s", status, method, path, raw->data);
+    } else {
+        tg_cli_fail(cli, "%ld from %s %s (no error message)", status, method, path);
+    }
+}
+
+static CURL *
+easy_new(struct tg_cli *cli, const char *url, struct curl_slist *hdrs, struct tg_buf *resp,
+         char *errbuf)
+{
+    CURL *h = curl_easy_init();
+    if (h == NULL) {
+        return NULL;
+    }
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, resp);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "tollgate-cli");
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 300000L);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    return h;
+}
+
+int
+tg_cli_request(struct tg_cli *cli, const char *method, const char *path, const char *body,
+               json_t **out)
+{
+    char errbuf[CURL_ERROR_SIZE] = "";
+    struct tg_buf resp;
+    struct curl_slist *hdrs = NULL;
+    json_t *v = NULL;
+    long status = 0;
+    int rc = 0;
+    char *url = tg_xasprintf("%s%s", cli->url, path);
+    char *auth = tg_xasprintf("Authorization: Bearer %s", cli->key ? cli->key : "");
+    *out = NULL;
+    tg_buf_init(&resp, TG_CLI_MAX_RESPONSE_BYTES);
+    hdrs = curl_slist_append(hdrs, auth);
+    hdrs = curl_slist_append(hdrs, "Accept: application/json");
+    if (body != NULL) {
+        hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+        hdrs = curl_slist_append(hdrs, "Expect:");
+    }
+    CURL *h = easy_new(cli, url, hdrs, &resp, errbuf);
+    if (h == NULL || hdrs == NULL) {
+        tg_cli_fail(cli, "could not set up an HTTP request");
+        rc = TG_ENOMEM;
+        goto out;
+    }
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    if (body != NULL) {
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+    }
+    CURLcode cc = curl_easy_perform(h);
+    if (cc == CURLE_WRITE_ERROR) {
+        tg_cli_fail(cli, "the answer to %s %s is larger than %u MiB", method, path,
+                    TG_CLI_MAX_RESPONSE_BYTES >> 20);
+        rc = TG_ETOOBIG;
+        goto out;
+    }
+    if (cc != CURLE_OK) {
+        tg_cli_fail(cli, "cannot reach %s: %s%s", cli->url,
+                    errbuf[0] ? errbuf : curl_easy_strerror(cc),
+                    cc == CURLE_COULDNT_CONNECT
+                        ? " (is `tollgate serve` running there? see --url / TOLLGATE_URL)"
+                        : "");
+        rc = TG_ECONNECT;
+        goto out;
+    }
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    v = json_loadb(resp.data ? resp.data : "", resp.len, 0, NULL);
+    if (status < 200 || status > 299) {
+        fail_status(cli, status, v, &resp, method, path);
+        rc = TG_EUPSTREAM;
+    } else if (v == NULL) {
+        tg_cli_fail(cli, "the answer to %s %s is not JSON", method, path);
+        rc = TG_EPARSE;
+    } else {
+        *out = v;
+        v = NULL;
+    }
+out:
+    json_decref(v);
+    curl_easy_cleanup(h);
+    curl_slist_free_all(hdrs);
+    explicit_bzero(auth, strlen(auth));
+    free(auth);
+    free(url);
+    tg_buf_deinit(&resp);
+    return rc;
+}
+
+/* ---- cursor lists ------------------------------------------------------------------------- */
+
+/* Appends page's data to *all (taking page), or makes page *all. Returns 0 or TG_EPARSE. */
+static int
+merge_page(struct tg_cli *cli, const char *path, json_t **all, json_t *page)
+{
+    json_t *data = json_object_get(page, "data");
+    if (!json_is_array(data)) {
+        tg_cli_fail(cli, "the answer to GET %s has no \"data\" list", path);
+        json_decref(page);
+        return TG_EPARSE;
+    }
+    if (*all == NULL) {
+        *all = page;
+        return 0;
+    }
+    json_array_extend(json_object_get(*all, "data"), data);
+    json_decref(page);
+    return 0;
+}
+
+int
+tg_cli_list_fetch(struct tg_cli *cli, const char *path, json_t **out)
+{
+    json_t *all = NULL;
+    char *after = NULL;
+    struct tg_buf p;
+    int rc = 0;
+    tg_buf_init(&p, 0);
+    for (int n = 0; n < TG_CLI_MAX_PAGES; n++) {
+        json_t *page = NULL;
+        tg_buf_reset(&p);
+        tg_buf_appendf(&p, "%s%climit=100", path, strchr(path, '?') ? '&' : '?');
+        if (after != NULL) {
+            tg_buf_append_str(&p, "&after=");
+            tg_cli_url_escape(&p, after);
+        }
+        rc = tg_cli_request(cli, "GET", p.data, NULL, &page);
+        if (rc < 0) {
+            goto out;
+        }
+        bool has_more = json_is_true(json_object_get(page, "has_more"));
+        const char *last = tg_json_str(page, "last_id");
+        char *next =
+            last && last[0] && (!after || strcmp(last, after) != 0) ? tg_xstrdup(last) : NULL;
+        rc = merge_page(cli, path, &all, page);
+        free(after);
+        after = next;
+        if (rc < 0 || !has_more) {
+            goto out;
+        }
+        if (after == NULL) {
+            tg_cli_fail(cli, "the answer to GET %s says has_more but gives no new last_id", path);
+            rc = TG_EPARSE;
+            goto out;
+        }
+    }
+    tg_cli_fail(cli, "GET %s: more than %d pages", path, TG_CLI_MAX_PAGES);
+    rc = TG_ETOOBIG;
+out:
+    if (rc == 0 && all != NULL) {
+        json_object_set_new(all, "has_more", json_false());
+        if (after != NULL) {
+            json_object_set_new(all, "last_id", json_string(after));
+        }
+    }
+    if (rc < 0) {
+        json_decref(all);
+        all = NULL;
+    }
+    free(after);
+    tg_buf_deinit(&p);
+    *out = all;
+    return rc;
+}

@@ -1,0 +1,261 @@
+/*
+ * cli_int.h: the CLI's private contract, shared by the src/cli files and its unit tests.
+ *
+ * The CLI is split so that everything but the HTTP exchange is a pure function of its inputs:
+ * the command line is parsed into a struct tg_cli_args against the option and command tables;
+ * the key and URL sources are resolved from explicit inputs (the caller passes getenv's
+ * answers); API answers (jansson values) are turned into table text in a struct tg_buf. Only
+ * cli_http.c talks to the network and only cli.c reads the process environment.
+ *
+ * Adding a command: one row in tg_cli_cmds (cli.c) and one function in cli_cmds.c. Adding an
+ * option: one X() line in TG_CLI_OPTIONS below; the row of each command that takes it lists it.
+ */
+#ifndef TG_CLI_CLI_INT_H
+#define TG_CLI_CLI_INT_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "core/buf.h"
+
+/* ---- the option table ---------------------------------------------------------------- */
+
+/* X(ID, long name, short letter or 0, value placeholder or NULL for a flag, is_global, help) */
+#define TG_CLI_OPTIONS(X)                                                                          \
+    X(URL, "url", 0, "URL", true,                                                                  \
+      "gateway URL (default: $TOLLGATE_URL, else http://127.0.0.1:8080)")                          \
+    X(KEY, "key", 0, "KEY", true,                                                                  \
+      "admin key (default: $TOLLGATE_ADMIN_KEY, else the file DATA_DIR/admin.key)")                \
+    X(DATA_DIR, "data-dir", 0, "DIR", true,                                                        \
+      "where admin.key is (default: $TOLLGATE_DATA_DIR, else ./tollgate-data)")                    \
+    X(JSON, "json", 0, NULL, true, "print the API's JSON, pretty-printed, instead of a table")     \
+    X(HELP, "help", 'h', NULL, true, "show help for tollgate or for one command")                  \
+    X(PROJECT, "project", 0, "NAME|ID", false, "project, by name or id")                           \
+    X(NAME, "name", 0, "NAME", false, "name of the new key (1 to 200 characters)")                 \
+    X(START, "start", 0, "WHEN", false,                                                            \
+      "start: YYYY-MM-DD[THH:MM[:SS]] (UTC) or Unix seconds (default: 00:00 UTC 6 days ago)")      \
+    X(END, "end", 0, "WHEN", false,                                                                \
+      "end, exclusive; a bare date includes that whole day (default: now)")                        \
+    X(BUCKET, "bucket", 0, "WIDTH", false, "bucket width: 1m, 1h or 1d (default: 1d)")             \
+    X(GROUP_BY, "group-by", 0, "LIST", false,                                                      \
+      "comma-separated columns to group by: project, key, model")                                  \
+    X(MODEL, "model", 0, "MODEL", false, "only this model")                                        \
+    X(ENDPOINT, "endpoint", 0, "KIND", false,                                                      \
+      "completions (default; chat, responses and completions), embeddings or moderations")         \
+    X(CONFIG, "config", 0, "FILE", false, "gateway config file (YAML)")                            \
+    X(MARKDOWN, "markdown", 0, NULL, false, "print the whole help as Markdown (docs/cli.md)")
+
+enum tg_cli_opt_id {
+#define TG_CLI_OPT_ENUM(id, name, letter, arg, is_global, help) TG_CLI_OPT_##id,
+    TG_CLI_OPTIONS(TG_CLI_OPT_ENUM)
+#undef TG_CLI_OPT_ENUM
+        TG_CLI_N_OPTS
+};
+
+/* Bit of an option in a command's opts / required masks. */
+#define TG_CLI_O(id) (1u << TG_CLI_OPT_##id)
+
+struct tg_cli_opt {
+    const char *name; /* long name without the dashes */
+    char letter;      /* short form ("-h"), or 0 */
+    const char *arg;  /* value placeholder for help; NULL for a flag */
+    bool is_global;   /* accepted by every command */
+    const char *help;
+};
+
+extern const struct tg_cli_opt tg_cli_opts[TG_CLI_N_OPTS];
+
+/* ---- the command table ---------------------------------------------------------------- */
+
+struct tg_cli;
+typedef int (*tg_cli_run_fn)(struct tg_cli *cli);
+
+struct tg_cli_cmd {
+    const char *name;  /* one or two words: "projects list", "usage" */
+    const char *args;  /* positional arguments for help, e.g. "KEY_ID", or "" */
+    unsigned min_args; /* positional arguments after the command words */
+    unsigned max_args;
+    uint32_t opts;       /* TG_CLI_O() bits of the command's own options */
+    uint32_t required;   /* the subset of opts that must be given */
+    const char *summary; /* one line, for the command list and the command's help */
+    tg_cli_run_fn run;   /* NULL for `serve`, which main.c runs before the CLI */
+};
+
+extern const struct tg_cli_cmd tg_cli_cmds[];
+extern const size_t tg_cli_n_cmds;
+
+/* ---- the command line ----------------------------------------------------------------- */
+
+#define TG_CLI_MAX_ARGS 8
+
+struct tg_cli_args {
+    const struct tg_cli_cmd *cmd;   /* NULL when argv names no command */
+    const char *group;              /* first word when it names only a group ("keys"), else NULL */
+    const char *opt[TG_CLI_N_OPTS]; /* values, borrowed from argv; "" for a flag; NULL if absent */
+    const char *pos[TG_CLI_MAX_ARGS]; /* positional arguments after the command words */
+    size_t n_pos;
+};
+
+/* Parses argv (argv[0] is the program) against the tables. Options may come before or after
+ * the command, as "--name value", "--name=value" or "-h"; "--" ends the options. Finds the
+ * command (two words before one) and checks its options, required options and positional
+ * count, unless --help was given. Returns 0, or TG_EINVAL with a one-line reason in err (a
+ * bad command line: exit code 2). An empty command line (no command, no --help) is not an
+ * error here: cmd and group stay NULL. */
+int tg_cli_args_parse(int argc, char **argv, struct tg_cli_args *out, char *err, size_t err_cap);
+
+/* Looks a command up by its full name ("keys list"); NULL if there is none. */
+const struct tg_cli_cmd *tg_cli_cmd_find(const char *name);
+
+/* Help text from the tables: the overview (cmd and group NULL), the commands of one group
+ * ("keys"), or one command's usage, summary and options. Appended to out. */
+void tg_cli_help_write(struct tg_buf *out, const struct tg_cli_cmd *cmd, const char *group);
+
+/* The whole help as Markdown: the text of docs/cli.md (a unit test keeps them equal). */
+void tg_cli_help_markdown(struct tg_buf *out);
+
+/* ---- key and URL sources ---------------------------------------------------------------- */
+
+/* The places an admin key may come from, in order. NULL or "" means "not given / not set". */
+struct tg_cli_key_sources {
+    const char *opt_key;      /* --key */
+    const char *env_key;      /* $TOLLGATE_ADMIN_KEY */
+    const char *opt_data_dir; /* --data-dir */
+    const char *env_data_dir; /* $TOLLGATE_DATA_DIR */
+};
+
+/* Finds the admin key: --key, else $TOLLGATE_ADMIN_KEY, else the first line of
+ * DATA_DIR/admin.key (DATA_DIR: --data-dir, else $TOLLGATE_DATA_DIR, else ./tollgate-data),
+ * surrounding white space trimmed. Returns 0 and a heap copy in *key_out (the caller frees),
+ * or TG_ENOTFOUND with a message in err naming every source tried (never a key's value). */
+int tg_cli_key_resolve(const struct tg_cli_key_sources *src, char **key_out, struct tg_buf *err);
+
+/* The API base URL: opt_url, else env_url, else http://127.0.0.1:8080; a trailing "/" or
+ * "/v1" (an SDK-style base URL) is dropped. Returns a heap string the caller frees. */
+char *tg_cli_url_resolve(const char *opt_url, const char *env_url);
+
+/* ---- time ------------------------------------------------------------------------------- */
+
+/* Parses "YYYY-MM-DD", "YYYY-MM-DDTHH:MM[:SS]" (also with a space for the T; UTC) or Unix
+ * seconds (digits only). When is_end and s is a bare date, the result is the next midnight,
+ * so the date is included. Returns 0 and *out, or TG_EINVAL. */
+int tg_cli_time_parse(const char *s, bool is_end, int64_t *out);
+
+/* Formats Unix seconds as "YYYY-MM-DD" or, with_time, "YYYY-MM-DD HH:MM" (UTC). */
+void tg_cli_time_format(int64_t unix_s, bool with_time, char out[32]);
+
+/* ---- usage queries ------------------------------------------------------------------------ */
+
+struct tg_cli_usage_query {
+    int64_t start_s;      /* Unix seconds */
+    int64_t end_s;        /* Unix seconds, exclusive; 0: up to now */
+    const char *bucket;   /* "1m", "1h" or "1d" */
+    const char *endpoint; /* "completions", "embeddings" or "moderations" */
+    bool by_project, by_key, by_model;
+    const char *project; /* filter, or NULL */
+    const char *model;   /* filter, or NULL */
+};
+
+/* Fills q from the usage command's options; now_s is the current Unix time (the default
+ * start is 00:00 UTC six days before now_s's day). Returns 0, or TG_EINVAL with a reason. */
+int tg_cli_usage_query_parse(const struct tg_cli_args *a, int64_t now_s,
+                             struct tg_cli_usage_query *q, char *err, size_t err_cap);
+
+/* Appends the request path and query for q ("/v1/organization/usage/completions?..."), with
+ * page=... when page is not NULL. */
+void tg_cli_usage_query_path(const struct tg_cli_usage_query *q, const char *page,
+                             struct tg_buf *out);
+
+/* ---- tables ------------------------------------------------------------------------------ */
+
+/* Percent-encodes s for a URL path segment or query value, appending to out. */
+void tg_cli_url_escape(struct tg_buf *out, const char *s);
+
+/* Aligned text columns. Cells are copied, with control characters replaced by '?' so an API
+ * answer cannot drive the terminal. Right-aligned columns are marked in right_mask (bit i for
+ * column i). */
+struct tg_cli_table {
+    size_t n_cols;
+    const char *const *titles; /* borrowed; n_cols entries */
+    uint32_t right_mask;
+    char **cells; /* n_rows * n_cols, row-major */
+    size_t n_rows;
+    size_t rows_cap;
+};
+
+void tg_cli_table_init(struct tg_cli_table *t, size_t n_cols, const char *const *titles,
+                       uint32_t right_mask);
+void tg_cli_table_deinit(struct tg_cli_table *t);
+
+/* Adds a row of n_cols cells (a NULL cell prints as "-"). */
+void tg_cli_table_add(struct tg_cli_table *t, const char *const *row);
+
+/* Appends the header and rows, columns two spaces apart, widths in UTF-8 characters, no
+ * trailing spaces. */
+void tg_cli_table_render(const struct tg_cli_table *t, struct tg_buf *out);
+
+/* Formats micro-dollars as dollars with 6 decimals ("1.234567", "-0.000001"). */
+void tg_cli_micros_format(int64_t micros, char out[32]);
+
+/* Table of a usage page ({"object":"page","data":[buckets]}): bucket start (UTC), the group
+ * columns of q, requests, input, cached, output tokens, cost (USD), then a total line. When
+ * projects (a project list object) is given, project ids show as names. Returns 0 or
+ * TG_EPARSE when page has no "data" array. */
+int tg_cli_usage_table(const json_t *page, const struct tg_cli_usage_query *q,
+                       const json_t *projects, struct tg_buf *out);
+
+/* Table of a key list: id, name, redacted, status, created (UTC). 0 or TG_EPARSE. */
+int tg_cli_keys_table(const json_t *list, struct tg_buf *out);
+
+/* Table of a project list: id, name, environment, status. 0 or TG_EPARSE. */
+int tg_cli_projects_table(const json_t *list, struct tg_buf *out);
+
+/* ---- running a command --------------------------------------------------------------------- */
+
+struct tg_cli {
+    const struct tg_cli_args *args;
+    FILE *out;    /* tables, JSON, the new key */
+    FILE *err;    /* "tollgate: ..." messages and notes */
+    char *url;    /* base URL, no trailing slash */
+    char *key;    /* admin key: sent in Authorization only, never printed */
+    bool is_json; /* --json */
+    int64_t now_s;
+};
+
+/* Sends one request to the admin API (path includes the query; body is JSON text or NULL)
+ * and parses the answer. On a 2xx with a JSON body returns 0 and *out (the caller decrefs).
+ * Otherwise prints "tollgate: <status> <API message>" (or the transport failure) on cli->err
+ * and returns a negative TG_E* code: TG_ECONNECT, TG_EUPSTREAM (an error status), TG_EPARSE. */
+int tg_cli_request(struct tg_cli *cli, const char *method, const char *path, const char *body,
+                   json_t **out);
+
+/* GETs every page of a cursor list (limit/after, has_more/last_id) and returns the first page
+ * object with the later pages' data appended and has_more false. 0 or a negative code (the
+ * error already printed). */
+int tg_cli_list_fetch(struct tg_cli *cli, const char *path, json_t **out);
+
+/* Prints "tollgate: <message>" on cli->err, with every occurrence of the admin key replaced
+ * by "[admin key]". */
+void tg_cli_fail(struct tg_cli *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Prints v pretty-printed (2-space indent, key order kept) and a newline on cli->out. */
+void tg_cli_json_print(struct tg_cli *cli, const json_t *v);
+
+/* Runs a parsed command line with the given streams and environment lookup (getenv in
+ * tg_cli_main; tests pass their own). Returns the exit code. */
+typedef const char *(*tg_cli_getenv_fn)(const char *name);
+int tg_cli_run(const struct tg_cli_args *args, FILE *out, FILE *err, tg_cli_getenv_fn env);
+
+/* The commands: help in cli.c (it prints the tables), the others in cli_cmds.c. Each returns
+ * the exit code. */
+int tg_cli_cmd_help(struct tg_cli *cli);
+int tg_cli_cmd_projects_list(struct tg_cli *cli);
+int tg_cli_cmd_keys_create(struct tg_cli *cli);
+int tg_cli_cmd_keys_list(struct tg_cli *cli);
+int tg_cli_cmd_keys_revoke(struct tg_cli *cli);
+int tg_cli_cmd_usage(struct tg_cli *cli);
+
+#endif
