@@ -163,6 +163,7 @@ test('generated admin key: DATA_DIR/admin.key mode 0600, logged by path, never b
         await gw2.stopAndCheck();
     }
     assert.ok(!gw2.logs().includes(gw2.adminKey));
+    gw2.cleanup();
 });
 
 shutdownTest(ctx);

@@ -389,6 +389,7 @@ test('graceful stop with streams in flight: they finish, and no ledger row is lo
             assert.equal(row.status, 200);
             assert.deepEqual(tokensOf(row), rec.usage);
         });
+        gw2.cleanup();
     } finally {
         if (!stopped) await gw2.stopAndCheck();
         else if (!gw2.exit) gw2.kill();

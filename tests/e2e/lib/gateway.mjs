@@ -287,7 +287,14 @@ class Gateway {
         if (problems.length) {
             throw new Error(`tollgate stop: ${problems.join('; ')}\n--- logs (${this.logFile}) ---\n${tail(logs)}`);
         }
+        this.cleanupOk = true;
         return { code, signal, logs };
+    }
+
+    // Removes the temp dir (config, data, log) unless TOLLGATE_E2E_KEEP is set. Called by the
+    // harness once the file's tests are done and its ledger was read.
+    cleanup() {
+        if (!process.env.TOLLGATE_E2E_KEEP) fs.rmSync(this.dir, { recursive: true, force: true });
     }
 
     kill() {

@@ -26,6 +26,7 @@ export function useGateway(opts = {}) {
             ctx.gw.kill();
             await ctx.gw.exited;
         }
+        if (ctx.gw && ctx.gw.cleanupOk) ctx.gw.cleanup();
         if (ctx.up) await ctx.up.close();
     });
     return ctx;
