@@ -141,6 +141,7 @@ test('responses stream: named events in order, sequence numbers rising, usage in
     assert.equal(text, 'echo: stream the response');
     const [rec] = up.since(mark);
     assert.equal(rec.path, '/v1/responses');
+    assert.equal(rec.body.stream_options?.include_usage, undefined, 'Responses has no include_usage (usage is in response.completed)');
     assert.equal(events.at(-1).response.usage.input_tokens, rec.usage.prompt_tokens);
     assert.equal(events.at(-1).response.usage.output_tokens, rec.usage.completion_tokens);
 

@@ -165,6 +165,17 @@ test('slow-stream holds until release()', async () => {
     assert.equal(up.since(mark)[0].completed, true);
 });
 
+test('strict like OpenAI: stream_options without stream, include_usage on Responses', async () => {
+    await assert.rejects(
+        client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }], stream_options: { include_usage: true } }),
+        (e) => e instanceof OpenAI.BadRequestError && e.param === 'stream_options',
+    );
+    await assert.rejects(
+        client.responses.create({ model: 'gpt-4o-mini', input: 'x', stream: true, stream_options: { include_usage: true } }),
+        (e) => e instanceof OpenAI.BadRequestError && e.code === 'unknown_parameter',
+    );
+});
+
 test('wrong key is refused by the upstream', async () => {
     const bad = new OpenAI({ apiKey: 'sk-wrong', baseURL: up.v1, maxRetries: 0 });
     await assert.rejects(bad.models.list(), OpenAI.NotFoundError);

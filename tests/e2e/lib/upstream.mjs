@@ -35,6 +35,10 @@
 // reasoning 2. Stream chunks carry one word each; the usage chunk (choices: []) comes after
 // the finish_reason chunk only when stream_options.include_usage is true.
 //
+// Strictness, as OpenAI: /v1/responses refuses stream_options.include_usage (its
+// stream_options has only include_obfuscation) with 400 unknown_parameter; stream_options
+// without stream: true is refused with 400 param stream_options on every endpoint.
+//
 // Misbehaviour, chosen by the model name in the body (or the Azure deployment name):
 //   fail-500         500 with an OpenAI server_error body
 //   fail-429         429 rate_limit_exceeded (type "requests") with retry-after-ms: 10,
@@ -404,6 +408,33 @@ class Upstream {
                 res,
                 400,
                 errorBody('We could not parse the JSON body of your request.', 'invalid_request_error', null, null),
+            );
+        }
+        const so = rec.body.stream_options;
+        if (so !== undefined && so !== null && rec.body.stream !== true) {
+            return this.json(
+                rec,
+                res,
+                400,
+                errorBody(
+                    "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                    'invalid_request_error',
+                    'stream_options',
+                    null,
+                ),
+            );
+        }
+        if (rec.endpoint === 'responses' && so && typeof so === 'object' && 'include_usage' in so) {
+            return this.json(
+                rec,
+                res,
+                400,
+                errorBody(
+                    "Unknown parameter: 'stream_options.include_usage'.",
+                    'invalid_request_error',
+                    'stream_options.include_usage',
+                    'unknown_parameter',
+                ),
             );
         }
         const name = rec.azure ? rec.azure.deployment : rec.model;
