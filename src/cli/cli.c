@@ -23,6 +23,9 @@ const struct tg_cli_opt tg_cli_opts[TG_CLI_N_OPTS] = {
 #undef TG_CLI_OPT_ROW
 };
 
+/* Help fits 100 columns: a longer "Usage: tollgate ..." line folds its options. */
+#define TG_CLI_SYNOPSIS_MAX 84
+
 #define O(id) TG_CLI_O(id)
 #define USAGE_OPTS                                                                                 \
     (O(START) | O(END) | O(BUCKET) | O(GROUP_BY) | O(PROJECT) | O(MODEL) | O(ENDPOINT))
@@ -332,9 +335,15 @@ void
 tg_cli_help_write(struct tg_buf *out, const struct tg_cli_cmd *cmd, const char *group)
 {
     if (cmd != NULL) {
-        tg_buf_append_str(out, "Usage: tollgate ");
-        append_synopsis(out, cmd, true);
-        tg_buf_appendf(out, "\n\n%s\n", cmd->summary);
+        struct tg_buf syn;
+        tg_buf_init(&syn, 0);
+        append_synopsis(&syn, cmd, true);
+        if (syn.len > TG_CLI_SYNOPSIS_MAX) {
+            tg_buf_reset(&syn); /* the option list below spells them out anyway */
+            append_synopsis(&syn, cmd, false);
+        }
+        tg_buf_appendf(out, "Usage: tollgate %s\n\n%s\n", syn.data, cmd->summary);
+        tg_buf_deinit(&syn);
         if (cmd->opts != 0) {
             tg_buf_append_str(out, "\nOptions:\n");
             append_opt_lines(out, cmd->opts, cmd->required);

@@ -36,7 +36,7 @@
     X(PROJECT, "project", 0, "NAME|ID", false, "project, by name or id")                           \
     X(NAME, "name", 0, "NAME", false, "name of the new key (1 to 200 characters)")                 \
     X(START, "start", 0, "WHEN", false,                                                            \
-      "start: YYYY-MM-DD[THH:MM[:SS]] (UTC) or Unix seconds (default: 00:00 UTC 6 days ago)")      \
+      "YYYY-MM-DD[THH:MM[:SS]] UTC or Unix seconds (default: 6 days ago, 00:00)")                  \
     X(END, "end", 0, "WHEN", false,                                                                \
       "end, exclusive; a bare date includes that whole day (default: now)")                        \
     X(BUCKET, "bucket", 0, "WIDTH", false, "bucket width: 1m, 1h or 1d (default: 1d)")             \
@@ -44,7 +44,7 @@
       "comma-separated columns to group by: project, key, model")                                  \
     X(MODEL, "model", 0, "MODEL", false, "only this model")                                        \
     X(ENDPOINT, "endpoint", 0, "KIND", false,                                                      \
-      "completions (default; chat, responses and completions), embeddings or moderations")         \
+      "completions (the default; chat and responses too), embeddings or moderations")              \
     X(CONFIG, "config", 0, "FILE", false, "gateway config file (YAML)")                            \
     X(MARKDOWN, "markdown", 0, NULL, false, "print the whole help as Markdown (docs/cli.md)")
 
