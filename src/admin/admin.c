@@ -421,7 +421,35 @@ usage(struct job *j)
 
 /* ---- routing ------------------------------------------------------------------------- */
 
-/* Splits "/v1/organization/a/b/c" into up to 4 segments (in the arena). */
+static int
+hex_value(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    c = (char)(c | 0x20);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Percent-decodes s in place ("%2F" inside a segment is data, not a separator, since the
+ * path was split first); a malformed escape stays as written. */
+static void
+percent_decode(char *s)
+{
+    char *out = s;
+    for (const char *p = s; *p != '\0'; p++) {
+        int hi, lo;
+        if (p[0] == '%' && (hi = hex_value(p[1])) >= 0 && (lo = hex_value(p[2])) >= 0) {
+            *out++ = (char)(hi * 16 + lo);
+            p += 2;
+        } else {
+            *out++ = *p;
+        }
+    }
+    *out = '\0';
+}
+
+/* Splits "/v1/organization/a/b/c" into up to 4 percent-decoded segments (in the arena). */
 static size_t
 split_path(struct tg_http_req *req, const char *rest, const char **seg, size_t cap)
 {
@@ -429,7 +457,9 @@ split_path(struct tg_http_req *req, const char *rest, const char **seg, size_t c
     while (*rest != '\0' && n < cap) {
         const char *slash = strchr(rest, '/');
         size_t len = slash ? (size_t)(slash - rest) : strlen(rest);
-        seg[n++] = tg_arena_strndup(&req->arena, rest, len);
+        char *s = tg_arena_strndup(&req->arena, rest, len);
+        percent_decode(s);
+        seg[n++] = s;
         rest += len + (slash ? 1 : 0);
     }
     return *rest == '\0' ? n : cap + 1;
