@@ -90,7 +90,9 @@ struct tg_usage_query {
     const char *project_id; /* filters: NULL for any */
     const char *key_id;
     const char *model;
-    const char *endpoint;
+    const char *endpoint;         /* one endpoint (tg_api_name), NULL for any */
+    const char *const *endpoints; /* several endpoints, NULL/0 for any; a row must match */
+    size_t n_endpoints;           /* both this list and endpoint when both are set */
     bool group_by_project;
     bool group_by_key;
     bool group_by_model;
@@ -109,6 +111,8 @@ struct tg_usage_result {
     int64_t cost_micros;
 };
 
+/* Listing callbacks run on the calling thread while the store is locked: they must not call
+ * back into the store. A non-zero return stops the listing, and the op returns that value. */
 typedef int (*tg_store_org_cb)(const struct tg_org_rec *r, void *arg);
 typedef int (*tg_store_project_cb)(const struct tg_project_rec *r, void *arg);
 typedef int (*tg_store_key_cb)(const struct tg_key_rec *r, void *arg);
