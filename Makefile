@@ -4,6 +4,7 @@
 #   make test    install what is missing, build (normal and ASan+UBSan), run every test
 #   make build   build the release binary into build/
 #   make format  rewrite sources with clang-format;  make format-check  verify only
+#   make bench   tollgate vs nginx vs the mock upstream direct (bench/run.sh; QUICK=1 for a smoke run)
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
@@ -11,7 +12,7 @@ JOBS       ?= $(shell nproc)
 CONFIG     ?=
 SOURCES     = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find src tests -name '*.[ch]')
 
-.PHONY: all deps test-deps build build-asan run test unit unit-asan e2e e2e-asan format format-check clean
+.PHONY: all deps test-deps build build-asan run test unit unit-asan e2e e2e-asan format format-check clean bench
 
 all: build
 
@@ -55,3 +56,7 @@ format-check: deps
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
+
+bench: build
+	@sh scripts/deps.sh bench
+	TOLLGATE_BIN=$(CURDIR)/$(BUILD)/tollgate bash bench/run.sh

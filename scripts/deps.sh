@@ -1,16 +1,19 @@
 #!/bin/sh
 # Installs what building, running and testing tollgate needs on Debian 12, and nothing
-# that is already there. Run as root (or through sudo). Used by `make run` and `make test`.
+# that is already there. Run as root (or through sudo). Used by `make run` and `make test`;
+# `sh scripts/deps.sh bench` adds what `make bench` needs (nginx, wrk).
 set -eu
 
 DEB_BUILD="gcc make cmake pkg-config clang-format libuv1-dev libhttp-parser-dev \
 libcurl4-openssl-dev libjansson-dev libsqlite3-dev libssl-dev libyaml-dev libhiredis-dev \
 libpq-dev libcmocka-dev"
 DEB_TEST="nodejs npm curl sqlite3"
+DEB_BENCH="nginx wrk curl"
 
 want="$DEB_BUILD"
 case "${1:-build}" in
 test) want="$want $DEB_TEST" ;;
+bench) want="$want $DEB_BENCH" ;; # bench/run.sh: reference proxy, mock upstream, load generator
 esac
 
 missing=""
