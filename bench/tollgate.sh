@@ -77,11 +77,11 @@ admin() {
     [ "${code:0:1}" = 2 ]
 }
 
-# project_id NAME - the id of project NAME from GET /v1/organization/projects (compact JSON,
-# one object per project).
+# project_id NAME - the id of project NAME from GET /v1/organization/projects: the flat
+# object holding "name":"NAME", then its "id".
 project_id() {
-    admin GET /v1/organization/projects | sed 's/},{/}\n{/g' |
-        grep -F "\"name\":\"$1\"" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p' | head -n 1
+    admin GET /v1/organization/projects | grep -o "{[^{}]*\"name\": *\"$1\"[^{}]*}" |
+        grep -o '"id": *"[^"]*"' | head -n 1 | sed 's/.*"\([^"]*\)"$/\1/'
 }
 
 start() {
@@ -114,7 +114,7 @@ start() {
     [ -n "$proj" ] || { stop; die "no project \"production\" in GET /v1/organization/projects"; }
     body=$(admin POST "/v1/organization/projects/$proj/api_keys" '{"name":"bench"}') ||
         { echo "$body" >&2; stop; die "creating a project key failed"; }
-    key=$(printf '%s' "$body" | sed -n 's/.*"value":"\(tg-[^"]*\)".*/\1/p')
+    key=$(printf '%s' "$body" | grep -o '"value": *"tg-[^"]*"' | head -n 1 | sed 's/.*"\(tg-[^"]*\)"$/\1/')
     [ -n "$key" ] || { echo "$body" >&2; stop; die "no key value in the create-key answer"; }
     printf '%s\n' "$key" > "$PROJECT_KEY"; chmod 600 "$PROJECT_KEY"
     echo "started tollgate: pid $(pid) (cpu $PROXY_CPU) on $BASE, project $proj, key in $PROJECT_KEY"
