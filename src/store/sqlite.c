@@ -1,0 +1,785 @@
+/*
+ * sqlite.c: the embedded store (see store.h) on one SQLite file in WAL mode.
+ *
+ * Workload: a steady trickle of ledger batches from the writer thread, rare admin writes
+ * (keys, projects) and reads (key lists at reload, usage queries) from the libuv thread pool.
+ * One connection serves them all, guarded by a mutex: SQLite serializes writers on a file
+ * anyway, and WAL lets outside readers (the sqlite3 shell, backups) read while we write.
+ * Statements are prepared once, on first use, and kept until close.
+ *
+ * The schema is versioned by PRAGMA user_version; each migration runs in its own transaction
+ * and bumps the version, so opening a store twice, or an older one, is safe. The ledger has
+ * no foreign keys on purpose: accounting must never be refused because a project or key it
+ * names was changed, and a refused batch would be retried forever.
+ */
+#include "store/store.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/mem.h"
+
+#define BUSY_TIMEOUT_MS 5000
+
+/* ---- schema ---------------------------------------------------------------------------- */
+
+/* migrations[i] takes the schema from user_version i to i + 1. Never edit one that shipped;
+ * append a new one. */
+static const char *const migrations[] = {
+    "CREATE TABLE orgs ("
+    "  id TEXT PRIMARY KEY,"
+    "  name TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL);"
+    "CREATE TABLE projects ("
+    "  id TEXT PRIMARY KEY,"
+    "  org_id TEXT NOT NULL REFERENCES orgs(id),"
+    "  name TEXT NOT NULL,"
+    "  environment TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  archived_ms INTEGER NOT NULL DEFAULT 0,"
+    "  UNIQUE (org_id, name));"
+    "CREATE TABLE api_keys ("
+    "  id TEXT PRIMARY KEY,"
+    "  org_id TEXT NOT NULL REFERENCES orgs(id),"
+    "  project_id TEXT REFERENCES projects(id),"
+    "  name TEXT NOT NULL,"
+    "  redacted TEXT NOT NULL,"
+    "  hash BLOB NOT NULL UNIQUE," /* HMAC-SHA256 of the key; the key itself is never stored */
+    "  kind INTEGER NOT NULL,"
+    "  role TEXT NOT NULL,"
+    "  owner_user_id TEXT,"
+    "  created_ms INTEGER NOT NULL,"
+    "  expires_ms INTEGER NOT NULL DEFAULT 0,"
+    "  revoked_ms INTEGER NOT NULL DEFAULT 0,"
+    "  last_used_ms INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX api_keys_org ON api_keys (org_id, created_ms);"
+    "CREATE TABLE ledger ("
+    "  request_id TEXT NOT NULL,"
+    "  attempt INTEGER NOT NULL,"
+    "  time_ms INTEGER NOT NULL,"
+    "  org_id TEXT NOT NULL,"
+    "  project_id TEXT NOT NULL,"
+    "  key_id TEXT NOT NULL,"
+    "  user_id TEXT NOT NULL,"
+    "  endpoint TEXT NOT NULL,"
+    "  model_requested TEXT NOT NULL,"
+    "  provider TEXT NOT NULL,"
+    "  deployment TEXT NOT NULL,"
+    "  prompt_tokens INTEGER NOT NULL,"
+    "  cached_tokens INTEGER NOT NULL,"
+    "  completion_tokens INTEGER NOT NULL,"
+    "  reasoning_tokens INTEGER NOT NULL,"
+    "  cost_micros INTEGER NOT NULL,"
+    "  status INTEGER NOT NULL,"
+    "  latency_ms INTEGER NOT NULL,"
+    "  ttft_ms INTEGER NOT NULL,"
+    "  is_stream INTEGER NOT NULL,"
+    "  is_usage_estimated INTEGER NOT NULL,"
+    "  error TEXT NOT NULL,"
+    "  PRIMARY KEY (request_id, attempt));"
+    "CREATE INDEX ledger_org_time ON ledger (org_id, time_ms);",
+};
+
+#define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
+
+/* ---- cached statements ----------------------------------------------------------------- */
+
+#define KEY_COLUMNS                                                                                \
+    "id, org_id, project_id, name, redacted, hash, kind, role, owner_user_id, created_ms, "        \
+    "expires_ms, revoked_ms, last_used_ms"
+
+/* The usage query is one statement for every combination of filters and groupings: an unset
+ * filter binds NULL and an unset grouping binds 0, which folds that column to NULL. The
+ * (org_id, time_ms) index narrows the scan; the rest are checks on the rows it yields. */
+#define USAGE_SQL                                                                                  \
+    "SELECT time_ms - ((time_ms % ?4) + ?4) % ?4 AS bucket,"                                       \
+    "  CASE WHEN ?10 THEN project_id END AS gp,"                                                   \
+    "  CASE WHEN ?11 THEN key_id END AS gk,"                                                       \
+    "  CASE WHEN ?12 THEN model_requested END AS gm,"                                              \
+    "  count(*), sum(prompt_tokens), sum(cached_tokens), sum(completion_tokens),"                  \
+    "  sum(reasoning_tokens), sum(cost_micros)"                                                    \
+    " FROM ledger"                                                                                 \
+    " WHERE org_id = ?1 AND time_ms >= ?2 AND time_ms < ?3"                                        \
+    "  AND (?5 IS NULL OR project_id = ?5)"                                                        \
+    "  AND (?6 IS NULL OR key_id = ?6)"                                                            \
+    "  AND (?7 IS NULL OR model_requested = ?7)"                                                   \
+    "  AND (?8 IS NULL OR endpoint = ?8)"                                                          \
+    "  AND (?9 IS NULL OR endpoint IN (SELECT value FROM json_each(?9)))"                          \
+    " GROUP BY bucket, gp, gk, gm"                                                                 \
+    " ORDER BY bucket, gp, gk, gm"
+
+#define STATEMENTS(X)                                                                              \
+    X(BEGIN, "BEGIN IMMEDIATE")                                                                    \
+    X(COMMIT, "COMMIT")                                                                            \
+    X(ROLLBACK, "ROLLBACK")                                                                        \
+    X(ORG_COUNT, "SELECT count(*) FROM orgs")                                                      \
+    X(ORG_INSERT, "INSERT INTO orgs (id, name, created_ms) VALUES (?, ?, ?)")                      \
+    X(ORGS_LIST, "SELECT id, name, created_ms FROM orgs ORDER BY created_ms, rowid")               \
+    X(PROJECT_INSERT, "INSERT INTO projects (id, org_id, name, environment, created_ms, "          \
+                      "archived_ms) VALUES (?, ?, ?, ?, ?, ?)")                                    \
+    X(PROJECTS_LIST, "SELECT id, org_id, name, environment, created_ms, archived_ms FROM "         \
+                     "projects WHERE org_id = ? ORDER BY created_ms, rowid")                       \
+    X(KEY_INSERT, "INSERT INTO api_keys (" KEY_COLUMNS ") VALUES "                                 \
+                  "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")                                       \
+    X(KEY_REVOKE, "UPDATE api_keys SET revoked_ms = ? WHERE id = ? AND revoked_ms = 0")            \
+    X(KEYS_LIST, "SELECT " KEY_COLUMNS " FROM api_keys WHERE org_id = ? "                          \
+                 "ORDER BY created_ms, rowid")                                                     \
+    X(LEDGER_INSERT, "INSERT OR IGNORE INTO ledger (request_id, attempt, time_ms, org_id, "        \
+                     "project_id, key_id, user_id, endpoint, model_requested, provider, "          \
+                     "deployment, prompt_tokens, cached_tokens, completion_tokens, "               \
+                     "reasoning_tokens, cost_micros, status, latency_ms, ttft_ms, is_stream, "     \
+                     "is_usage_estimated, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "  \
+                     "?, ?, ?, ?, ?, ?, ?, ?, ?)")                                                 \
+    X(USAGE, USAGE_SQL)
+
+enum stmt_id {
+#define STMT_ENUM(name, sql) S_##name,
+    STATEMENTS(STMT_ENUM)
+#undef STMT_ENUM
+        S_COUNT
+};
+
+static const char *const stmt_sql[S_COUNT] = {
+#define STMT_SQL(name, sql) sql,
+    STATEMENTS(STMT_SQL)
+#undef STMT_SQL
+};
+
+struct sq {
+    struct tg_store base; /* first: the ops receive &base */
+    sqlite3 *db;
+    pthread_mutex_t lock; /* held for the whole of every op */
+    sqlite3_stmt *stmts[S_COUNT];
+};
+
+static struct sq *
+sq_of(struct tg_store *s)
+{
+    return (struct sq *)s;
+}
+
+/* Maps a SQLite result to our codes; logs anything that is not a plain conflict. */
+static int
+fail(struct sq *s, int rc, const char *what)
+{
+    switch (rc) {
+    case SQLITE_CONSTRAINT_PRIMARYKEY:
+    case SQLITE_CONSTRAINT_UNIQUE:
+        return TG_EEXISTS;
+    case SQLITE_CONSTRAINT_FOREIGNKEY:
+        return TG_ENOTFOUND;
+    default:
+        break;
+    }
+    tg_log_error("store: %s: %s", what, sqlite3_errmsg(s->db));
+    switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return TG_EAGAIN;
+    case SQLITE_CONSTRAINT:
+    case SQLITE_MISMATCH:
+    case SQLITE_TOOBIG:
+        return TG_EINVAL;
+    case SQLITE_NOMEM:
+        return TG_ENOMEM;
+    default:
+        return TG_ESTORE;
+    }
+}
+
+/* The cached statement, prepared on first use; NULL (logged) if it cannot be. */
+static sqlite3_stmt *
+stmt(struct sq *s, enum stmt_id id)
+{
+    if (s->stmts[id] == NULL) {
+        int rc = sqlite3_prepare_v3(s->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT,
+                                    &s->stmts[id], NULL);
+        if (rc != SQLITE_OK) {
+            tg_log_error("store: cannot prepare statement %d: %s", (int)id, sqlite3_errmsg(s->db));
+            s->stmts[id] = NULL;
+            return NULL;
+        }
+    }
+    return s->stmts[id];
+}
+
+static void
+done(sqlite3_stmt *st)
+{
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+/* Runs a statement that returns no rows, with its parameters bound. */
+static int
+run(struct sq *s, sqlite3_stmt *st, const char *what)
+{
+    int rc = sqlite3_step(st);
+    int out = rc == SQLITE_DONE ? 0 : fail(s, sqlite3_extended_errcode(s->db), what);
+    done(st);
+    return out;
+}
+
+static int
+run_simple(struct sq *s, enum stmt_id id, const char *what)
+{
+    sqlite3_stmt *st = stmt(s, id);
+    return st != NULL ? run(s, st, what) : TG_ESTORE;
+}
+
+static void
+bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+    if (v != NULL) {
+        sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+    } else {
+        sqlite3_bind_null(st, i);
+    }
+}
+
+static const char *
+col_text(sqlite3_stmt *st, int i)
+{
+    return (const char *)sqlite3_column_text(st, i);
+}
+
+/* Ends a transaction begun with S_BEGIN: commits when rc is 0, else rolls back. */
+static int
+end_tx(struct sq *s, int rc)
+{
+    if (rc == 0) {
+        rc = run_simple(s, S_COMMIT, "commit");
+        if (rc == 0) {
+            return 0;
+        }
+    }
+    /* After some errors SQLite has already rolled back; then this ROLLBACK fails harmlessly. */
+    if (!sqlite3_get_autocommit(s->db)) {
+        run_simple(s, S_ROLLBACK, "rollback");
+    }
+    return rc;
+}
+
+/* ---- organizations, projects, keys ----------------------------------------------------- */
+
+static int
+insert_project(struct sq *s, const struct tg_project_rec *r)
+{
+    sqlite3_stmt *st = stmt(s, S_PROJECT_INSERT);
+    if (st == NULL) {
+        return TG_ESTORE;
+    }
+    bind_text(st, 1, r->id);
+    bind_text(st, 2, r->org_id);
+    bind_text(st, 3, r->name);
+    bind_text(st, 4, r->environment);
+    sqlite3_bind_int64(st, 5, r->created_ms);
+    sqlite3_bind_int64(st, 6, r->archived_ms);
+    return run(s, st, "insert project");
+}
+
+static int
+insert_key(struct sq *s, const struct tg_key_rec *r)
+{
+    sqlite3_stmt *st = stmt(s, S_KEY_INSERT);
+    if (st == NULL) {
+        return TG_ESTORE;
+    }
+    bind_text(st, 1, r->id);
+    bind_text(st, 2, r->org_id);
+    bind_text(st, 3, r->project_id);
+    bind_text(st, 4, r->name);
+    bind_text(st, 5, r->redacted);
+    sqlite3_bind_blob(st, 6, r->hash, TG_SHA256_BYTES, SQLITE_STATIC);
+    sqlite3_bind_int(st, 7, (int)r->kind);
+    bind_text(st, 8, r->role);
+    bind_text(st, 9, r->owner_user_id);
+    sqlite3_bind_int64(st, 10, r->created_ms);
+    sqlite3_bind_int64(st, 11, r->expires_ms);
+    sqlite3_bind_int64(st, 12, r->revoked_ms);
+    sqlite3_bind_int64(st, 13, r->last_used_ms);
+    return run(s, st, "insert key");
+}
+
+static int
+bootstrap_locked(struct sq *s, const struct tg_org_rec *org, const struct tg_project_rec *projects,
+                 size_t n_projects, const struct tg_key_rec *admin_key, bool *created)
+{
+    /* BEGIN IMMEDIATE takes the write lock first, so two processes starting on one file
+     * cannot both see an empty store and both insert an org. */
+    int rc = run_simple(s, S_BEGIN, "begin");
+    if (rc < 0) {
+        return rc;
+    }
+    sqlite3_stmt *st = stmt(s, S_ORG_COUNT);
+    rc = st != NULL ? 0 : TG_ESTORE;
+    int64_t n_orgs = 0;
+    if (rc == 0) {
+        int step = sqlite3_step(st);
+        if (step == SQLITE_ROW) {
+            n_orgs = sqlite3_column_int64(st, 0);
+        } else {
+            rc = fail(s, sqlite3_extended_errcode(s->db), "count orgs");
+        }
+        done(st);
+    }
+    if (rc == 0 && n_orgs == 0) {
+        st = stmt(s, S_ORG_INSERT);
+        rc = st != NULL ? 0 : TG_ESTORE;
+        if (rc == 0) {
+            bind_text(st, 1, org->id);
+            bind_text(st, 2, org->name);
+            sqlite3_bind_int64(st, 3, org->created_ms);
+            rc = run(s, st, "insert org");
+        }
+        for (size_t i = 0; rc == 0 && i < n_projects; i++) {
+            rc = insert_project(s, &projects[i]);
+        }
+        if (rc == 0 && admin_key != NULL) {
+            rc = insert_key(s, admin_key);
+        }
+    }
+    rc = end_tx(s, rc);
+    *created = rc == 0 && n_orgs == 0;
+    return rc;
+}
+
+static int
+sq_bootstrap(struct tg_store *store, const struct tg_org_rec *org,
+             const struct tg_project_rec *projects, size_t n_projects,
+             const struct tg_key_rec *admin_key, bool *created)
+{
+    struct sq *s = sq_of(store);
+    *created = false;
+    pthread_mutex_lock(&s->lock);
+    int rc = bootstrap_locked(s, org, projects, n_projects, admin_key, created);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int
+sq_orgs_list(struct tg_store *store, tg_store_org_cb cb, void *arg)
+{
+    struct sq *s = sq_of(store);
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st = stmt(s, S_ORGS_LIST);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    int step = SQLITE_DONE;
+    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        struct tg_org_rec r = {col_text(st, 0), col_text(st, 1), sqlite3_column_int64(st, 2)};
+        rc = cb(&r, arg);
+    }
+    if (rc == 0 && step != SQLITE_DONE) {
+        rc = fail(s, sqlite3_extended_errcode(s->db), "list orgs");
+    }
+    if (st != NULL) {
+        done(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int
+sq_projects_list(struct tg_store *store, const char *org_id, tg_store_project_cb cb, void *arg)
+{
+    struct sq *s = sq_of(store);
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st = stmt(s, S_PROJECTS_LIST);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    int step = SQLITE_DONE;
+    if (rc == 0) {
+        bind_text(st, 1, org_id);
+    }
+    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        struct tg_project_rec r = {
+            .id = col_text(st, 0),
+            .org_id = col_text(st, 1),
+            .name = col_text(st, 2),
+            .environment = col_text(st, 3),
+            .created_ms = sqlite3_column_int64(st, 4),
+            .archived_ms = sqlite3_column_int64(st, 5),
+        };
+        rc = cb(&r, arg);
+    }
+    if (rc == 0 && step != SQLITE_DONE) {
+        rc = fail(s, sqlite3_extended_errcode(s->db), "list projects");
+    }
+    if (st != NULL) {
+        done(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int
+sq_project_insert(struct tg_store *store, const struct tg_project_rec *r)
+{
+    struct sq *s = sq_of(store);
+    pthread_mutex_lock(&s->lock);
+    int rc = insert_project(s, r);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int
+sq_key_insert(struct tg_store *store, const struct tg_key_rec *r)
+{
+    struct sq *s = sq_of(store);
+    pthread_mutex_lock(&s->lock);
+    int rc = insert_key(s, r);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int
+sq_key_revoke(struct tg_store *store, const char *key_id, int64_t when_ms)
+{
+    struct sq *s = sq_of(store);
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st = stmt(s, S_KEY_REVOKE);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    if (rc == 0) {
+        sqlite3_bind_int64(st, 1, when_ms);
+        bind_text(st, 2, key_id);
+        rc = run(s, st, "revoke key");
+    }
+    if (rc == 0 && sqlite3_changes(s->db) == 0) {
+        rc = TG_ENOTFOUND;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/* Reads the current row of S_KEYS_LIST; false when the stored hash is not a hash. */
+static bool
+read_key(sqlite3_stmt *st, struct tg_key_rec *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->id = col_text(st, 0);
+    r->org_id = col_text(st, 1);
+    r->project_id = col_text(st, 2);
+    r->name = col_text(st, 3);
+    r->redacted = col_text(st, 4);
+    const void *hash = sqlite3_column_blob(st, 5);
+    if (hash == NULL || sqlite3_column_bytes(st, 5) != TG_SHA256_BYTES) {
+        return false;
+    }
+    memcpy(r->hash, hash, TG_SHA256_BYTES);
+    r->kind = sqlite3_column_int(st, 6) == TG_KEY_ADMIN ? TG_KEY_ADMIN : TG_KEY_PROJECT;
+    r->role = col_text(st, 7);
+    r->owner_user_id = col_text(st, 8);
+    r->created_ms = sqlite3_column_int64(st, 9);
+    r->expires_ms = sqlite3_column_int64(st, 10);
+    r->revoked_ms = sqlite3_column_int64(st, 11);
+    r->last_used_ms = sqlite3_column_int64(st, 12);
+    return true;
+}
+
+static int
+sq_keys_list(struct tg_store *store, const char *org_id, tg_store_key_cb cb, void *arg)
+{
+    struct sq *s = sq_of(store);
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st = stmt(s, S_KEYS_LIST);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    int step = SQLITE_DONE;
+    if (rc == 0) {
+        bind_text(st, 1, org_id);
+    }
+    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        struct tg_key_rec r;
+        if (!read_key(st, &r)) {
+            /* Skip rather than fail: one damaged row must not lock every key out. */
+            tg_log_error("store: key %s has a malformed hash; skipped", r.id ? r.id : "?");
+            continue;
+        }
+        rc = cb(&r, arg);
+    }
+    if (rc == 0 && step != SQLITE_DONE) {
+        rc = fail(s, sqlite3_extended_errcode(s->db), "list keys");
+    }
+    if (st != NULL) {
+        done(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/* ---- ledger ------------------------------------------------------------------------------ */
+
+static int
+insert_row(struct sq *s, sqlite3_stmt *st, const struct tg_ledger_row *r)
+{
+    /* The row's strings are fixed arrays; SQLITE_STATIC is fine since each is bound and
+     * stepped within this call. */
+    bind_text(st, 1, r->request_id);
+    sqlite3_bind_int(st, 2, r->attempt);
+    sqlite3_bind_int64(st, 3, r->time_ms);
+    bind_text(st, 4, r->org_id);
+    bind_text(st, 5, r->project_id);
+    bind_text(st, 6, r->key_id);
+    bind_text(st, 7, r->user_id);
+    bind_text(st, 8, r->endpoint);
+    bind_text(st, 9, r->model_requested);
+    bind_text(st, 10, r->provider);
+    bind_text(st, 11, r->deployment);
+    sqlite3_bind_int64(st, 12, r->prompt_tokens);
+    sqlite3_bind_int64(st, 13, r->cached_tokens);
+    sqlite3_bind_int64(st, 14, r->completion_tokens);
+    sqlite3_bind_int64(st, 15, r->reasoning_tokens);
+    sqlite3_bind_int64(st, 16, r->cost_micros);
+    sqlite3_bind_int(st, 17, r->status);
+    sqlite3_bind_int64(st, 18, r->latency_ms);
+    sqlite3_bind_int64(st, 19, r->ttft_ms);
+    sqlite3_bind_int(st, 20, r->is_stream ? 1 : 0);
+    sqlite3_bind_int(st, 21, r->is_usage_estimated ? 1 : 0);
+    bind_text(st, 22, r->error);
+    return run(s, st, "append ledger row");
+}
+
+static int
+sq_ledger_append(struct tg_store *store, const struct tg_ledger_row *rows, size_t n)
+{
+    if (n == 0) {
+        return 0;
+    }
+    struct sq *s = sq_of(store);
+    pthread_mutex_lock(&s->lock);
+    int rc = run_simple(s, S_BEGIN, "begin");
+    if (rc == 0) {
+        sqlite3_stmt *st = stmt(s, S_LEDGER_INSERT);
+        rc = st != NULL ? 0 : TG_ESTORE;
+        for (size_t i = 0; rc == 0 && i < n; i++) {
+            rc = insert_row(s, st, &rows[i]);
+        }
+        rc = end_tx(s, rc);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/* ---- usage --------------------------------------------------------------------------------- */
+
+/* The endpoint list as a JSON array for json_each(), or NULL when the query has none. */
+static char *
+endpoints_json(const struct tg_usage_query *q)
+{
+    if (q->endpoints == NULL || q->n_endpoints == 0) {
+        return NULL;
+    }
+    json_t *a = json_array();
+    for (size_t i = 0; i < q->n_endpoints; i++) {
+        json_array_append_new(a, json_string(q->endpoints[i] ? q->endpoints[i] : ""));
+    }
+    char *text = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    if (text == NULL) {
+        abort(); /* like tg_x*: our own small allocation */
+    }
+    return text;
+}
+
+static void
+bind_usage(sqlite3_stmt *st, const struct tg_usage_query *q, const char *endpoints)
+{
+    bind_text(st, 1, q->org_id);
+    sqlite3_bind_int64(st, 2, q->start_ms);
+    sqlite3_bind_int64(st, 3, q->end_ms);
+    sqlite3_bind_int64(st, 4, q->bucket_ms);
+    bind_text(st, 5, q->project_id);
+    bind_text(st, 6, q->key_id);
+    bind_text(st, 7, q->model);
+    bind_text(st, 8, q->endpoint);
+    bind_text(st, 9, endpoints);
+    sqlite3_bind_int(st, 10, q->group_by_project);
+    sqlite3_bind_int(st, 11, q->group_by_key);
+    sqlite3_bind_int(st, 12, q->group_by_model);
+}
+
+static int
+sq_usage_query(struct tg_store *store, const struct tg_usage_query *q, tg_store_usage_cb cb,
+               void *arg)
+{
+    if (q->bucket_ms <= 0 || q->org_id == NULL) {
+        return TG_EINVAL;
+    }
+    struct sq *s = sq_of(store);
+    char *endpoints = endpoints_json(q);
+    pthread_mutex_lock(&s->lock);
+    sqlite3_stmt *st = stmt(s, S_USAGE);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    int step = SQLITE_DONE;
+    if (rc == 0) {
+        bind_usage(st, q, endpoints);
+    }
+    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        /* sum() of integer columns is exact integer arithmetic (it fails rather than wrap
+         * past 2^63), so the totals equal the rows to the token and the micro-dollar. */
+        struct tg_usage_result r = {
+            .bucket_start_ms = sqlite3_column_int64(st, 0),
+            .project_id = col_text(st, 1),
+            .key_id = col_text(st, 2),
+            .model = col_text(st, 3),
+            .requests = sqlite3_column_int64(st, 4),
+            .prompt_tokens = sqlite3_column_int64(st, 5),
+            .cached_tokens = sqlite3_column_int64(st, 6),
+            .completion_tokens = sqlite3_column_int64(st, 7),
+            .reasoning_tokens = sqlite3_column_int64(st, 8),
+            .cost_micros = sqlite3_column_int64(st, 9),
+        };
+        rc = cb(&r, arg);
+    }
+    if (rc == 0 && step != SQLITE_DONE) {
+        rc = fail(s, sqlite3_extended_errcode(s->db), "usage query");
+    }
+    if (st != NULL) {
+        done(st);
+    }
+    pthread_mutex_unlock(&s->lock);
+    free(endpoints);
+    return rc;
+}
+
+/* ---- open and close ------------------------------------------------------------------------ */
+
+static void
+sq_close(struct tg_store *store)
+{
+    struct sq *s = sq_of(store);
+    if (s == NULL) {
+        return;
+    }
+    for (int i = 0; i < S_COUNT; i++) {
+        sqlite3_finalize(s->stmts[i]);
+    }
+    /* close_v2 defers the close if a statement escaped; none should, but never crash. */
+    sqlite3_close_v2(s->db);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}
+
+static const struct tg_store_ops sqlite_ops = {
+    .name = "sqlite",
+    .close = sq_close,
+    .bootstrap = sq_bootstrap,
+    .orgs_list = sq_orgs_list,
+    .projects_list = sq_projects_list,
+    .project_insert = sq_project_insert,
+    .key_insert = sq_key_insert,
+    .key_revoke = sq_key_revoke,
+    .keys_list = sq_keys_list,
+    .ledger_append = sq_ledger_append,
+    .usage_query = sq_usage_query,
+};
+
+static int
+exec(sqlite3 *db, const char *sql, char *err, size_t err_cap)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(err, err_cap, "%s", msg ? msg : sqlite3_errmsg(db));
+        sqlite3_free(msg);
+        return TG_ESTORE;
+    }
+    return 0;
+}
+
+static int
+user_version(sqlite3 *db, int *out, char *err, size_t err_cap)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
+    if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
+        *out = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+        return 0;
+    }
+    snprintf(err, err_cap, "cannot read the schema version: %s", sqlite3_errmsg(db));
+    sqlite3_finalize(st);
+    return TG_ESTORE;
+}
+
+/* Brings the schema to N_MIGRATIONS, one transaction per step. */
+static int
+migrate(sqlite3 *db, char *err, size_t err_cap)
+{
+    for (;;) {
+        if (exec(db, "BEGIN IMMEDIATE", err, err_cap) < 0) {
+            return TG_ESTORE;
+        }
+        /* Read the version inside the write transaction: another process may have migrated
+         * between our read and our write. */
+        int version = 0;
+        int rc = user_version(db, &version, err, err_cap);
+        if (rc == 0 && version > (int)N_MIGRATIONS) {
+            snprintf(err, err_cap,
+                     "the store has schema version %d; this tollgate knows up to %d (a newer "
+                     "tollgate made it)",
+                     version, (int)N_MIGRATIONS);
+            rc = TG_ESTORE;
+        }
+        if (rc == 0 && version == (int)N_MIGRATIONS) {
+            return exec(db, "COMMIT", err, err_cap);
+        }
+        if (rc == 0) {
+            rc = exec(db, migrations[version], err, err_cap);
+        }
+        if (rc == 0) {
+            char sql[64];
+            snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", version + 1);
+            rc = exec(db, sql, err, err_cap);
+        }
+        if (rc == 0) {
+            rc = exec(db, "COMMIT", err, err_cap);
+        }
+        if (rc < 0) {
+            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+            return rc;
+        }
+        tg_log_info("store: schema migrated to version %d", version + 1);
+    }
+}
+
+static int
+configure(sqlite3 *db, char *err, size_t err_cap)
+{
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+    /* NORMAL is durable across process crashes in WAL mode; only a power loss can drop the
+     * last transactions, which the ledger's reservations already bound. */
+    int rc = exec(db, "PRAGMA journal_mode = WAL", err, err_cap);
+    rc = rc < 0 ? rc : exec(db, "PRAGMA synchronous = NORMAL", err, err_cap);
+    rc = rc < 0 ? rc : exec(db, "PRAGMA foreign_keys = ON", err, err_cap);
+    return rc;
+}
+
+int
+tg_store_sqlite_open(const char *path, struct tg_store **out, char *err, size_t err_cap)
+{
+    *out = NULL;
+    struct sq *s = tg_xcalloc(1, sizeof(*s));
+    s->base.ops = &sqlite_ops;
+    pthread_mutex_init(&s->lock, NULL);
+    /* NOMUTEX: our own lock already serializes every use of the connection. */
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    int rc = sqlite3_open_v2(path, &s->db, flags, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, err_cap, "%s", s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+        sq_close(&s->base);
+        return TG_ESTORE;
+    }
+    rc = configure(s->db, err, err_cap);
+    rc = rc < 0 ? rc : migrate(s->db, err, err_cap);
+    if (rc < 0) {
+        sq_close(&s->base);
+        return rc;
+    }
+    *out = &s->base;
+    return 0;
+}
