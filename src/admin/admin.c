@@ -390,7 +390,10 @@ usage(struct job *j)
         job_error(j, 400, "bucket_width must be 1m, 1h or 1d.", NULL);
         return;
     }
-    const char *endpoint = strcmp(j->arg, "completions") == 0 ? NULL : j->arg;
+    /* OpenAI's completions usage covers every text-generation endpoint; the others are one
+     * endpoint each, named as the ledger names them (tg_api_name). */
+    static const char *const generation[] = {"chat.completions", "completions", "responses"};
+    bool is_generation = strcmp(j->arg, "completions") == 0;
     struct tg_usage_query q = {
         .org_id = j->state->org_id,
         .start_ms = strtoll(start, NULL, 10) * 1000,
@@ -399,7 +402,9 @@ usage(struct job *j)
         .project_id = tg_http_req_query(req, "project_ids"),
         .key_id = tg_http_req_query(req, "api_key_ids"),
         .model = tg_http_req_query(req, "models"),
-        .endpoint = endpoint,
+        .endpoint = is_generation ? NULL : j->arg,
+        .endpoints = is_generation ? generation : NULL,
+        .n_endpoints = is_generation ? sizeof(generation) / sizeof(generation[0]) : 0,
         .group_by_project = has_group(req, "project_id"),
         .group_by_key = has_group(req, "api_key_id"),
         .group_by_model = has_group(req, "model"),
