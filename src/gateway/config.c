@@ -523,7 +523,6 @@ struct load {
     const struct ynode *models;
     const struct ynode *projects;
     const struct ynode *prices;
-    bool has_providers;
 };
 
 static int
@@ -556,14 +555,11 @@ parse_node(struct ctx *cx, const struct ynode *v, const char *path, const struct
 }
 
 #define CF(m) offsetof(struct load, c.m)
-#define NUM(key, fn, off, lo, hi)                                                                  \
-    {                                                                                              \
-        key, fn, off, lo, hi, NULL, 0                                                              \
-    }
-#define SECTION(key, off, tab)                                                                     \
-    {                                                                                              \
-        key, parse_section, off, 0, 0, tab, sizeof(tab) / sizeof(tab[0])                           \
-    }
+/* One line per table row reads best. */
+// clang-format off
+#define NUM(key, fn, off, lo, hi) {key, fn, off, lo, hi, NULL, 0}
+#define SECTION(key, off, tab) {key, parse_section, off, 0, 0, tab, sizeof(tab) / sizeof(tab[0])}
+// clang-format on
 
 static const struct field limits_fields[] = {
     NUM("max_header_bytes", parse_size, CF(http.max_header_bytes), KIB, MIB),
@@ -721,15 +717,13 @@ provider_add(struct tg_config *c)
 static bool
 base_url_ok(char *url)
 {
-    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
-        return false;
-    }
+    size_t scheme = strncmp(url, "http://", 7) == 0 ? 7 : strncmp(url, "https://", 8) == 0 ? 8 : 0;
     /* Paths are appended as "/chat/completions": drop trailing slashes. */
     size_t n = strlen(url);
-    while (n > 0 && url[n - 1] == '/') {
+    while (n > scheme && url[n - 1] == '/') {
         url[--n] = '\0';
     }
-    return strlen(url) > strlen("https://") - (url[4] == ':' ? 1 : 0);
+    return scheme > 0 && n > scheme; /* a scheme and a host */
 }
 
 /* Checks pc against its type's rules; y is the provider's node (for lines). */
@@ -1141,7 +1135,7 @@ tg_config_load(const char *path, struct tg_config **out, char *err, size_t err_c
     if (rc < 0) {
         goto out;
     }
-    if (map_get(root, "providers") == NULL) {
+    if (is_null(l.providers)) { /* absent, or present with every entry commented out */
         rc = env_providers(&l.c, err, err_cap);
         if (rc < 0) {
             goto out;
