@@ -8,6 +8,8 @@
  * wall-clock limit that fails the test, and ends by freeing everything and checking that the
  * loop closes with no handle left (the client frees itself only after its handles close).
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <uv.h>
@@ -614,6 +618,35 @@ refused_connection_is_a_connect_error(void **state)
     rec_deinit(&r);
 }
 
+/* A listener with a full accept queue: Linux drops further SYNs, so connecting hangs. */
+static void
+unanswered_connect_hits_connect_timeout(void **state)
+{
+    struct fx *f = *state;
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(lfd, 0), 0);
+    socklen_t alen = sizeof(a);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+    int filler = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(connect(filler, (struct sockaddr *)&a, sizeof(a)), 0);
+    snprintf(f->url, sizeof(f->url), "http://127.0.0.1:%d/", ntohs(a.sin_port));
+    f->req.timeouts.connect_ms = 200;
+
+    struct rec r;
+    rec_init(&r, &f->loop, TAKE_ALL);
+    uint64_t t0 = uv_hrtime() / 1000000;
+    start(f, &r);
+    run_until(&f->loop, &r.n_done, 5000);
+    assert_int_equal(r.err, TG_ETIMEOUT);
+    assert_string_equal(r.msg, "timed out connecting after 200 ms");
+    assert_true(r.done_ms - t0 >= 200);
+    rec_deinit(&r);
+    close(filler);
+    close(lfd);
+}
+
 static void
 silent_server_hits_first_byte_timeout(void **state)
 {
@@ -854,6 +887,7 @@ main(void)
         cmocka_unit_test_setup_teardown(bad_request_headers_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(sequential_calls_share_one_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(refused_connection_is_a_connect_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(unanswered_connect_hits_connect_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(silent_server_hits_first_byte_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(stalled_body_hits_idle_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(endless_trickle_hits_total_timeout, setup, teardown),
