@@ -754,7 +754,8 @@ prepare(struct mock_call *c, const struct tg_mock_settings *ms,
     tg_id_new(c->id, sizeof(c->id), id_prefix[c->api], 24);
     tg_id_new(c->item_id, sizeof(c->item_id), "msg_mock", 24);
     char err[160];
-    json_t *body = tg_json_parse(req->body ? req->body : "", req->body_len, 64, err, sizeof(err));
+    const char *text = req->body != NULL ? req->body : "";
+    json_t *body = tg_json_parse(text, req->body != NULL ? req->body_len : 0, 64, err, sizeof(err));
     const char *model = req->upstream_model ? req->upstream_model : tg_json_str(body, "model");
     c->model = tg_xstrdup(model != NULL ? model : "mock");
     if (!json_is_object(body)) {
