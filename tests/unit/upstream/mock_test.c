@@ -3,7 +3,7 @@
  *
  * Each test starts a call, runs the loop until on_done (with an iteration bound as the
  * failure guard) and checks the bytes as an OpenAI client would read them: whole JSON bodies,
- * SSE events (split on blank lines here, so this test does not depend on the SSE reader),
+ * SSE events (split on blank lines here, and checked once more through the relay's SSE reader),
  * usage, pacing times, back-pressure and cancellation.
  */
 #include <setjmp.h>
@@ -17,6 +17,7 @@
 
 #include "core/buf.h"
 #include "core/err.h"
+#include "http/sse.h"
 #include "upstream/provider_int.h"
 
 #define MAX_CHUNKS 512
@@ -809,6 +810,58 @@ bad_bodies_get_a_400_error(void **state)
     }
 }
 
+struct sse_check {
+    struct event *want;
+    size_t n_want;
+    size_t n_got;
+};
+
+static int
+check_event(const struct tg_sse_event *ev, void *arg)
+{
+    struct sse_check *k = arg;
+    assert_true(k->n_got < k->n_want);
+    const struct event *w = &k->want[k->n_got++];
+    assert_true(ev->has_data);
+    assert_string_equal(ev->event, w->name);
+    assert_string_equal(ev->data, w->data);
+    return 0;
+}
+
+/* The relay's own SSE reader, fed in 7-byte pieces, sees the events the splitter saw. */
+static void
+streams_read_the_same_through_the_sse_reader(void **state)
+{
+    struct fixture *f = *state;
+    static const struct {
+        enum tg_api api;
+        const char *body;
+    } cases[] = {
+        {TG_API_CHAT,
+         CHAT_BODY(",\"stream\":true,\"n\":2,\"stream_options\":{\"include_usage\":true}")},
+        {TG_API_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"p\",\"stream\":true}"},
+        {TG_API_RESPONSES, "{\"model\":\"m\",\"input\":\"p\",\"stream\":true}"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        start(f, cases[i].api, cases[i].body, true);
+        run_until_done(f);
+        struct event ev[64];
+        size_t n = split_events(f->r.data.data, f->r.data.len, ev, 64);
+        struct sse_check k = {ev, n, 0};
+        struct tg_sse_reader rd;
+        tg_sse_reader_init(&rd, 1 << 20);
+        for (size_t off = 0; off < f->r.data.len; off += 7) {
+            size_t len = f->r.data.len - off < 7 ? f->r.data.len - off : 7;
+            assert_int_equal(tg_sse_reader_feed(&rd, f->r.data.data + off, len, check_event, &k),
+                             0);
+        }
+        assert_false(tg_sse_reader_has_partial(&rd));
+        assert_int_equal(k.n_got, n);
+        tg_sse_reader_deinit(&rd);
+        free_events(ev, n);
+    }
+}
+
 int
 main(void)
 {
@@ -834,6 +887,8 @@ main(void)
         cmocka_unit_test_setup_teardown(embeddings_float_and_base64_agree, setup, teardown),
         cmocka_unit_test_setup_teardown(moderations_shape, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_bodies_get_a_400_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(streams_read_the_same_through_the_sse_reader, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
