@@ -606,7 +606,8 @@ decode(struct call *c)
                     "model");
         return false;
     } else {
-        c->model = json_string_value(model);
+        /* A copy: rewriting "model" for the provider frees the body's string. */
+        c->model = tg_arena_strdup(&req->arena, json_string_value(model));
     }
     return check_fields(c);
 }
