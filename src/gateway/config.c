@@ -393,12 +393,18 @@ parse_log_level(struct ctx *cx, const struct ynode *v, const char *path, const s
     return parse_str(cx, v, path, f, dst);
 }
 
-/* The last key of a dotted path ("providers[0].api_key" -> "api_key"), for fix-it hints. */
+/* The last key of a dotted path ("providers[0].api_key (provider 'x.y')" -> "api_key"), for
+ * fix-it hints. The search stops at the first space: a provider name may contain dots. */
 static const char *
 last_key(const char *what, char *buf, size_t cap)
 {
-    const char *dot = strrchr(what, '.');
-    const char *k = dot ? dot + 1 : what;
+    size_t end = strcspn(what, " ");
+    const char *k = what;
+    for (size_t i = 0; i < end; i++) {
+        if (what[i] == '.') {
+            k = what + i + 1;
+        }
+    }
     size_t n = strspn(k, "abcdefghijklmnopqrstuvwxyz_");
     snprintf(buf, cap, "%.*s", (int)(n < cap ? n : cap - 1), n ? k : "api_key");
     return buf;

@@ -372,6 +372,12 @@ inline_secret_is_refused_without_echo(void **state)
              "and write `api_key: file:/path`");
     assert_null(strstr(fx->err, "SuperSecret"));
 
+    /* The fix-it names the key even when the provider's name has dots. */
+    snprintf(yaml, sizeof(yaml),
+             "providers:\n  - name: openai.eu\n    type: openai\n    api_key: %s\n", secret);
+    load_err(fx, yaml, 4, "write `api_key: env:OPENAI_API_KEY`, or in a file and write `api_key:");
+    assert_null(strstr(fx->err, "SuperSecret"));
+
     /* A key pasted after env: is not a variable name: refused, not echoed either. */
     snprintf(yaml, sizeof(yaml),
              "providers:\n  - name: openai\n    type: openai\n    api_key: env:%s\n", secret);
