@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <yaml.h>
 
 #include "core/err.h"
@@ -1281,6 +1282,11 @@ tg_config_resolve_secret(const char *ref, const char *what, char *err, size_t er
         if (read_file(ref + 5, MAX_SECRET_BYTES, &secret, &len, msg, sizeof(msg), what) < 0) {
             snprintf(err, err_cap, "%s", msg);
             return NULL;
+        }
+        struct stat st;
+        if (stat(ref + 5, &st) == 0 && (st.st_mode & 077) != 0) {
+            /* Works, but other local users can read the key: say so, once, at start. */
+            tg_log_warn("%s: %s is readable by group or others; chmod 600 it", what, ref + 5);
         }
         while (len > 0 && (secret[len - 1] == '\n' || secret[len - 1] == '\r')) {
             secret[--len] = '\0';
