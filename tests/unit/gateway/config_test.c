@@ -62,7 +62,9 @@ write_file(struct fx *fx, const char *name, const char *text)
 {
     assert_true(fx->n_files < MAX_FILES);
     char *path = fx->files[fx->n_files];
-    snprintf(path, sizeof(fx->files[0]), "%s/%s", fx->dir, name);
+    char tmp[sizeof(fx->files[0])];
+    snprintf(tmp, sizeof(tmp), "%s/%s", fx->dir, name);
+    memcpy(path, tmp, sizeof(tmp));
     for (size_t i = 0; i < fx->n_files; i++) {
         if (strcmp(fx->files[i], path) == 0) {
             goto write; /* rewriting a file already tracked */
