@@ -23,6 +23,10 @@
  * pool; on_done fires once per started call, from a loop callback or from
  * tg_upstream_client_free, and never while curl is inside one of its callbacks (curl forbids
  * removing a handle there). A zero timeout in a request takes its default.
+ *
+ * tg_upstream_client_free fires the remaining on_done callbacks (TG_ECANCELED) before it
+ * returns, so the caller may free what they point at right after; called from inside
+ * on_headers/on_data it cannot tear curl down there, so it does all of that on the next turn.
  */
 #include "upstream/client.h"
 
