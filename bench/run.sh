@@ -53,7 +53,8 @@ if [ -n "$tollgate_note" ]; then
 fi
 
 # --- environment -------------------------------------------------------------------
-tg_rev=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null)
+tg_rev=$(git -C "$REPO_DIR" describe --always --dirty 2>/dev/null)
+tg_type=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$(dirname "$TOLLGATE_BIN")/CMakeCache.txt" 2>/dev/null)
 {
     echo "date: $(date -u +%FT%TZ)"
     echo "kernel: $(uname -r)"
@@ -62,7 +63,7 @@ tg_rev=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null)
     echo "debian: $(cat /etc/debian_version 2>/dev/null)"
     echo "nginx: $(dpkg-query -W -f='${Version}' nginx 2>/dev/null)"
     echo "wrk: $(dpkg-query -W -f='${Version}' wrk 2>/dev/null)"
-    echo "tollgate: ${tollgate_note:-$TOLLGATE_BIN (repo at $tg_rev)}"
+    echo "tollgate: ${tollgate_note:-$TOLLGATE_BIN (${tg_type:-unknown} build; repo at $tg_rev)}"
     echo "pinning: proxy cpu $PROXY_CPU, wrk cpu $WRK_CPU, mock cpu $MOCK_CPU (cpu $PROXY_CPU while measuring direct)"
     echo "duration: ${DURATION}s per measurement, warm-up ${WARMUP}s before each; rounds: $ROUNDS"
 } > "$RUN_DIR/env.txt"
@@ -110,7 +111,7 @@ if [[ " $TARGETS " == *" tollgate "* ]]; then
         ledger_note="tollgate ledger rows after the run: $(sqlite3 "$db" 'SELECT count(*) FROM ledger' 2>&1)"
     fi
     sent=$(awk -F'\t' '$2 == "tollgate" { n += $22 } END { print n + 0 }' "$RESULTS")
-    ledger_note="${ledger_note:+$ledger_note; }requests measured through tollgate (warm-ups and preflights excluded): $sent"
+    ledger_note="${ledger_note:+$ledger_note; }requests measured through tollgate: $sent (the ledger also holds the warm-ups and preflights)"
 fi
 
 # --- summary -------------------------------------------------------------------------
