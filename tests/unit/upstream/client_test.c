@@ -592,6 +592,36 @@ sequential_calls_share_one_connection(void **state)
     assert_int_equal(f->srv.n_accepts, 1);
 }
 
+/* Parallel calls to one plain-http host each get a connection at once: none waits behind a
+ * slow first response to learn whether the connection could multiplex. */
+static void
+parallel_calls_do_not_wait_for_each_other(void **state)
+{
+    struct fx *f = *state;
+    f->srv.mode = SRV_SILENT;
+    enum { N = 12 };
+    struct rec r[N];
+    for (int i = 0; i < N; i++) {
+        rec_init(&r[i], &f->loop, TAKE_ALL);
+        start(f, &r[i]);
+    }
+    int all_sent = 0;
+    uint64_t t0 = uv_hrtime();
+    while (f->srv.n_requests < N && (uv_hrtime() - t0) / 1000000 < 5000) {
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+    }
+    all_sent = f->srv.n_requests == N;
+    assert_true(all_sent);
+    assert_int_equal(f->srv.n_accepts, N);
+    assert_int_equal(tg_upstream_client_active(f->client), N);
+    tg_upstream_client_free(f->client);
+    f->client = NULL;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(r[i].n_done, 1);
+        rec_deinit(&r[i]);
+    }
+}
+
 static void
 refused_connection_is_a_connect_error(void **state)
 {
@@ -886,6 +916,7 @@ main(void)
         cmocka_unit_test_setup_teardown(headers_and_request_are_as_asked, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_request_headers_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(sequential_calls_share_one_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(parallel_calls_do_not_wait_for_each_other, setup, teardown),
         cmocka_unit_test_setup_teardown(refused_connection_is_a_connect_error, setup, teardown),
         cmocka_unit_test_setup_teardown(unanswered_connect_hits_connect_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(silent_server_hits_first_byte_timeout, setup, teardown),
