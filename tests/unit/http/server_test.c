@@ -765,6 +765,107 @@ query_parsing_with_percent_decoding(void **state)
     assert_non_null(strstr(f.got.data, "HTTP/1.1 204 No Content\r\n"));
 }
 
+static void
+on_stop_later(uv_timer_t *t)
+{
+    struct fixture *f = t->data;
+    tg_http_server_stop(f->s);
+    if (f->held != NULL) {
+        struct tg_http_req *req = f->held;
+        f->held = NULL;
+        tg_http_respond(req, 200, "text/plain", NULL, 0, "held", 4);
+    }
+}
+
+/* Answers, then stops the server from a later turn: the idle connection must close now. */
+static void
+answer_then_stop(struct fixture *f, struct tg_http_req *req)
+{
+    tg_http_respond(req, 200, "text/plain", NULL, 0, "ok", 2);
+    uv_timer_start(&f->later, on_stop_later, 0, 0);
+}
+
+static void
+stop_closes_idle_connections(void **state)
+{
+    struct fixture f;
+    struct tg_http_limits l = small_limits();
+    start(&f, &l, answer_then_stop);
+    const struct step steps[] = {
+        {SEND, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"},
+        {READ_UNTIL, "\r\n\r\nok"},
+        {READ_EOF, NULL},
+    };
+    run_client(&f, steps, 3);
+    finish(&f);
+    assert_true(f.saw_eof);
+    assert_true(f.eof_after_ms < 1000); /* well before the 2 s idle timeout */
+    assert_null(strstr(f.got.data, "Connection: close"));
+}
+
+/* Holds the request and stops the server; the answer then carries Connection: close. */
+static void
+hold_then_stop(struct fixture *f, struct tg_http_req *req)
+{
+    f->held = req;
+    uv_timer_start(&f->later, on_stop_later, 0, 0);
+}
+
+static void
+stop_lets_busy_request_finish(void **state)
+{
+    struct fixture f;
+    struct tg_http_limits l = small_limits();
+    start(&f, &l, hold_then_stop);
+    const struct step steps[] = {
+        {SEND, "GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /never HTTP/1.1\r\nHost: x\r\n\r\n"},
+        {READ_EOF, NULL},
+    };
+    run_client(&f, steps, 2);
+    finish(&f);
+    assert_int_equal(f.n_handled, 1); /* the pipelined second request is not started */
+    assert_non_null(strstr(f.got.data, "Connection: close\r\n\r\nheld"));
+}
+
+static void
+connections_beyond_the_limit_are_closed(void **state)
+{
+    struct fixture f;
+    struct tg_http_limits l = small_limits();
+    l.max_connections = 1;
+    start(&f, &l, echo);
+    int first = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)f.port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(first, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    while (tg_http_server_connections(f.s) < 1) {
+        assert_false(f.is_guard_fired);
+        uv_run(&f.loop, UV_RUN_ONCE);
+    }
+    const struct step steps[] = {{SEND, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"}, {READ_EOF, NULL}};
+    run_client(&f, steps, 2);
+    close(first);
+    finish(&f);
+    assert_true(f.saw_eof);
+    assert_int_equal(f.got.len, 0);
+    assert_int_equal(f.n_handled, 0);
+}
+
+static void
+http10_gets_connection_close_by_default(void **state)
+{
+    struct fixture f;
+    struct tg_http_limits l = small_limits();
+    start(&f, &l, echo);
+    const struct step steps[] = {{SEND, "GET /old HTTP/1.0\r\n\r\n"}, {READ_EOF, NULL}};
+    run_client(&f, steps, 2);
+    finish(&f);
+    assert_non_null(strstr(f.got.data, "HTTP/1.1 200 OK\r\n"));
+    assert_non_null(strstr(f.got.data, "Connection: close\r\n"));
+    assert_non_null(strstr(f.got.data, "GET /old []"));
+}
+
 int
 main(void)
 {
@@ -786,6 +887,10 @@ main(void)
         cmocka_unit_test(backpressure_and_drain),
         cmocka_unit_test(abort_when_client_leaves_mid_stream),
         cmocka_unit_test(query_parsing_with_percent_decoding),
+        cmocka_unit_test(stop_closes_idle_connections),
+        cmocka_unit_test(stop_lets_busy_request_finish),
+        cmocka_unit_test(connections_beyond_the_limit_are_closed),
+        cmocka_unit_test(http10_gets_connection_close_by_default),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
