@@ -159,6 +159,32 @@ check_fields(struct call *c)
         }
         c->wants_usage = json_is_true(json_object_get(so, "include_usage"));
     }
+    /* The field each endpoint cannot do without, with the JSON types it takes: refused
+     * here so a malformed call costs no upstream round trip. */
+    static const struct {
+        const char *name;
+        bool may_be_string;
+    } required[TG_API_COUNT] = {
+        [TG_API_CHAT] = {"messages", false},    [TG_API_COMPLETIONS] = {"prompt", true},
+        [TG_API_EMBEDDINGS] = {"input", true},  [TG_API_RESPONSES] = {NULL, false},
+        [TG_API_MODERATIONS] = {"input", true},
+    };
+    const char *need = required[c->api].name;
+    if (need != NULL) {
+        v = json_object_get(b, need);
+        bool ok = json_is_array(v) || (required[c->api].may_be_string && json_is_string(v));
+        if (!ok) {
+            char msg[160];
+            if (v == NULL) {
+                snprintf(msg, sizeof(msg), "Missing required parameter: '%s'.", need);
+            } else {
+                snprintf(msg, sizeof(msg), "Invalid type for '%s': expected %s.", need,
+                         required[c->api].may_be_string ? "a string or an array" : "an array");
+            }
+            bad_request(req, msg, need);
+            return false;
+        }
+    }
     static const char *const int_fields[] = {"n", "max_tokens", "max_completion_tokens",
                                              "max_output_tokens"};
     for (size_t i = 0; i < sizeof(int_fields) / sizeof(int_fields[0]); i++) {

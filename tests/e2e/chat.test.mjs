@@ -46,7 +46,7 @@ test('chat non-stream: the SDK gets the upstream answer, its usage and an x-requ
 test('the upstream gets the provider key and never the client key, in any header or body', T, async () => {
     const { up, gw } = ctx;
     const key = await gw.createKey('staging', 'leak-check');
-    const c = gw.client(key, { defaultHeaders: { 'OpenAI-Project': 'proj_fake' } });
+    const c = gw.client(key, { defaultHeaders: { 'OpenAI-Project': 'staging' } });
     const mark = up.mark();
     await c.chat.completions.create({ model: 'gpt-4o-mini', messages: msg('leak check') });
     const s = await c.chat.completions.create({ model: 'gpt-4o-mini', messages: msg('stream me'), stream: true });

@@ -131,6 +131,29 @@ test('the admin key cannot do inference (403)', T, async () => {
     assert.equal(up.since(mark).length, 0);
 });
 
+test('OpenAI-Project must name the key\'s own project (id or name), else 401', T, async () => {
+    const { up, gw } = ctx;
+    const key = await gw.createKey('staging', 'project-header');
+    const projects = (await gw.adminFetch('/v1/organization/projects')).json.data;
+    const staging = projects.find((p) => p.name === 'staging');
+    const production = projects.find((p) => p.name === 'production');
+    for (const good of [staging.id, 'staging']) {
+        const c = gw.client(key, { defaultHeaders: { 'OpenAI-Project': good } });
+        const r = await c.chat.completions.create({ model: 'gpt-4o-mini', messages: msg('mine') });
+        assert.equal(r.object, 'chat.completion');
+    }
+    const mark = up.mark();
+    for (const bad of [production.id, 'production', 'proj_doesnotexist']) {
+        const err = await gw
+            .client(key, { maxRetries: 0, defaultHeaders: { 'OpenAI-Project': bad } })
+            .chat.completions.create({ model: 'gpt-4o-mini', messages: msg('theirs') })
+            .catch((e) => e);
+        assert.ok(err instanceof OpenAI.AuthenticationError, String(err));
+        assert.equal(err.code, 'mismatched_project');
+    }
+    assert.equal(up.since(mark).length, 0);
+});
+
 test('a project key cannot use the admin API (403); no key is 401', T, async () => {
     const { gw } = ctx;
     const key = await gw.createKey('production', 'not-admin');
