@@ -395,6 +395,44 @@ pipelined_requests_answer_in_order(void **state)
 }
 
 static void
+on_answer_later(uv_timer_t *t)
+{
+    struct fixture *f = t->data;
+    struct tg_http_req *req = f->held;
+    f->held = NULL;
+    echo(f, req);
+}
+
+/* Answers from a later loop turn, as the proxy does. */
+static void
+echo_later(struct fixture *f, struct tg_http_req *req)
+{
+    f->held = req;
+    uv_timer_start(&f->later, on_answer_later, 1, 0);
+}
+
+static void
+pipelined_requests_wait_for_async_answers(void **state)
+{
+    struct fixture f;
+    struct tg_http_limits l = small_limits();
+    start(&f, &l, echo_later);
+    const struct step steps[] = {
+        {SEND, "POST /1 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab"
+               "GET /2 HTTP/1.1\r\nConnection: close\r\n\r\n"},
+        {READ_EOF, NULL},
+    };
+    run_client(&f, steps, 2);
+    finish(&f);
+    assert_int_equal(f.n_handled, 2);
+    const char *a = strstr(f.got.data, "POST /1 [ab]");
+    const char *b = strstr(f.got.data, "GET /2 []");
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_true(a < b);
+}
+
+static void
 expect_error(struct fixture *f, int status, const char *code)
 {
     char line[64];
@@ -872,6 +910,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(keep_alive_two_requests),
         cmocka_unit_test(pipelined_requests_answer_in_order),
+        cmocka_unit_test(pipelined_requests_wait_for_async_answers),
         cmocka_unit_test(oversized_headers_get_431),
         cmocka_unit_test(too_many_headers_get_431),
         cmocka_unit_test(oversized_content_length_gets_413),
