@@ -32,6 +32,10 @@ struct tg_project_rec {
     const char *environment; /* "development", "staging", "production" or custom */
     int64_t created_ms;
     int64_t archived_ms; /* 0 when active */
+    /* The project's settings as a JSON object text (allowed models, limits, budgets,
+     * deployments as later features add them), or NULL for "{}". Every change to it is a
+     * numbered config version (version_append). */
+    const char *settings;
 };
 
 enum tg_key_kind {
@@ -113,10 +117,80 @@ struct tg_usage_result {
 
 /* Listing callbacks run on the calling thread while the store is locked: they must not call
  * back into the store. A non-zero return stops the listing, and the op returns that value. */
+/*
+ * The organization model beyond orgs, projects and keys (users, invites, project members,
+ * service accounts) is kept as documents: a kind, an id, a scope and a JSON object. The admin
+ * layer owns their shapes and checks (unique e-mails, names); the store keeps them, lists them
+ * in creation order, and makes a group of changes one transaction (transact).
+ */
+struct tg_doc {
+    const char *kind; /* "user", "invite", "member", "service_account" */
+    const char *id;   /* "user-...", "invite-...", "member-...", "svc_acct_..." */
+    const char *org_id;
+    const char *project_id; /* NULL for org-wide documents */
+    const char *data;       /* JSON object text */
+    int64_t created_ms;
+    int64_t updated_ms;
+};
+
+/*
+ * One audit log entry. Entries form a hash chain: hash = SHA-256 over prev_hash and the
+ * canonical encoding of every other field (tg_audit_hash), and prev_hash is the hash of the
+ * entry before it (all zero for the first). Editing or deleting any entry breaks the chain at
+ * that point, which tg_audit_verify finds.
+ */
+struct tg_audit_rec {
+    int64_t seq;       /* 1, 2, ...: assigned by audit_append */
+    const char *id;    /* "audit_log-..." */
+    const char *org_id;
+    int64_t time_ms;
+    const char *type;        /* "project.created", "api_key.deleted", ... (OpenAI's names) */
+    const char *actor_type;  /* "api_key" (admin API) */
+    const char *actor_id;    /* key id */
+    const char *actor_user;  /* user id behind the key, or NULL */
+    const char *project_id;  /* the project concerned, or NULL */
+    const char *target_id;   /* the object changed */
+    const char *before;      /* JSON text of the object before, or NULL (created) */
+    const char *after;       /* JSON text after, or NULL (deleted) */
+    const char *source_addr; /* client address */
+    unsigned char prev_hash[TG_SHA256_BYTES];
+    unsigned char hash[TG_SHA256_BYTES];
+};
+
+/* Filters for audit_list; NULL / 0 fields match anything. Entries come newest first. */
+struct tg_audit_query {
+    const char *org_id;
+    const char *const *types;
+    size_t n_types;
+    const char *const *actor_ids;
+    size_t n_actor_ids;
+    const char *const *project_ids;
+    size_t n_project_ids;
+    int64_t since_ms; /* inclusive */
+    int64_t until_ms; /* exclusive; 0 = no bound */
+    int64_t before_seq; /* only entries with seq < before_seq (cursor); 0 = none */
+    size_t limit;       /* 0 = no limit */
+};
+
+/* One numbered version of a project's settings (config history). */
+struct tg_version_rec {
+    int64_t number; /* 1, 2, ... per org: assigned by version_append */
+    const char *org_id;
+    const char *project_id;
+    int64_t time_ms;
+    const char *actor_id;
+    const char *reason;   /* "project.updated", "rollback to 3", ... */
+    const char *settings; /* JSON text of the whole settings object at this version */
+};
+
 typedef int (*tg_store_org_cb)(const struct tg_org_rec *r, void *arg);
 typedef int (*tg_store_project_cb)(const struct tg_project_rec *r, void *arg);
 typedef int (*tg_store_key_cb)(const struct tg_key_rec *r, void *arg);
 typedef int (*tg_store_usage_cb)(const struct tg_usage_result *r, void *arg);
+typedef int (*tg_store_doc_cb)(const struct tg_doc *d, void *arg);
+typedef int (*tg_store_audit_cb)(const struct tg_audit_rec *r, void *arg);
+typedef int (*tg_store_version_cb)(const struct tg_version_rec *r, void *arg);
+typedef int (*tg_store_tx_fn)(struct tg_store *s, void *arg);
 
 struct tg_store_ops {
     const char *name; /* "sqlite" */
@@ -139,7 +213,47 @@ struct tg_store_ops {
     int (*ledger_append)(struct tg_store *s, const struct tg_ledger_row *rows, size_t n);
     int (*usage_query)(struct tg_store *s, const struct tg_usage_query *q, tg_store_usage_cb cb,
                        void *arg);
+
+    /* Runs fn(s, arg) in one transaction: every op fn calls joins it; a negative return from
+     * fn (or a failed commit) rolls everything back and is returned. Transactions nest (an
+     * inner one is a savepoint). Other threads wait until it ends. */
+    int (*transact)(struct tg_store *s, tg_store_tx_fn fn, void *arg);
+
+    /* Projects: a full update of name, environment, archived_ms and settings by id
+     * (TG_ENOTFOUND; TG_EEXISTS when the name is taken in the org). */
+    int (*project_update)(struct tg_store *s, const struct tg_project_rec *r);
+    /* Changes role (and name) of every admin key a user owns (when the user's role changes). */
+    int (*keys_set_role_by_user)(struct tg_store *s, const char *user_id, const char *role);
+
+    /* Documents. get calls cb once or returns TG_ENOTFOUND; put inserts or replaces by
+     * (kind, id); delete returns TG_ENOTFOUND when absent; list is oldest first, project_id
+     * NULL meaning any project (org-wide documents included). */
+    int (*doc_get)(struct tg_store *s, const char *kind, const char *id, tg_store_doc_cb cb,
+                   void *arg);
+    int (*doc_put)(struct tg_store *s, const struct tg_doc *d);
+    int (*doc_delete)(struct tg_store *s, const char *kind, const char *id);
+    int (*doc_list)(struct tg_store *s, const char *kind, const char *org_id,
+                    const char *project_id, tg_store_doc_cb cb, void *arg);
+
+    /* Audit log. append sets r->seq, r->prev_hash and r->hash (from the last entry of the
+     * org) and inserts it; list filters, newest first; all walks every entry of the org in
+     * chain order (oldest first) for verification. */
+    int (*audit_append)(struct tg_store *s, struct tg_audit_rec *r);
+    int (*audit_list)(struct tg_store *s, const struct tg_audit_query *q, tg_store_audit_cb cb,
+                      void *arg);
+    int (*audit_all)(struct tg_store *s, const char *org_id, tg_store_audit_cb cb, void *arg);
+
+    /* Config history. append sets r->number; list is newest first (project_id NULL = all);
+     * get returns TG_ENOTFOUND when the number does not exist in the org. */
+    int (*version_append)(struct tg_store *s, struct tg_version_rec *r);
+    int (*version_list)(struct tg_store *s, const char *org_id, const char *project_id,
+                        tg_store_version_cb cb, void *arg);
+    int (*version_get)(struct tg_store *s, const char *org_id, int64_t number,
+                       tg_store_version_cb cb, void *arg);
 };
+
+/* The chain hash of r (over r->prev_hash and every field except seq and hash). */
+void tg_audit_hash(const struct tg_audit_rec *r, unsigned char out[TG_SHA256_BYTES]);
 
 struct tg_store {
     const struct tg_store_ops *ops;
