@@ -244,7 +244,11 @@ bootstrap(struct serve *s)
     struct tg_project_rec projects[3];
     for (int i = 0; i < 3; i++) {
         tg_id_new(proj_ids[i], sizeof(proj_ids[i]), "proj_", 24);
-        projects[i] = (struct tg_project_rec){proj_ids[i], org_id, names[i], names[i], now, 0};
+        projects[i] = (struct tg_project_rec){.id = proj_ids[i],
+                                              .org_id = org_id,
+                                              .name = names[i],
+                                              .environment = names[i],
+                                              .created_ms = now};
     }
     struct tg_org_rec org = {org_id, "Default", now};
     char value[TG_KEY_LEN + 1] = "";
