@@ -84,8 +84,8 @@ static void
 seed(struct tg_store *s)
 {
     static const struct tg_project_rec projects[2] = {
-        {"proj_a", "org-1", "development", "development", 1001, 0},
-        {"proj_b", "org-1", "production", "production", 1002, 0},
+        {"proj_a", "org-1", "development", "development", 1001, 0, NULL},
+        {"proj_b", "org-1", "production", "production", 1002, 0, NULL},
     };
     bool created = false;
     assert_int_equal(s->ops->bootstrap(s, &org, projects, 2, NULL, &created), 0);
@@ -233,9 +233,9 @@ bootstrap_happens_once(void **state)
 {
     struct fx *f = *state;
     struct tg_project_rec projects[3] = {
-        {"proj_1", "org-1", "development", "development", 1, 0},
-        {"proj_2", "org-1", "staging", "staging", 2, 0},
-        {"proj_3", "org-1", "production", "production", 3, 0},
+        {"proj_1", "org-1", "development", "development", 1, 0, NULL},
+        {"proj_2", "org-1", "staging", "staging", 2, 0, NULL},
+        {"proj_3", "org-1", "production", "production", 3, 0, NULL},
     };
     struct tg_key_rec admin = key_rec("key_admin", NULL, 5, 0xAA);
     bool created = false;
@@ -277,8 +277,8 @@ bootstrap_is_all_or_nothing(void **state)
     struct fx *f = *state;
     /* The second project repeats the first's name: the whole bootstrap must roll back. */
     struct tg_project_rec projects[2] = {
-        {"proj_1", "org-1", "development", "development", 1, 0},
-        {"proj_2", "org-1", "development", "development", 2, 0},
+        {"proj_1", "org-1", "development", "development", 1, 0, NULL},
+        {"proj_2", "org-1", "development", "development", 2, 0, NULL},
     };
     bool created = true;
     assert_int_equal(f->s->ops->bootstrap(f->s, &org, projects, 2, NULL, &created), TG_EEXISTS);
@@ -293,12 +293,12 @@ project_insert_conflicts(void **state)
 {
     struct fx *f = *state;
     seed(f->s);
-    struct tg_project_rec p = {"proj_c", "org-1", "staging", "staging", 1003, 0};
+    struct tg_project_rec p = {"proj_c", "org-1", "staging", "staging", 1003, 0, NULL};
     assert_int_equal(f->s->ops->project_insert(f->s, &p), 0);
     assert_int_equal(f->s->ops->project_insert(f->s, &p), TG_EEXISTS);
-    struct tg_project_rec same_name = {"proj_d", "org-1", "staging", "x", 1004, 0};
+    struct tg_project_rec same_name = {"proj_d", "org-1", "staging", "x", 1004, 0, NULL};
     assert_int_equal(f->s->ops->project_insert(f->s, &same_name), TG_EEXISTS);
-    struct tg_project_rec no_org = {"proj_e", "org-404", "x", "x", 1005, 0};
+    struct tg_project_rec no_org = {"proj_e", "org-404", "x", "x", 1005, 0, NULL};
     assert_int_equal(f->s->ops->project_insert(f->s, &no_org), TG_ENOTFOUND);
     assert_int_equal(scalar(f, "SELECT count(*) FROM projects"), 3);
 }
