@@ -340,7 +340,7 @@ static int
 parse_size(struct ctx *cx, const struct ynode *v, const char *path, const struct field *f,
            void *dst)
 {
-    uint64_t x;
+    uint64_t x = 0;
     int rc = scalar_uint(cx, v, path, f, &x);
     if (rc == 0) {
         *(size_t *)dst = (size_t)x;
@@ -351,7 +351,7 @@ parse_size(struct ctx *cx, const struct ynode *v, const char *path, const struct
 static int
 parse_int(struct ctx *cx, const struct ynode *v, const char *path, const struct field *f, void *dst)
 {
-    uint64_t x;
+    uint64_t x = 0;
     int rc = scalar_uint(cx, v, path, f, &x); /* tables keep max below INT_MAX */
     if (rc == 0) {
         *(int *)dst = (int)x;
@@ -362,7 +362,7 @@ parse_int(struct ctx *cx, const struct ynode *v, const char *path, const struct 
 static int
 parse_i64(struct ctx *cx, const struct ynode *v, const char *path, const struct field *f, void *dst)
 {
-    uint64_t x;
+    uint64_t x = 0;
     int rc = scalar_uint(cx, v, path, f, &x);
     if (rc == 0) {
         *(int64_t *)dst = (int64_t)x;
