@@ -1,11 +1,19 @@
-/* state.c: snapshot building and publication (see state.h). */
+/*
+ * state.c: snapshot building and publication (see state.h).
+ *
+ * A snapshot is built whole from the store on the thread pool and never changed afterwards,
+ * so requests read it without locks. Project settings are parsed here, once per reload, so
+ * the per-request model check is a short string comparison loop and never touches JSON.
+ */
 #include "gateway/state.h"
 
+#include <jansson.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/err.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/mem.h"
 
@@ -34,6 +42,11 @@ state_free(struct tg_state *s)
         free(s->projects[i].org_id);
         free(s->projects[i].name);
         free(s->projects[i].environment);
+        free(s->projects[i].settings);
+        for (size_t m = 0; m < s->projects[i].n_models; m++) {
+            free(s->projects[i].models[m]);
+        }
+        free(s->projects[i].models);
     }
     free(s->projects);
     free(s->org_id);
@@ -63,6 +76,40 @@ add_org(const struct tg_org_rec *r, void *arg)
     return 0;
 }
 
+/*
+ * Reads the allowed models out of a project's settings. The admin API only stores a valid
+ * object whose "models" is an array of strings, but the store is input all the same: a
+ * malformed text or member is logged and ignored (the project then falls back to the config's
+ * list) rather than failing the whole reload, which would freeze every key change.
+ */
+static void
+parse_settings(struct tg_project *p, const char *settings)
+{
+    p->settings = tg_xstrdup(settings != NULL && settings[0] != '\0' ? settings : "{}");
+    char err[160];
+    json_t *root = tg_json_parse(p->settings, strlen(p->settings), 16, err, sizeof(err));
+    if (!json_is_object(root)) {
+        tg_log_warn("state: project %s: settings are not a JSON object; ignored", p->id);
+        json_decref(root);
+        return;
+    }
+    json_t *models = json_object_get(root, "models");
+    if (models != NULL && !json_is_null(models) && !json_is_array(models)) {
+        tg_log_warn("state: project %s: settings.models is not a list; ignored", p->id);
+    } else if (json_is_array(models) && json_array_size(models) > 0) {
+        p->models = tg_xcalloc(json_array_size(models), sizeof(*p->models));
+        size_t i;
+        json_t *m;
+        json_array_foreach(models, i, m)
+        {
+            if (json_is_string(m)) {
+                p->models[p->n_models++] = tg_xstrdup(json_string_value(m));
+            }
+        }
+    }
+    json_decref(root);
+}
+
 static int
 add_project(const struct tg_project_rec *r, void *arg)
 {
@@ -73,7 +120,13 @@ add_project(const struct tg_project_rec *r, void *arg)
     p->org_id = tg_xstrdup(r->org_id);
     p->name = tg_xstrdup(r->name);
     p->environment = tg_xstrdup(r->environment ? r->environment : "");
+    p->created_ms = r->created_ms;
+    p->archived_ms = r->archived_ms;
     p->is_archived = r->archived_ms != 0;
+    p->settings = NULL;
+    p->models = NULL;
+    p->n_models = 0;
+    parse_settings(p, r->settings);
     p->conf = NULL;
     for (size_t i = 0; i < env.config->n_projects; i++) {
         if (strcmp(env.config->projects[i].name, r->name) == 0) {
@@ -163,6 +216,14 @@ tg_state_project(const struct tg_state *s, const char *id_or_name)
 bool
 tg_project_allows(const struct tg_project *p, const struct tg_config *c, const char *model)
 {
+    if (p->n_models > 0) {
+        for (size_t i = 0; i < p->n_models; i++) {
+            if (strcmp(p->models[i], model) == 0) {
+                return true;
+            }
+        }
+        return false;
+    }
     if (p->conf != NULL && p->conf->n_models > 0) {
         for (size_t i = 0; i < p->conf->n_models; i++) {
             if (strcmp(p->conf->models[i], model) == 0) {

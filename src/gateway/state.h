@@ -23,12 +23,23 @@
 #include "policy/price.h"
 #include "store/store.h"
 
+/*
+ * A project as the snapshot holds it. Its allowed models come from two places: the store's
+ * settings ({"models": [...]}, set through the admin API, parsed once at reload) win when they
+ * name at least one model; otherwise the config file's list for a project of that name; when
+ * neither names a model, every routed model is allowed.
+ */
 struct tg_project {
     char *id;
     char *org_id;
     char *name;
     char *environment;
+    int64_t created_ms;
+    int64_t archived_ms; /* 0 when active */
     bool is_archived;
+    char *settings;                     /* the store's settings JSON object text ("{}" if none) */
+    char **models;                      /* settings' allowed models; NULL when not set */
+    size_t n_models;                    /* 0: the settings name no model (fall back) */
     const struct tg_project_conf *conf; /* config settings by name, or NULL */
 };
 
@@ -73,7 +84,8 @@ void tg_state_shutdown(void);
 /* Project lookups by id or by name. NULL when absent. */
 const struct tg_project *tg_state_project(const struct tg_state *s, const char *id_or_name);
 
-/* True when the project may use model (the config's allow-list, else any routed model). */
+/* True when the project may use model: the settings' list when it names any model, else the
+ * config's list when it names any, else any model the config routes. */
 bool tg_project_allows(const struct tg_project *p, const struct tg_config *c, const char *model);
 
 #endif
