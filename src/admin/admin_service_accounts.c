@@ -75,7 +75,7 @@ load_svc(struct admin_job *j, struct svc *s)
 {
     const char *id = admin_param(j, "service_account_id");
     memset(s, 0, sizeof(*s));
-    int rc = id ? store()->ops->doc_get(store(), SVC_KIND, id, get_cb, s) : TG_ENOTFOUND;
+    int rc = id ? j->store->ops->doc_get(j->store, SVC_KIND, id, get_cb, s) : TG_ENOTFOUND;
     if (rc == TG_ENOTFOUND || (rc == 0 && strcmp(s->project_id, j->project->id) != 0)) {
         admin_error(j, 404, "No such service account in this project.", "service_account_id",
                     "not_found");
@@ -166,7 +166,7 @@ make_key(struct admin_job *j, const struct svc *s, const char *name, struct tg_b
         .created_ms = tg_clock_unix_ms(),
     };
     tg_key_hash(env->pepper, env->pepper_len, value, rec.hash);
-    rc = store()->ops->key_insert(store(), &rec);
+    rc = j->store->ops->key_insert(j->store, &rec);
     if (rc == 0) {
         tg_buf_append_str(out,
                           "{\"object\":\"organization.project.service_account.api_key\",\"id\":");
@@ -230,8 +230,8 @@ create_svc(struct admin_job *j)
         return;
     }
     struct name_scan ns = {.name = name};
-    int rc =
-        store()->ops->doc_list(store(), SVC_KIND, j->project->org_id, j->project->id, name_cb, &ns);
+    int rc = j->store->ops->doc_list(j->store, SVC_KIND, j->project->org_id, j->project->id,
+                                     name_cb, &ns);
     if (rc < 0) {
         admin_store_error(j, rc, "service accounts");
         return;
@@ -256,7 +256,7 @@ create_svc(struct admin_job *j)
         .created_ms = s.created_ms,
         .updated_ms = s.created_ms,
     };
-    rc = store()->ops->doc_put(store(), &d);
+    rc = j->store->ops->doc_put(j->store, &d);
     rc = rc < 0 ? rc : admin_audit(j, "service_account.created", j->project->id, s.id, NULL, data);
     free(data);
     if (rc < 0) {
@@ -312,8 +312,8 @@ list_svcs(struct admin_job *j)
     }
     struct list_scan ls = {.pg = &pg};
     tg_buf_init(&ls.item, 0);
-    int rc =
-        store()->ops->doc_list(store(), SVC_KIND, j->project->org_id, j->project->id, list_cb, &ls);
+    int rc = j->store->ops->doc_list(j->store, SVC_KIND, j->project->org_id, j->project->id,
+                                     list_cb, &ls);
     tg_buf_deinit(&ls.item);
     if (rc < 0) {
         admin_store_error(j, rc, "service accounts");
@@ -366,15 +366,15 @@ delete_svc(struct admin_job *j)
     struct owned_keys ok = {.owner = s.id, .ids = tg_xcalloc(SVC_MAX_KEYS, sizeof(*ok.ids))};
     struct tg_buf before;
     tg_buf_init(&before, 0);
-    int rc = store()->ops->keys_list(store(), j->project->org_id, owned_cb, &ok);
+    int rc = j->store->ops->keys_list(j->store, j->project->org_id, owned_cb, &ok);
     if (rc == 0 && ok.is_overflow) {
         rc = TG_ELIMIT;
     }
     int64_t now = tg_clock_unix_ms();
     for (size_t i = 0; rc == 0 && i < ok.n; i++) {
-        rc = store()->ops->key_revoke(store(), ok.ids[i], now);
+        rc = j->store->ops->key_revoke(j->store, ok.ids[i], now);
     }
-    rc = rc < 0 ? rc : store()->ops->doc_delete(store(), SVC_KIND, s.id);
+    rc = rc < 0 ? rc : j->store->ops->doc_delete(j->store, SVC_KIND, s.id);
     if (rc == 0) {
         /* The entry names the keys that went with the account, so the log shows why they
          * stopped working without one entry per key. */
