@@ -7,6 +7,13 @@
  * anyway, and WAL lets outside readers (the sqlite3 shell, backups) read while we write.
  * Statements are prepared once, on first use, and kept until close.
  *
+ * Transactions (ops->transact) hold that mutex from BEGIN to COMMIT. It is recursive, so the
+ * ops the transaction's function calls on the same thread take it again and join the
+ * transaction, while other threads (the ledger writer among them) wait for it to end, no
+ * longer. Every op that writes several rows opens its own level with tx_begin: a BEGIN
+ * IMMEDIATE at the outermost level, a SAVEPOINT inside one, so bootstrap or ledger_append
+ * called inside a transaction roll back alone on failure and commit with the outer one.
+ *
  * The schema is versioned by PRAGMA user_version; each migration runs in its own transaction
  * and bumps the version, so opening a store twice, or an older one, is safe. The ledger has
  * no foreign keys on purpose: accounting must never be refused because a project or key it
@@ -84,6 +91,50 @@ static const char *const migrations[] = {
     "  error TEXT NOT NULL,"
     "  PRIMARY KEY (request_id, attempt));"
     "CREATE INDEX ledger_org_time ON ledger (org_id, time_ms);",
+
+    /* 2: the organization model. Documents carry users, invites, members and service
+     * accounts; audit is the hash-chained log, numbered per org (seq has no AUTOINCREMENT:
+     * audit_append takes the org's last entry inside its transaction, so numbers have no gaps
+     * and a gap means a deleted entry); versions is the numbered config history. Neither audit
+     * nor versions has foreign keys: history must outlive what it names. */
+    "ALTER TABLE projects ADD COLUMN settings TEXT NOT NULL DEFAULT '{}';"
+    "CREATE TABLE docs ("
+    "  kind TEXT NOT NULL,"
+    "  id TEXT NOT NULL,"
+    "  org_id TEXT NOT NULL REFERENCES orgs(id),"
+    "  project_id TEXT REFERENCES projects(id),"
+    "  data TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  updated_ms INTEGER NOT NULL,"
+    "  PRIMARY KEY (kind, id));"
+    "CREATE INDEX docs_org ON docs (kind, org_id, created_ms);"
+    "CREATE TABLE audit ("
+    "  org_id TEXT NOT NULL,"
+    "  seq INTEGER NOT NULL,"
+    "  id TEXT NOT NULL UNIQUE,"
+    "  time_ms INTEGER NOT NULL,"
+    "  type TEXT NOT NULL,"
+    "  actor_type TEXT,"
+    "  actor_id TEXT,"
+    "  actor_user TEXT,"
+    "  project_id TEXT,"
+    "  target_id TEXT,"
+    "  before TEXT,"
+    "  after TEXT,"
+    "  source_addr TEXT,"
+    "  prev_hash BLOB NOT NULL,"
+    "  hash BLOB NOT NULL,"
+    "  PRIMARY KEY (org_id, seq));"
+    "CREATE INDEX audit_org_time ON audit (org_id, time_ms);"
+    "CREATE TABLE versions ("
+    "  org_id TEXT NOT NULL,"
+    "  number INTEGER NOT NULL,"
+    "  project_id TEXT,"
+    "  time_ms INTEGER NOT NULL,"
+    "  actor_id TEXT,"
+    "  reason TEXT,"
+    "  settings TEXT NOT NULL,"
+    "  PRIMARY KEY (org_id, number));",
 };
 
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
@@ -114,29 +165,76 @@ static const char *const migrations[] = {
     " GROUP BY bucket, gp, gk, gm"                                                                 \
     " ORDER BY bucket, gp, gk, gm"
 
+#define DOC_COLUMNS "kind, id, org_id, project_id, data, created_ms, updated_ms"
+
+#define AUDIT_COLUMNS                                                                              \
+    "seq, id, org_id, time_ms, type, actor_type, actor_id, actor_user, project_id, target_id, "    \
+    "before, after, source_addr, prev_hash, hash"
+
+/* Like USAGE_SQL, one statement for every combination of filters: a list filter is a JSON
+ * array (json_each) or NULL, a bound of 0 is no bound, and a limit of -1 is none. An actor
+ * matches by key id or by the user behind the key, as OpenAI's actor_ids filter does. */
+#define AUDIT_LIST_SQL                                                                             \
+    "SELECT " AUDIT_COLUMNS " FROM audit"                                                          \
+    " WHERE org_id = ?1"                                                                           \
+    "  AND (?2 IS NULL OR type IN (SELECT value FROM json_each(?2)))"                              \
+    "  AND (?3 IS NULL OR actor_id IN (SELECT value FROM json_each(?3))"                           \
+    "       OR actor_user IN (SELECT value FROM json_each(?3)))"                                   \
+    "  AND (?4 IS NULL OR project_id IN (SELECT value FROM json_each(?4)))"                        \
+    "  AND time_ms >= ?5 AND (?6 = 0 OR time_ms < ?6)"                                             \
+    "  AND (?7 = 0 OR seq < ?7)"                                                                   \
+    " ORDER BY seq DESC LIMIT ?8"
+
+#define VERSION_COLUMNS "number, org_id, project_id, time_ms, actor_id, reason, settings"
+
 #define STATEMENTS(X)                                                                              \
     X(BEGIN, "BEGIN IMMEDIATE")                                                                    \
     X(COMMIT, "COMMIT")                                                                            \
     X(ROLLBACK, "ROLLBACK")                                                                        \
+    X(SAVEPOINT, "SAVEPOINT tg")                                                                   \
+    X(RELEASE, "RELEASE tg")                                                                       \
+    X(ROLLBACK_TO, "ROLLBACK TO tg")                                                               \
     X(ORG_COUNT, "SELECT count(*) FROM orgs")                                                      \
     X(ORG_INSERT, "INSERT INTO orgs (id, name, created_ms) VALUES (?, ?, ?)")                      \
     X(ORGS_LIST, "SELECT id, name, created_ms FROM orgs ORDER BY created_ms, rowid")               \
     X(PROJECT_INSERT, "INSERT INTO projects (id, org_id, name, environment, created_ms, "          \
-                      "archived_ms) VALUES (?, ?, ?, ?, ?, ?)")                                    \
-    X(PROJECTS_LIST, "SELECT id, org_id, name, environment, created_ms, archived_ms FROM "         \
-                     "projects WHERE org_id = ? ORDER BY created_ms, rowid")                       \
+                      "archived_ms, settings) VALUES (?, ?, ?, ?, ?, ?, coalesce(?, '{}'))")       \
+    X(PROJECTS_LIST, "SELECT id, org_id, name, environment, created_ms, archived_ms, settings "    \
+                     "FROM projects WHERE org_id = ? ORDER BY created_ms, rowid")                  \
+    X(PROJECT_UPDATE, "UPDATE projects SET name = ?2, environment = ?3, archived_ms = ?4, "        \
+                      "settings = coalesce(?5, '{}') WHERE id = ?1")                               \
     X(KEY_INSERT, "INSERT INTO api_keys (" KEY_COLUMNS ") VALUES "                                 \
                   "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")                                       \
     X(KEY_REVOKE, "UPDATE api_keys SET revoked_ms = ? WHERE id = ? AND revoked_ms = 0")            \
     X(KEYS_LIST, "SELECT " KEY_COLUMNS " FROM api_keys WHERE org_id = ? "                          \
                  "ORDER BY created_ms, rowid")                                                     \
+    X(KEYS_SET_ROLE, "UPDATE api_keys SET role = ?2 WHERE kind = 1 AND owner_user_id = ?1")        \
     X(LEDGER_INSERT, "INSERT OR IGNORE INTO ledger (request_id, attempt, time_ms, org_id, "        \
                      "project_id, key_id, user_id, endpoint, model_requested, provider, "          \
                      "deployment, prompt_tokens, cached_tokens, completion_tokens, "               \
                      "reasoning_tokens, cost_micros, status, latency_ms, ttft_ms, is_stream, "     \
                      "is_usage_estimated, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "  \
                      "?, ?, ?, ?, ?, ?, ?, ?, ?)")                                                 \
-    X(USAGE, USAGE_SQL)
+    X(USAGE, USAGE_SQL)                                                                            \
+    X(DOC_GET, "SELECT " DOC_COLUMNS " FROM docs WHERE kind = ? AND id = ?")                       \
+    /* An upsert, not INSERT OR REPLACE: the row keeps its rowid, the tie-break of the list */     \
+    X(DOC_PUT, "INSERT INTO docs (" DOC_COLUMNS ") VALUES (?, ?, ?, ?, ?, ?, ?) "                  \
+               "ON CONFLICT (kind, id) DO UPDATE SET org_id = excluded.org_id, "                   \
+               "project_id = excluded.project_id, data = excluded.data, "                          \
+               "created_ms = excluded.created_ms, updated_ms = excluded.updated_ms")               \
+    X(DOC_DELETE, "DELETE FROM docs WHERE kind = ? AND id = ?")                                    \
+    X(DOC_LIST, "SELECT " DOC_COLUMNS " FROM docs WHERE kind = ?1 AND org_id = ?2 "                \
+                "AND (?3 IS NULL OR project_id = ?3) ORDER BY created_ms, rowid")                  \
+    X(AUDIT_LAST, "SELECT seq, hash FROM audit WHERE org_id = ? ORDER BY seq DESC LIMIT 1")        \
+    X(AUDIT_INSERT, "INSERT INTO audit (" AUDIT_COLUMNS ") VALUES "                                \
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")                               \
+    X(AUDIT_LIST, AUDIT_LIST_SQL)                                                                  \
+    X(AUDIT_ALL, "SELECT " AUDIT_COLUMNS " FROM audit WHERE org_id = ? ORDER BY seq")              \
+    X(VERSION_LAST, "SELECT coalesce(max(number), 0) FROM versions WHERE org_id = ?")              \
+    X(VERSION_INSERT, "INSERT INTO versions (" VERSION_COLUMNS ") VALUES (?, ?, ?, ?, ?, ?, ?)")   \
+    X(VERSION_LIST, "SELECT " VERSION_COLUMNS " FROM versions WHERE org_id = ?1 "                  \
+                    "AND (?2 IS NULL OR project_id = ?2) ORDER BY number DESC")                    \
+    X(VERSION_GET, "SELECT " VERSION_COLUMNS " FROM versions WHERE org_id = ? AND number = ?")
 
 enum stmt_id {
 #define STMT_ENUM(name, sql) S_##name,
@@ -154,7 +252,8 @@ static const char *const stmt_sql[S_COUNT] = {
 struct sq {
     struct tg_store base; /* first: the ops receive &base */
     sqlite3 *db;
-    pthread_mutex_t lock; /* held for the whole of every op */
+    pthread_mutex_t lock; /* recursive; held for the whole of every op and transaction */
+    int depth;            /* open transaction levels (tx_begin) on the lock's owner thread */
     sqlite3_stmt *stmts[S_COUNT];
 };
 
@@ -197,6 +296,13 @@ fail(struct sq *s, int rc, const char *what)
 static sqlite3_stmt *
 stmt(struct sq *s, enum stmt_id id)
 {
+    /* After some errors (I/O, disk full) SQLite rolls the whole transaction back by itself.
+     * Refuse to run anything more in it: it would run in autocommit mode and commit alone,
+     * half of what the caller meant as one change. */
+    if (s->depth > 0 && sqlite3_get_autocommit(s->db)) {
+        tg_log_error("store: the transaction was rolled back by an earlier error");
+        return NULL;
+    }
     if (s->stmts[id] == NULL) {
         int rc = sqlite3_prepare_v3(s->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT,
                                     &s->stmts[id], NULL);
@@ -249,21 +355,94 @@ col_text(sqlite3_stmt *st, int i)
     return (const char *)sqlite3_column_text(st, i);
 }
 
-/* Ends a transaction begun with S_BEGIN: commits when rc is 0, else rolls back. */
-static int
-end_tx(struct sq *s, int rc)
+static void
+lock(struct sq *s)
 {
+    pthread_mutex_lock(&s->lock);
+}
+
+static void
+unlock(struct sq *s)
+{
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Opens one transaction level: BEGIN IMMEDIATE at the outermost (the write lock first, so two
+ * processes cannot both read and then both write), a savepoint inside a transaction. The
+ * caller holds the lock until the matching tx_end. */
+static int
+tx_begin(struct sq *s)
+{
+    int rc = run_simple(s, s->depth == 0 ? S_BEGIN : S_SAVEPOINT, "begin");
     if (rc == 0) {
-        rc = run_simple(s, S_COMMIT, "commit");
-        if (rc == 0) {
-            return 0;
-        }
-    }
-    /* After some errors SQLite has already rolled back; then this ROLLBACK fails harmlessly. */
-    if (!sqlite3_get_autocommit(s->db)) {
-        run_simple(s, S_ROLLBACK, "rollback");
+        s->depth++;
     }
     return rc;
+}
+
+/* Closes the level tx_begin opened: commits (or releases the savepoint) when rc >= 0, else
+ * rolls the level back. Returns rc, or the commit's error. */
+static int
+tx_end(struct sq *s, int rc)
+{
+    s->depth--;
+    bool inner = s->depth > 0;
+    if (rc >= 0) {
+        int end = run_simple(s, inner ? S_RELEASE : S_COMMIT, "commit");
+        if (end == 0) {
+            return rc;
+        }
+        rc = end;
+    }
+    /* After some errors SQLite has already rolled back; then there is nothing to undo. */
+    if (!sqlite3_get_autocommit(s->db)) {
+        if (inner) {
+            /* ROLLBACK TO keeps the savepoint open; RELEASE then drops it. */
+            run_simple(s, S_ROLLBACK_TO, "rollback to savepoint");
+            run_simple(s, S_RELEASE, "release savepoint");
+        } else {
+            run_simple(s, S_ROLLBACK, "rollback");
+        }
+    }
+    return rc;
+}
+
+/* Steps st to the end, calling row(st, arg) on each row until one returns non-zero (that
+ * value is returned); resets st. */
+typedef int (*row_fn)(sqlite3_stmt *st, void *arg);
+
+static int
+each_row(struct sq *s, sqlite3_stmt *st, row_fn row, void *arg, const char *what)
+{
+    int rc = 0;
+    int step = SQLITE_DONE;
+    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        rc = row(st, arg);
+    }
+    if (rc == 0 && step != SQLITE_DONE) {
+        rc = fail(s, sqlite3_extended_errcode(s->db), what);
+    }
+    done(st);
+    return rc;
+}
+
+/* A JSON array of n strings for json_each(), or NULL when there are none. */
+static char *
+strings_json(const char *const *v, size_t n)
+{
+    if (v == NULL || n == 0) {
+        return NULL;
+    }
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_array_append_new(a, json_string(v[i] ? v[i] : ""));
+    }
+    char *text = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    if (text == NULL) {
+        abort(); /* like tg_x*: our own small allocation */
+    }
+    return text;
 }
 
 /* ---- organizations, projects, keys ----------------------------------------------------- */
@@ -281,6 +460,7 @@ insert_project(struct sq *s, const struct tg_project_rec *r)
     bind_text(st, 4, r->environment);
     sqlite3_bind_int64(st, 5, r->created_ms);
     sqlite3_bind_int64(st, 6, r->archived_ms);
+    bind_text(st, 7, r->settings);
     return run(s, st, "insert project");
 }
 
@@ -311,9 +491,9 @@ static int
 bootstrap_locked(struct sq *s, const struct tg_org_rec *org, const struct tg_project_rec *projects,
                  size_t n_projects, const struct tg_key_rec *admin_key, bool *created)
 {
-    /* BEGIN IMMEDIATE takes the write lock first, so two processes starting on one file
-     * cannot both see an empty store and both insert an org. */
-    int rc = run_simple(s, S_BEGIN, "begin");
+    /* Outside a transaction this is BEGIN IMMEDIATE, which takes the write lock first, so two
+     * processes starting on one file cannot both see an empty store and both insert an org. */
+    int rc = tx_begin(s);
     if (rc < 0) {
         return rc;
     }
@@ -345,7 +525,7 @@ bootstrap_locked(struct sq *s, const struct tg_org_rec *org, const struct tg_pro
             rc = insert_key(s, admin_key);
         }
     }
-    rc = end_tx(s, rc);
+    rc = tx_end(s, rc);
     *created = rc == 0 && n_orgs == 0;
     return rc;
 }
@@ -357,9 +537,9 @@ sq_bootstrap(struct tg_store *store, const struct tg_org_rec *org,
 {
     struct sq *s = sq_of(store);
     *created = false;
-    pthread_mutex_lock(&s->lock);
+    lock(s);
     int rc = bootstrap_locked(s, org, projects, n_projects, admin_key, created);
-    pthread_mutex_unlock(&s->lock);
+    unlock(s);
     return rc;
 }
 
@@ -367,7 +547,7 @@ static int
 sq_orgs_list(struct tg_store *store, tg_store_org_cb cb, void *arg)
 {
     struct sq *s = sq_of(store);
-    pthread_mutex_lock(&s->lock);
+    lock(s);
     sqlite3_stmt *st = stmt(s, S_ORGS_LIST);
     int rc = st != NULL ? 0 : TG_ESTORE;
     int step = SQLITE_DONE;
@@ -381,7 +561,7 @@ sq_orgs_list(struct tg_store *store, tg_store_org_cb cb, void *arg)
     if (st != NULL) {
         done(st);
     }
-    pthread_mutex_unlock(&s->lock);
+    unlock(s);
     return rc;
 }
 
@@ -389,7 +569,7 @@ static int
 sq_projects_list(struct tg_store *store, const char *org_id, tg_store_project_cb cb, void *arg)
 {
     struct sq *s = sq_of(store);
-    pthread_mutex_lock(&s->lock);
+    lock(s);
     sqlite3_stmt *st = stmt(s, S_PROJECTS_LIST);
     int rc = st != NULL ? 0 : TG_ESTORE;
     int step = SQLITE_DONE;
@@ -404,6 +584,7 @@ sq_projects_list(struct tg_store *store, const char *org_id, tg_store_project_cb
             .environment = col_text(st, 3),
             .created_ms = sqlite3_column_int64(st, 4),
             .archived_ms = sqlite3_column_int64(st, 5),
+            .settings = col_text(st, 6),
         };
         rc = cb(&r, arg);
     }
@@ -413,7 +594,7 @@ sq_projects_list(struct tg_store *store, const char *org_id, tg_store_project_cb
     if (st != NULL) {
         done(st);
     }
-    pthread_mutex_unlock(&s->lock);
+    unlock(s);
     return rc;
 }
 
@@ -421,9 +602,9 @@ static int
 sq_project_insert(struct tg_store *store, const struct tg_project_rec *r)
 {
     struct sq *s = sq_of(store);
-    pthread_mutex_lock(&s->lock);
+    lock(s);
     int rc = insert_project(s, r);
-    pthread_mutex_unlock(&s->lock);
+    unlock(s);
     return rc;
 }
 
@@ -431,9 +612,9 @@ static int
 sq_key_insert(struct tg_store *store, const struct tg_key_rec *r)
 {
     struct sq *s = sq_of(store);
-    pthread_mutex_lock(&s->lock);
+    lock(s);
     int rc = insert_key(s, r);
-    pthread_mutex_unlock(&s->lock);
+    unlock(s);
     return rc;
 }
 
@@ -441,7 +622,7 @@ static int
 sq_key_revoke(struct tg_store *store, const char *key_id, int64_t when_ms)
 {
     struct sq *s = sq_of(store);
-    pthread_mutex_lock(&s->lock);
+    lock(s);
     sqlite3_stmt *st = stmt(s, S_KEY_REVOKE);
     int rc = st != NULL ? 0 : TG_ESTORE;
     if (rc == 0) {
@@ -452,7 +633,7 @@ sq_key_revoke(struct tg_store *store, const char *key_id, int64_t when_ms)
     if (rc == 0 && sqlite3_changes(s->db) == 0) {
         rc = TG_ENOTFOUND;
     }
-    pthread_mutex_unlock(&s->lock);
+    unlock(s);
     return rc;
 }
 
@@ -485,7 +666,7 @@ static int
 sq_keys_list(struct tg_store *store, const char *org_id, tg_store_key_cb cb, void *arg)
 {
     struct sq *s = sq_of(store);
-    pthread_mutex_lock(&s->lock);
+    lock(s);
     sqlite3_stmt *st = stmt(s, S_KEYS_LIST);
     int rc = st != NULL ? 0 : TG_ESTORE;
     int step = SQLITE_DONE;
@@ -507,7 +688,7 @@ sq_keys_list(struct tg_store *store, const char *org_id, tg_store_key_cb cb, voi
     if (st != NULL) {
         done(st);
     }
-    pthread_mutex_unlock(&s->lock);
+    unlock(s);
     return rc;
 }
 
@@ -550,40 +731,21 @@ sq_ledger_append(struct tg_store *store, const struct tg_ledger_row *rows, size_
         return 0;
     }
     struct sq *s = sq_of(store);
-    pthread_mutex_lock(&s->lock);
-    int rc = run_simple(s, S_BEGIN, "begin");
+    lock(s);
+    int rc = tx_begin(s);
     if (rc == 0) {
         sqlite3_stmt *st = stmt(s, S_LEDGER_INSERT);
         rc = st != NULL ? 0 : TG_ESTORE;
         for (size_t i = 0; rc == 0 && i < n; i++) {
             rc = insert_row(s, st, &rows[i]);
         }
-        rc = end_tx(s, rc);
+        rc = tx_end(s, rc);
     }
-    pthread_mutex_unlock(&s->lock);
+    unlock(s);
     return rc;
 }
 
 /* ---- usage --------------------------------------------------------------------------------- */
-
-/* The endpoint list as a JSON array for json_each(), or NULL when the query has none. */
-static char *
-endpoints_json(const struct tg_usage_query *q)
-{
-    if (q->endpoints == NULL || q->n_endpoints == 0) {
-        return NULL;
-    }
-    json_t *a = json_array();
-    for (size_t i = 0; i < q->n_endpoints; i++) {
-        json_array_append_new(a, json_string(q->endpoints[i] ? q->endpoints[i] : ""));
-    }
-    char *text = json_dumps(a, JSON_COMPACT);
-    json_decref(a);
-    if (text == NULL) {
-        abort(); /* like tg_x*: our own small allocation */
-    }
-    return text;
-}
 
 static void
 bind_usage(sqlite3_stmt *st, const struct tg_usage_query *q, const char *endpoints)
@@ -610,8 +772,8 @@ sq_usage_query(struct tg_store *store, const struct tg_usage_query *q, tg_store_
         return TG_EINVAL;
     }
     struct sq *s = sq_of(store);
-    char *endpoints = endpoints_json(q);
-    pthread_mutex_lock(&s->lock);
+    char *endpoints = strings_json(q->endpoints, q->n_endpoints);
+    lock(s);
     sqlite3_stmt *st = stmt(s, S_USAGE);
     int rc = st != NULL ? 0 : TG_ESTORE;
     int step = SQLITE_DONE;
@@ -641,9 +803,444 @@ sq_usage_query(struct tg_store *store, const struct tg_usage_query *q, tg_store_
     if (st != NULL) {
         done(st);
     }
-    pthread_mutex_unlock(&s->lock);
+    unlock(s);
     free(endpoints);
     return rc;
+}
+
+/* ---- transactions ------------------------------------------------------------------------- */
+
+static int
+sq_transact(struct tg_store *store, tg_store_tx_fn fn, void *arg)
+{
+    struct sq *s = sq_of(store);
+    lock(s);
+    int rc = tx_begin(s);
+    if (rc == 0) {
+        rc = tx_end(s, fn(store, arg));
+    }
+    unlock(s);
+    return rc;
+}
+
+/* ---- project updates, key roles ------------------------------------------------------------ */
+
+static int
+sq_project_update(struct tg_store *store, const struct tg_project_rec *r)
+{
+    struct sq *s = sq_of(store);
+    lock(s);
+    sqlite3_stmt *st = stmt(s, S_PROJECT_UPDATE);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    if (rc == 0) {
+        bind_text(st, 1, r->id);
+        bind_text(st, 2, r->name);
+        bind_text(st, 3, r->environment);
+        sqlite3_bind_int64(st, 4, r->archived_ms);
+        bind_text(st, 5, r->settings);
+        rc = run(s, st, "update project");
+    }
+    if (rc == 0 && sqlite3_changes(s->db) == 0) {
+        rc = TG_ENOTFOUND;
+    }
+    unlock(s);
+    return rc;
+}
+
+static int
+sq_keys_set_role_by_user(struct tg_store *store, const char *user_id, const char *role)
+{
+    struct sq *s = sq_of(store);
+    lock(s);
+    sqlite3_stmt *st = stmt(s, S_KEYS_SET_ROLE);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    if (rc == 0) {
+        /* A user with no admin keys is not an error: there is simply nothing to change. */
+        bind_text(st, 1, user_id);
+        bind_text(st, 2, role);
+        rc = run(s, st, "set key roles");
+    }
+    unlock(s);
+    return rc;
+}
+
+/* ---- documents ------------------------------------------------------------------------------- */
+
+struct doc_walk {
+    tg_store_doc_cb cb;
+    void *arg;
+    size_t n;
+};
+
+static int
+doc_row(sqlite3_stmt *st, void *arg)
+{
+    struct doc_walk *w = arg;
+    struct tg_doc d = {
+        .kind = col_text(st, 0),
+        .id = col_text(st, 1),
+        .org_id = col_text(st, 2),
+        .project_id = col_text(st, 3),
+        .data = col_text(st, 4),
+        .created_ms = sqlite3_column_int64(st, 5),
+        .updated_ms = sqlite3_column_int64(st, 6),
+    };
+    w->n++;
+    return w->cb(&d, w->arg);
+}
+
+static int
+sq_doc_get(struct tg_store *store, const char *kind, const char *id, tg_store_doc_cb cb, void *arg)
+{
+    struct sq *s = sq_of(store);
+    struct doc_walk w = {cb, arg, 0};
+    lock(s);
+    sqlite3_stmt *st = stmt(s, S_DOC_GET);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    if (rc == 0) {
+        bind_text(st, 1, kind);
+        bind_text(st, 2, id);
+        rc = each_row(s, st, doc_row, &w, "get document");
+    }
+    unlock(s);
+    return rc == 0 && w.n == 0 ? TG_ENOTFOUND : rc;
+}
+
+static int
+sq_doc_put(struct tg_store *store, const struct tg_doc *d)
+{
+    struct sq *s = sq_of(store);
+    lock(s);
+    sqlite3_stmt *st = stmt(s, S_DOC_PUT);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    if (rc == 0) {
+        bind_text(st, 1, d->kind);
+        bind_text(st, 2, d->id);
+        bind_text(st, 3, d->org_id);
+        bind_text(st, 4, d->project_id);
+        bind_text(st, 5, d->data);
+        sqlite3_bind_int64(st, 6, d->created_ms);
+        sqlite3_bind_int64(st, 7, d->updated_ms);
+        rc = run(s, st, "put document");
+    }
+    unlock(s);
+    return rc;
+}
+
+static int
+sq_doc_delete(struct tg_store *store, const char *kind, const char *id)
+{
+    struct sq *s = sq_of(store);
+    lock(s);
+    sqlite3_stmt *st = stmt(s, S_DOC_DELETE);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    if (rc == 0) {
+        bind_text(st, 1, kind);
+        bind_text(st, 2, id);
+        rc = run(s, st, "delete document");
+    }
+    if (rc == 0 && sqlite3_changes(s->db) == 0) {
+        rc = TG_ENOTFOUND;
+    }
+    unlock(s);
+    return rc;
+}
+
+static int
+sq_doc_list(struct tg_store *store, const char *kind, const char *org_id, const char *project_id,
+            tg_store_doc_cb cb, void *arg)
+{
+    struct sq *s = sq_of(store);
+    struct doc_walk w = {cb, arg, 0};
+    lock(s);
+    sqlite3_stmt *st = stmt(s, S_DOC_LIST);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    if (rc == 0) {
+        bind_text(st, 1, kind);
+        bind_text(st, 2, org_id);
+        bind_text(st, 3, project_id);
+        rc = each_row(s, st, doc_row, &w, "list documents");
+    }
+    unlock(s);
+    return rc;
+}
+
+/* ---- audit log ---------------------------------------------------------------------------------
+ */
+
+/* Copies a stored hash; one of the wrong size (a damaged row) reads as all zero, which no
+ * real hash is, so verification reports the entry instead of the store failing. */
+static void
+col_hash(sqlite3_stmt *st, int i, unsigned char out[TG_SHA256_BYTES])
+{
+    const void *p = sqlite3_column_blob(st, i);
+    if (p != NULL && sqlite3_column_bytes(st, i) == TG_SHA256_BYTES) {
+        memcpy(out, p, TG_SHA256_BYTES);
+    } else {
+        memset(out, 0, TG_SHA256_BYTES);
+    }
+}
+
+struct audit_walk {
+    tg_store_audit_cb cb;
+    void *arg;
+};
+
+static int
+audit_row(sqlite3_stmt *st, void *arg)
+{
+    struct audit_walk *w = arg;
+    struct tg_audit_rec r = {
+        .seq = sqlite3_column_int64(st, 0),
+        .id = col_text(st, 1),
+        .org_id = col_text(st, 2),
+        .time_ms = sqlite3_column_int64(st, 3),
+        .type = col_text(st, 4),
+        .actor_type = col_text(st, 5),
+        .actor_id = col_text(st, 6),
+        .actor_user = col_text(st, 7),
+        .project_id = col_text(st, 8),
+        .target_id = col_text(st, 9),
+        .before = col_text(st, 10),
+        .after = col_text(st, 11),
+        .source_addr = col_text(st, 12),
+    };
+    col_hash(st, 13, r.prev_hash);
+    col_hash(st, 14, r.hash);
+    return w->cb(&r, w->arg);
+}
+
+/* Reads the org's last entry: *seq 0 and a zero hash when the log is empty. */
+static int
+audit_last(struct sq *s, const char *org_id, int64_t *seq, unsigned char hash[TG_SHA256_BYTES])
+{
+    *seq = 0;
+    memset(hash, 0, TG_SHA256_BYTES);
+    sqlite3_stmt *st = stmt(s, S_AUDIT_LAST);
+    if (st == NULL) {
+        return TG_ESTORE;
+    }
+    bind_text(st, 1, org_id);
+    int rc = 0;
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+        *seq = sqlite3_column_int64(st, 0);
+        col_hash(st, 1, hash);
+    } else if (step != SQLITE_DONE) {
+        rc = fail(s, sqlite3_extended_errcode(s->db), "read last audit entry");
+    }
+    done(st);
+    return rc;
+}
+
+static int
+audit_insert(struct sq *s, struct tg_audit_rec *r)
+{
+    int64_t last = 0;
+    int rc = audit_last(s, r->org_id, &last, r->prev_hash);
+    if (rc < 0) {
+        return rc;
+    }
+    r->seq = last + 1;
+    tg_audit_hash(r, r->hash);
+    sqlite3_stmt *st = stmt(s, S_AUDIT_INSERT);
+    if (st == NULL) {
+        return TG_ESTORE;
+    }
+    sqlite3_bind_int64(st, 1, r->seq);
+    bind_text(st, 2, r->id);
+    bind_text(st, 3, r->org_id);
+    sqlite3_bind_int64(st, 4, r->time_ms);
+    bind_text(st, 5, r->type);
+    bind_text(st, 6, r->actor_type);
+    bind_text(st, 7, r->actor_id);
+    bind_text(st, 8, r->actor_user);
+    bind_text(st, 9, r->project_id);
+    bind_text(st, 10, r->target_id);
+    bind_text(st, 11, r->before);
+    bind_text(st, 12, r->after);
+    bind_text(st, 13, r->source_addr);
+    sqlite3_bind_blob(st, 14, r->prev_hash, TG_SHA256_BYTES, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 15, r->hash, TG_SHA256_BYTES, SQLITE_STATIC);
+    return run(s, st, "append audit entry");
+}
+
+static int
+sq_audit_append(struct tg_store *store, struct tg_audit_rec *r)
+{
+    struct sq *s = sq_of(store);
+    lock(s);
+    /* Reading the last entry and inserting after it is one unit: inside the write
+     * transaction no other process can append between the two. */
+    int rc = tx_begin(s);
+    if (rc == 0) {
+        rc = tx_end(s, audit_insert(s, r));
+    }
+    unlock(s);
+    return rc;
+}
+
+static int
+sq_audit_list(struct tg_store *store, const struct tg_audit_query *q, tg_store_audit_cb cb,
+              void *arg)
+{
+    if (q->org_id == NULL) {
+        return TG_EINVAL;
+    }
+    struct sq *s = sq_of(store);
+    char *types = strings_json(q->types, q->n_types);
+    char *actors = strings_json(q->actor_ids, q->n_actor_ids);
+    char *projects = strings_json(q->project_ids, q->n_project_ids);
+    struct audit_walk w = {cb, arg};
+    lock(s);
+    sqlite3_stmt *st = stmt(s, S_AUDIT_LIST);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    if (rc == 0) {
+        bind_text(st, 1, q->org_id);
+        bind_text(st, 2, types);
+        bind_text(st, 3, actors);
+        bind_text(st, 4, projects);
+        sqlite3_bind_int64(st, 5, q->since_ms);
+        sqlite3_bind_int64(st, 6, q->until_ms);
+        sqlite3_bind_int64(st, 7, q->before_seq);
+        sqlite3_bind_int64(st, 8,
+                           q->limit == 0 || q->limit > INT64_MAX ? -1 : (sqlite3_int64)q->limit);
+        rc = each_row(s, st, audit_row, &w, "list audit entries");
+    }
+    unlock(s);
+    free(types);
+    free(actors);
+    free(projects);
+    return rc;
+}
+
+static int
+sq_audit_all(struct tg_store *store, const char *org_id, tg_store_audit_cb cb, void *arg)
+{
+    struct sq *s = sq_of(store);
+    struct audit_walk w = {cb, arg};
+    lock(s);
+    sqlite3_stmt *st = stmt(s, S_AUDIT_ALL);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    if (rc == 0) {
+        bind_text(st, 1, org_id);
+        rc = each_row(s, st, audit_row, &w, "walk audit entries");
+    }
+    unlock(s);
+    return rc;
+}
+
+/* ---- config versions ----------------------------------------------------------------------------
+ */
+
+struct version_walk {
+    tg_store_version_cb cb;
+    void *arg;
+    size_t n;
+};
+
+static int
+version_row(sqlite3_stmt *st, void *arg)
+{
+    struct version_walk *w = arg;
+    struct tg_version_rec r = {
+        .number = sqlite3_column_int64(st, 0),
+        .org_id = col_text(st, 1),
+        .project_id = col_text(st, 2),
+        .time_ms = sqlite3_column_int64(st, 3),
+        .actor_id = col_text(st, 4),
+        .reason = col_text(st, 5),
+        .settings = col_text(st, 6),
+    };
+    w->n++;
+    return w->cb(&r, w->arg);
+}
+
+static int
+version_insert(struct sq *s, struct tg_version_rec *r)
+{
+    sqlite3_stmt *st = stmt(s, S_VERSION_LAST);
+    if (st == NULL) {
+        return TG_ESTORE;
+    }
+    bind_text(st, 1, r->org_id);
+    int64_t last = 0;
+    int step = sqlite3_step(st);
+    int rc = 0;
+    if (step == SQLITE_ROW) {
+        last = sqlite3_column_int64(st, 0);
+    } else {
+        rc = fail(s, sqlite3_extended_errcode(s->db), "read last version");
+    }
+    done(st);
+    if (rc < 0) {
+        return rc;
+    }
+    st = stmt(s, S_VERSION_INSERT);
+    if (st == NULL) {
+        return TG_ESTORE;
+    }
+    sqlite3_bind_int64(st, 1, last + 1);
+    bind_text(st, 2, r->org_id);
+    bind_text(st, 3, r->project_id);
+    sqlite3_bind_int64(st, 4, r->time_ms);
+    bind_text(st, 5, r->actor_id);
+    bind_text(st, 6, r->reason);
+    bind_text(st, 7, r->settings);
+    rc = run(s, st, "append version");
+    if (rc == 0) {
+        r->number = last + 1;
+    }
+    return rc;
+}
+
+static int
+sq_version_append(struct tg_store *store, struct tg_version_rec *r)
+{
+    struct sq *s = sq_of(store);
+    lock(s);
+    int rc = tx_begin(s);
+    if (rc == 0) {
+        rc = tx_end(s, version_insert(s, r));
+    }
+    unlock(s);
+    return rc;
+}
+
+static int
+sq_version_list(struct tg_store *store, const char *org_id, const char *project_id,
+                tg_store_version_cb cb, void *arg)
+{
+    struct sq *s = sq_of(store);
+    struct version_walk w = {cb, arg, 0};
+    lock(s);
+    sqlite3_stmt *st = stmt(s, S_VERSION_LIST);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    if (rc == 0) {
+        bind_text(st, 1, org_id);
+        bind_text(st, 2, project_id);
+        rc = each_row(s, st, version_row, &w, "list versions");
+    }
+    unlock(s);
+    return rc;
+}
+
+static int
+sq_version_get(struct tg_store *store, const char *org_id, int64_t number, tg_store_version_cb cb,
+               void *arg)
+{
+    struct sq *s = sq_of(store);
+    struct version_walk w = {cb, arg, 0};
+    lock(s);
+    sqlite3_stmt *st = stmt(s, S_VERSION_GET);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    if (rc == 0) {
+        bind_text(st, 1, org_id);
+        sqlite3_bind_int64(st, 2, number);
+        rc = each_row(s, st, version_row, &w, "get version");
+    }
+    unlock(s);
+    return rc == 0 && w.n == 0 ? TG_ENOTFOUND : rc;
 }
 
 /* ---- open and close ------------------------------------------------------------------------ */
@@ -676,6 +1273,19 @@ static const struct tg_store_ops sqlite_ops = {
     .keys_list = sq_keys_list,
     .ledger_append = sq_ledger_append,
     .usage_query = sq_usage_query,
+    .transact = sq_transact,
+    .project_update = sq_project_update,
+    .keys_set_role_by_user = sq_keys_set_role_by_user,
+    .doc_get = sq_doc_get,
+    .doc_put = sq_doc_put,
+    .doc_delete = sq_doc_delete,
+    .doc_list = sq_doc_list,
+    .audit_append = sq_audit_append,
+    .audit_list = sq_audit_list,
+    .audit_all = sq_audit_all,
+    .version_append = sq_version_append,
+    .version_list = sq_version_list,
+    .version_get = sq_version_get,
 };
 
 static int
@@ -765,7 +1375,12 @@ tg_store_sqlite_open(const char *path, struct tg_store **out, char *err, size_t 
     *out = NULL;
     struct sq *s = tg_xcalloc(1, sizeof(*s));
     s->base.ops = &sqlite_ops;
-    pthread_mutex_init(&s->lock, NULL);
+    /* Recursive: the ops a transaction's function calls take it again on the same thread. */
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&s->lock, &attr);
+    pthread_mutexattr_destroy(&attr);
     /* NOMUTEX: our own lock already serializes every use of the connection. */
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
     int rc = sqlite3_open_v2(path, &s->db, flags, NULL);
