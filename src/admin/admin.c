@@ -1,430 +1,415 @@
 /*
- * admin.c: admin API routes (see admin.h).
+ * admin.c: the admin API's router and the helpers every resource file shares (admin_int.h).
  *
- * Each route is one row of the table below. A handler either answers from the state snapshot
- * at once (lists that the snapshot holds), or describes a job that runs on the thread pool
- * (store reads and writes) and is answered on the loop when done. Jobs borrow the request
- * (valid until it is finished) and hold their own reference to the snapshot.
+ * A request under /v1/organization/ is matched against the joined route tables: the path is
+ * split into percent-decoded segments and compared with each row's pattern, whose {name}
+ * segments capture parameters. No row for the path is a 404; rows only for other methods a
+ * 405. {project_id} is resolved by id or name in the caller's state snapshot (404 when
+ * absent). The body of a non-GET request is parsed here (empty means {}), so handlers see a
+ * JSON object or nothing.
+ *
+ * The access check that needs no store (owner-only routes) runs on the loop; everything else,
+ * the project membership check included, runs on the libuv thread pool, where handlers may
+ * block on the store. A non-GET handler runs inside one store transaction that is rolled back
+ * when it answers with a status of 400 or more; when it asked for a reload, the snapshot is
+ * rebuilt after the commit and before the answer is sent on the loop. The job lives in the
+ * request's arena and holds a reference to the snapshot, released by an arena cleanup.
  */
 #include "admin/admin.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin/admin_int.h"
 #include "core/clock.h"
+#include "core/crypto.h"
 #include "core/err.h"
 #include "core/json.h"
 #include "core/log.h"
 #include "core/mem.h"
-#include "upstream/api.h"
 
-struct job;
-typedef void (*job_fn)(struct job *j);
+#define MAX_SEGMENTS 8
+#define BODY_MAX_DEPTH 16
 
-struct job {
-    uv_work_t work;
-    struct tg_http_req *req;
-    struct tg_state *state;
-    const struct tg_key_entry *key;
-    const struct tg_project *project;
-    const char *arg; /* route argument after the project (key id, usage kind) */
-    job_fn run;      /* on the thread pool: sets status and body */
-    int status;
-    struct tg_buf body;
+/*
+ * The route tables. A resource file written in parallel with this one may not exist yet, and
+ * a weak reference would not help: the linker does not pull an archive member (libtgcore.a) to
+ * satisfy a weak symbol, so a table would silently stay missing once its file landed. Instead
+ * each optional table is referenced only when its source file is there (__has_include looks
+ * next to this file).
+ */
+static const struct admin_route *const tables[] = {
+    tg_admin_routes_projects,
+    tg_admin_routes_keys,
+    tg_admin_routes_usage,
+    tg_admin_routes_users,
+#if __has_include("admin_service_accounts.c")
+    tg_admin_routes_service_accounts,
+#endif
+#if __has_include("admin_audit.c")
+    tg_admin_routes_audit,
+#endif
+#if __has_include("admin_history.c")
+    tg_admin_routes_history,
+#endif
 };
 
-/* ---- answering ---------------------------------------------------------------------- */
+/* Routes reachable without an admin key, matched by worker.c before authentication. */
+static const struct admin_route public_routes[] = {
+    {TG_HTTP_POST, "invites/accept", ADMIN_ORG_READ,
+     "Accept an invite with its one-time token (no key needed)", admin_invite_accept},
+    {0, NULL, 0, NULL, NULL},
+};
 
-static void
-job_error(struct job *j, int status, const char *message, const char *code)
+/* ---- answering and helpers ------------------------------------------------------------- */
+
+const char *
+admin_param(const struct admin_job *j, const char *name)
 {
-    j->status = status;
-    tg_buf_reset(&j->body);
-    tg_json_error_body(&j->body, message, "invalid_request_error", NULL, code);
+    for (size_t i = 0; i < j->n_params; i++) {
+        if (strcmp(j->param_names[i], name) == 0) {
+            return j->params[i];
+        }
+    }
+    return NULL;
 }
 
-static void
-job_cleanup(void *arg)
+const char *
+admin_query(struct admin_job *j, const char *name)
 {
-    struct job *j = arg;
-    tg_buf_deinit(&j->body);
-    tg_state_unref(j->state);
+    return tg_http_req_query(j->req, name);
+}
+
+void
+admin_error(struct admin_job *j, int status, const char *message, const char *param,
+            const char *code)
+{
+    j->status = status;
+    tg_buf_reset(&j->out);
+    tg_json_error_body(&j->out, message, "invalid_request_error", param, code);
+}
+
+void
+admin_store_error(struct admin_job *j, int rc, const char *what)
+{
+    char msg[200];
+    if (rc == TG_ENOTFOUND) {
+        snprintf(msg, sizeof(msg), "No such %s.", what);
+        admin_error(j, 404, msg, NULL, NULL);
+    } else if (rc == TG_EEXISTS) {
+        snprintf(msg, sizeof(msg), "The %s already exists.", what);
+        admin_error(j, 409, msg, NULL, "already_exists");
+    } else {
+        tg_log_error("admin: %s %s: store failure on the %s: %s", j->req->method_name, j->req->path,
+                     what, tg_strerror(rc));
+        snprintf(msg, sizeof(msg), "The %s could not be read or written; try again.", what);
+        j->status = 500;
+        tg_buf_reset(&j->out);
+        tg_json_error_body(&j->out, msg, "server_error", NULL, NULL);
+    }
+}
+
+int
+admin_audit(struct admin_job *j, const char *type, const char *project_id, const char *target_id,
+            const char *before, const char *after)
+{
+    char id[48];
+    tg_id_new(id, sizeof(id), "audit_log-", 24);
+    struct tg_audit_rec r = {
+        .id = id,
+        .org_id = j->state->org_id,
+        .time_ms = tg_clock_unix_ms(),
+        .type = type,
+        /* A public route (invite acceptance) has no key: the invite is the actor. */
+        .actor_type = j->key != NULL ? "api_key" : "invite",
+        .actor_id = j->key != NULL ? j->key->id : target_id,
+        .actor_user = j->user_id,
+        .project_id = project_id,
+        .target_id = target_id,
+        .before = before,
+        .after = after,
+        .source_addr = j->req->remote_addr,
+    };
+    /* TEMPORARY until the store's audit log lands (helper orgstore). */
+    if (j->store->ops->audit_append == NULL) {
+        return 0;
+    }
+    return j->store->ops->audit_append(j->store, &r);
+}
+
+int
+admin_version(struct admin_job *j, const char *project_id, const char *settings, const char *reason)
+{
+    struct tg_version_rec r = {
+        .org_id = j->state->org_id,
+        .project_id = project_id,
+        .time_ms = tg_clock_unix_ms(),
+        .actor_id = j->key != NULL ? j->key->id : "",
+        .reason = reason,
+        .settings = settings != NULL ? settings : "{}",
+    };
+    return j->store->ops->version_append(j->store, &r);
+}
+
+void
+admin_append_time(struct tg_buf *out, int64_t ms)
+{
+    if (ms == 0) {
+        tg_buf_append_str(out, "null");
+    } else {
+        tg_buf_appendf(out, "%lld", (long long)(ms / 1000));
+    }
+}
+
+/* ---- pagination ------------------------------------------------------------------------- */
+
+bool
+admin_page_begin(struct admin_page *pg, struct admin_job *j)
+{
+    memset(pg, 0, sizeof(*pg));
+    pg->j = j;
+    pg->limit = 20;
+    const char *limit = admin_query(j, "limit");
+    if (limit != NULL) {
+        char *end = NULL;
+        errno = 0;
+        long l = strtol(limit, &end, 10);
+        if (errno != 0 || end == limit || *end != '\0' || l < 1 || l > 100) {
+            admin_error(j, 400, "limit must be an integer from 1 to 100.", "limit", NULL);
+            return false;
+        }
+        pg->limit = (size_t)l;
+    }
+    pg->after = admin_query(j, "after");
+    if (pg->after != NULL && pg->after[0] == '\0') {
+        pg->after = NULL;
+    }
+    tg_buf_append_str(&j->out, "{\"object\":\"list\",\"data\":[");
+    return true;
+}
+
+bool
+admin_page_add(struct admin_page *pg, const char *id, const char *item_json)
+{
+    if (pg->has_more) {
+        return false;
+    }
+    if (pg->after != NULL && !pg->is_after_seen) {
+        pg->is_after_seen = strcmp(id, pg->after) == 0;
+        return true;
+    }
+    if (pg->n == pg->limit) {
+        pg->has_more = true;
+        return false;
+    }
+    tg_buf_append_str(&pg->j->out, pg->n ? "," : "");
+    tg_buf_append_str(&pg->j->out, item_json);
+    if (pg->n == 0) {
+        snprintf(pg->first_id, sizeof(pg->first_id), "%s", id);
+    }
+    snprintf(pg->last_id, sizeof(pg->last_id), "%s", id);
+    pg->n++;
+    return true;
+}
+
+void
+admin_page_end(struct admin_page *pg)
+{
+    struct tg_buf *b = &pg->j->out;
+    tg_buf_append_str(b, "],\"first_id\":");
+    if (pg->n > 0) {
+        tg_json_quote(b, pg->first_id);
+    } else {
+        tg_buf_append_str(b, "null");
+    }
+    tg_buf_append_str(b, ",\"last_id\":");
+    if (pg->n > 0) {
+        tg_json_quote(b, pg->last_id);
+    } else {
+        tg_buf_append_str(b, "null");
+    }
+    tg_buf_appendf(b, ",\"has_more\":%s}", pg->has_more ? "true" : "false");
+}
+
+/* ---- body checks -------------------------------------------------------------------------- */
+
+bool
+admin_body_only(struct admin_job *j, const char *const *allowed)
+{
+    if (j->body == NULL) {
+        return true;
+    }
+    const char *name;
+    json_t *v;
+    json_object_foreach(j->body, name, v)
+    {
+        bool is_known = false;
+        for (size_t i = 0; allowed[i] != NULL && !is_known; i++) {
+            is_known = strcmp(allowed[i], name) == 0;
+        }
+        if (!is_known) {
+            char msg[200];
+            snprintf(msg, sizeof(msg), "Unrecognized request argument supplied: %.100s", name);
+            admin_error(j, 400, msg, name, "unknown_parameter");
+            return false;
+        }
+    }
+    return true;
+}
+
+bool
+admin_body_string(struct admin_job *j, const char *name, bool required, size_t max_len,
+                  const char **out)
+{
+    char msg[200];
+    *out = NULL;
+    json_t *v = j->body != NULL ? json_object_get(j->body, name) : NULL;
+    if (v == NULL) {
+        if (required) {
+            snprintf(msg, sizeof(msg), "Missing required parameter: '%s'.", name);
+            admin_error(j, 400, msg, name, "missing_required_parameter");
+            return false;
+        }
+        return true;
+    }
+    if (!json_is_string(v)) {
+        snprintf(msg, sizeof(msg), "Invalid type for '%s': expected a string.", name);
+        admin_error(j, 400, msg, name, "invalid_type");
+        return false;
+    }
+    const char *s = json_string_value(v);
+    if (s[0] == '\0' || strlen(s) > max_len) {
+        snprintf(msg, sizeof(msg), "'%s' must be 1 to %zu characters long.", name, max_len);
+        admin_error(j, 400, msg, name, "invalid_value");
+        return false;
+    }
+    *out = s;
+    return true;
+}
+
+/* ---- the job ------------------------------------------------------------------------------ */
+
+/* Inside the transaction: any error answer rolls the change back. */
+static int
+run_in_tx(struct tg_store *s, void *arg)
+{
+    struct admin_job *j = arg;
+    j->route->run(j);
+    return j->status >= 400 ? TG_EINVAL : 0;
+}
+
+struct member_probe {
+    bool is_found;
+};
+
+static int
+found_member(const struct tg_doc *d, void *arg)
+{
+    ((struct member_probe *)arg)->is_found = true;
+    return 0;
+}
+
+/* A reader may use a project route when a "member" document links them to the project. */
+static bool
+check_member(struct admin_job *j)
+{
+    if (j->is_owner || j->route->access != ADMIN_PROJECT || j->project == NULL) {
+        return true;
+    }
+    struct member_probe probe = {false};
+    int rc = TG_ENOTFOUND;
+    if (j->user_id != NULL) {
+        char id[160];
+        snprintf(id, sizeof(id), "pm_%s_%s", j->project->id, j->user_id);
+        rc = j->store->ops->doc_get != NULL
+                 ? j->store->ops->doc_get(j->store, "member", id, found_member, &probe)
+                 : TG_ENOTFOUND;
+    }
+    if (rc < 0 && rc != TG_ENOTFOUND) {
+        admin_store_error(j, rc, "project membership");
+        return false;
+    }
+    if (!probe.is_found) {
+        admin_error(j, 403,
+                    "You are not a member of this project: ask an organization owner to add "
+                    "you to it.",
+                    NULL, "not_a_project_member");
+        return false;
+    }
+    return true;
 }
 
 static void
 work_cb(uv_work_t *w)
 {
-    struct job *j = w->data;
-    j->run(j);
+    struct admin_job *j = w->data;
+    if (!check_member(j)) {
+        return;
+    }
+    if (j->req->method == TG_HTTP_GET || j->req->method == TG_HTTP_HEAD) {
+        j->route->run(j);
+        return;
+    }
+    /* TEMPORARY until the store's transact lands (helper orgstore): run without one. */
+    int rc = j->store->ops->transact != NULL ? j->store->ops->transact(j->store, run_in_tx, j)
+                                             : run_in_tx(j->store, j);
+    if (rc < 0 && j->status < 400) {
+        /* The handler succeeded but the commit did not. */
+        admin_store_error(j, rc, "change");
+        j->reload = false;
+    }
+    if (j->status < 400 && j->reload) {
+        rc = tg_state_reload();
+        if (rc < 0) {
+            /* Committed, so the answer stands; the next reload will pick the change up. */
+            tg_log_error("admin: %s %s committed but the state reload failed: %s",
+                         j->req->method_name, j->req->path, tg_strerror(rc));
+        }
+    }
 }
 
 static void
 after_work_cb(uv_work_t *w, int status)
 {
-    struct job *j = w->data;
-    tg_http_respond(j->req, j->status, "application/json", NULL, 0,
-                    j->body.data ? j->body.data : "", j->body.len);
+    struct admin_job *j = w->data;
+    if (j->status >= 500) {
+        tg_log_warn("admin: %s %s answered %d", j->req->method_name, j->req->path, j->status);
+    }
+    tg_http_respond(j->req, j->status, "application/json", NULL, 0, j->out.data ? j->out.data : "",
+                    j->out.len);
 }
 
 static void
-job_start(struct tg_http_req *req, uv_loop_t *loop, struct tg_state *state,
-          const struct tg_key_entry *key, const struct tg_project *project, const char *arg,
-          job_fn run)
+job_cleanup(void *arg)
 {
-    struct job *j = tg_arena_alloc(&req->arena, sizeof(*j));
+    struct admin_job *j = arg;
+    tg_buf_deinit(&j->out);
+    json_decref(j->body);
+    tg_state_unref(j->state);
+}
+
+static struct admin_job *
+job_new(struct tg_http_req *req, struct tg_state *state, const struct tg_key_entry *key,
+        const struct admin_route *route)
+{
+    struct admin_job *j = tg_arena_alloc(&req->arena, sizeof(*j));
     j->req = req;
     j->state = state;
     atomic_fetch_add(&state->refs, 1);
+    j->store = tg_state_env_get()->store;
     j->key = key;
-    j->project = project;
-    j->arg = arg;
-    j->run = run;
+    j->user_id = key != NULL ? key->owner_user_id : NULL;
+    j->is_owner = key != NULL && key->role != NULL && strcmp(key->role, "owner") == 0;
+    j->route = route;
     j->status = 200;
-    tg_buf_init(&j->body, 0);
+    tg_buf_init(&j->out, 0);
     tg_arena_cleanup_add(&req->arena, job_cleanup, j);
     j->work.data = j;
-    if (uv_queue_work(loop, &j->work, work_cb, after_work_cb) != 0) {
-        tg_http_respond_error(req, 500, "The admin request could not be queued.", "server_error",
-                              NULL, NULL);
-    }
+    return j;
 }
 
-/* ---- JSON shapes -------------------------------------------------------------------- */
-
-static void
-append_project(struct tg_buf *b, const struct tg_project *p)
-{
-    tg_buf_append_str(b, "{\"id\":");
-    tg_json_quote(b, p->id);
-    tg_buf_append_str(b, ",\"object\":\"organization.project\",\"name\":");
-    tg_json_quote(b, p->name);
-    tg_buf_append_str(b, ",\"environment\":");
-    tg_json_quote(b, p->environment);
-    tg_buf_appendf(b, ",\"created_at\":0,\"archived_at\":null,\"status\":\"%s\"}",
-                   p->is_archived ? "archived" : "active");
-}
-
-static void
-append_key(struct tg_buf *b, const struct tg_key_rec *k, const char *value)
-{
-    tg_buf_append_str(b, "{\"object\":\"organization.project.api_key\",\"id\":");
-    tg_json_quote(b, k->id);
-    tg_buf_append_str(b, ",\"name\":");
-    tg_json_quote(b, k->name);
-    tg_buf_append_str(b, ",\"redacted_value\":");
-    tg_json_quote(b, k->redacted);
-    if (value != NULL) {
-        tg_buf_append_str(b, ",\"value\":");
-        tg_json_quote(b, value);
-    }
-    tg_buf_appendf(b, ",\"created_at\":%lld,\"last_used_at\":", (long long)(k->created_ms / 1000));
-    if (k->last_used_ms != 0) {
-        tg_buf_appendf(b, "%lld", (long long)(k->last_used_ms / 1000));
-    } else {
-        tg_buf_append_str(b, "null");
-    }
-    tg_buf_appendf(b, ",\"status\":\"%s\",\"project_id\":", k->revoked_ms ? "revoked" : "active");
-    tg_json_quote(b, k->project_id ? k->project_id : "");
-    tg_buf_append_str(b, "}");
-}
-
-/* ---- projects ------------------------------------------------------------------------ */
-
-static void
-list_projects(struct tg_http_req *req, const struct tg_state *st)
-{
-    struct tg_buf b;
-    tg_buf_init(&b, 0);
-    tg_buf_append_str(&b, "{\"object\":\"list\",\"data\":[");
-    for (size_t i = 0; i < st->n_projects; i++) {
-        tg_buf_append_str(&b, i ? "," : "");
-        append_project(&b, &st->projects[i]);
-    }
-    tg_buf_append_str(&b, "],\"first_id\":");
-    tg_json_quote(&b, st->n_projects ? st->projects[0].id : "");
-    tg_buf_append_str(&b, ",\"last_id\":");
-    tg_json_quote(&b, st->n_projects ? st->projects[st->n_projects - 1].id : "");
-    tg_buf_append_str(&b, ",\"has_more\":false}");
-    tg_http_respond(req, 200, "application/json", NULL, 0, b.data, b.len);
-    tg_buf_deinit(&b);
-}
-
-/* ---- keys (thread pool) ---------------------------------------------------------------- */
-
-static void
-create_key(struct job *j)
-{
-    char err[256];
-    json_t *body = tg_json_parse(j->req->body.data ? j->req->body.data : "", j->req->body.len, 16,
-                                 err, sizeof(err));
-    const char *name = tg_json_str(body, "name");
-    if (name == NULL || name[0] == '\0' || strlen(name) > 200) {
-        json_decref(body);
-        job_error(j, 400, "Give the key a name: {\"name\": \"...\"} (1 to 200 characters).", NULL);
-        return;
-    }
-    const struct tg_state_env *env = tg_state_env_get();
-    char value[TG_KEY_LEN + 1];
-    char redacted[TG_KEY_REDACTED_CAP];
-    char id[40];
-    tg_key_generate(value);
-    tg_key_redact(value, redacted);
-    tg_id_new(id, sizeof(id), "key_", 24);
-    struct tg_key_rec rec = {
-        .id = id,
-        .org_id = j->project->org_id,
-        .project_id = j->project->id,
-        .name = name,
-        .redacted = redacted,
-        .kind = TG_KEY_PROJECT,
-        .role = "member",
-        .created_ms = tg_clock_unix_ms(),
-    };
-    tg_key_hash(env->pepper, env->pepper_len, value, rec.hash);
-    int rc = env->store->ops->key_insert(env->store, &rec);
-    if (rc == 0) {
-        rc = tg_state_reload();
-    }
-    if (rc < 0) {
-        job_error(j, 500, "The key could not be stored.", NULL);
-    } else {
-        append_key(&j->body, &rec, value);
-        tg_log_info("admin: key %s created for project %s by %s", id, j->project->name, j->key->id);
-    }
-    memset(value, 0, sizeof(value));
-    json_decref(body);
-}
-
-struct key_scan {
-    struct job *j;
-    const char *want_id; /* one key, or NULL for all */
-    const char *after;   /* pagination cursor */
-    bool is_past_cursor;
-    size_t n;
-    size_t limit;
-    bool has_more;
-    char last_id[40];
-    char first_id[40];
-};
-
-static int
-scan_key(const struct tg_key_rec *k, void *arg)
-{
-    struct key_scan *s = arg;
-    if (k->project_id == NULL || strcmp(k->project_id, s->j->project->id) != 0) {
-        return 0;
-    }
-    if (s->want_id != NULL) {
-        if (strcmp(k->id, s->want_id) == 0) {
-            append_key(&s->j->body, k, NULL);
-            s->n = 1;
-        }
-        return 0;
-    }
-    if (s->after != NULL && !s->is_past_cursor) {
-        s->is_past_cursor = strcmp(k->id, s->after) == 0;
-        return 0;
-    }
-    if (s->n == s->limit) {
-        s->has_more = true;
-        return 0;
-    }
-    tg_buf_append_str(&s->j->body, s->n ? "," : "");
-    append_key(&s->j->body, k, NULL);
-    if (s->n == 0) {
-        snprintf(s->first_id, sizeof(s->first_id), "%s", k->id);
-    }
-    snprintf(s->last_id, sizeof(s->last_id), "%s", k->id);
-    s->n++;
-    return 0;
-}
-
-static void
-list_keys(struct job *j)
-{
-    const struct tg_state_env *env = tg_state_env_get();
-    const char *limit = tg_http_req_query(j->req, "limit");
-    struct key_scan s = {.j = j, .after = tg_http_req_query(j->req, "after"), .limit = 20};
-    if (limit != NULL) {
-        long l = strtol(limit, NULL, 10);
-        s.limit = l < 1 ? 1 : l > 100 ? 100 : (size_t)l;
-    }
-    tg_buf_append_str(&j->body, "{\"object\":\"list\",\"data\":[");
-    if (env->store->ops->keys_list(env->store, j->project->org_id, scan_key, &s) < 0) {
-        job_error(j, 500, "The keys could not be read.", NULL);
-        return;
-    }
-    tg_buf_append_str(&j->body, "],\"first_id\":");
-    tg_json_quote(&j->body, s.first_id);
-    tg_buf_append_str(&j->body, ",\"last_id\":");
-    tg_json_quote(&j->body, s.last_id);
-    tg_buf_appendf(&j->body, ",\"has_more\":%s}", s.has_more ? "true" : "false");
-}
-
-static void
-get_key(struct job *j)
-{
-    const struct tg_state_env *env = tg_state_env_get();
-    struct key_scan s = {.j = j, .want_id = j->arg};
-    if (env->store->ops->keys_list(env->store, j->project->org_id, scan_key, &s) < 0) {
-        job_error(j, 500, "The keys could not be read.", NULL);
-    } else if (s.n == 0) {
-        job_error(j, 404, "No such API key in this project.", NULL);
-    }
-}
-
-static void
-revoke_key(struct job *j)
-{
-    const struct tg_state_env *env = tg_state_env_get();
-    struct key_scan s = {.j = j, .want_id = j->arg};
-    int rc = env->store->ops->keys_list(env->store, j->project->org_id, scan_key, &s);
-    tg_buf_reset(&j->body);
-    if (rc == 0 && s.n == 0) {
-        job_error(j, 404, "No such API key in this project.", NULL);
-        return;
-    }
-    rc = rc < 0 ? rc : env->store->ops->key_revoke(env->store, j->arg, tg_clock_unix_ms());
-    if (rc == TG_ENOTFOUND) {
-        rc = 0; /* already revoked: deleting twice is not an error */
-    }
-    rc = rc < 0 ? rc : tg_state_reload();
-    if (rc < 0) {
-        job_error(j, 500, "The key could not be revoked.", NULL);
-        return;
-    }
-    tg_buf_append_str(&j->body, "{\"object\":\"organization.project.api_key.deleted\",\"id\":");
-    tg_json_quote(&j->body, j->arg);
-    tg_buf_append_str(&j->body, ",\"deleted\":true}");
-    tg_log_info("admin: key %s revoked by %s", j->arg, j->key->id);
-}
-
-/* ---- usage (thread pool) ------------------------------------------------------------- */
-
-struct usage_scan {
-    struct job *j;
-    const char *kind;
-    int64_t bucket_ms;
-    int64_t open_bucket;
-    size_t n_results;
-};
-
-static void
-append_nullable(struct tg_buf *b, const char *s)
-{
-    if (s == NULL) {
-        tg_buf_append_str(b, "null");
-    } else {
-        tg_json_quote(b, s);
-    }
-}
-
-static int
-scan_usage(const struct tg_usage_result *r, void *arg)
-{
-    struct usage_scan *s = arg;
-    struct tg_buf *b = &s->j->body;
-    if (r->bucket_start_ms != s->open_bucket) {
-        if (s->open_bucket >= 0) {
-            tg_buf_append_str(b, "]},");
-        }
-        s->open_bucket = r->bucket_start_ms;
-        s->n_results = 0;
-        tg_buf_appendf(b,
-                       "{\"object\":\"bucket\",\"start_time\":%lld,\"end_time\":%lld,"
-                       "\"results\":[",
-                       (long long)(r->bucket_start_ms / 1000),
-                       (long long)((r->bucket_start_ms + s->bucket_ms) / 1000));
-    }
-    tg_buf_append_str(b, s->n_results++ ? "," : "");
-    tg_buf_appendf(b,
-                   "{\"object\":\"organization.usage.%s.result\",\"input_tokens\":%lld,"
-                   "\"input_cached_tokens\":%lld,\"output_tokens\":%lld,"
-                   "\"output_reasoning_tokens\":%lld,\"num_model_requests\":%lld,"
-                   "\"cost_micros\":%lld,\"project_id\":",
-                   s->kind, (long long)r->prompt_tokens, (long long)r->cached_tokens,
-                   (long long)r->completion_tokens, (long long)r->reasoning_tokens,
-                   (long long)r->requests, (long long)r->cost_micros);
-    append_nullable(b, r->project_id);
-    tg_buf_append_str(b, ",\"api_key_id\":");
-    append_nullable(b, r->key_id);
-    tg_buf_append_str(b, ",\"model\":");
-    append_nullable(b, r->model);
-    tg_buf_append_str(b, "}");
-    return 0;
-}
-
-static bool
-has_group(struct tg_http_req *req, const char *name)
-{
-    const char *vals[8];
-    size_t n = tg_http_req_query_all(req, "group_by", vals, 8);
-    for (size_t i = 0; i < n; i++) {
-        /* Accept both repeated parameters and a comma-separated list. */
-        const char *p = strstr(vals[i], name);
-        size_t len = strlen(name);
-        if (p != NULL && (p == vals[i] || p[-1] == ',') && (p[len] == '\0' || p[len] == ',')) {
-            return true;
-        }
-    }
-    return false;
-}
-
-static void
-usage(struct job *j)
-{
-    struct tg_http_req *req = j->req;
-    const char *start = tg_http_req_query(req, "start_time");
-    const char *end = tg_http_req_query(req, "end_time");
-    const char *width = tg_http_req_query(req, "bucket_width");
-    if (start == NULL) {
-        job_error(j, 400, "start_time is required (Unix seconds).", NULL);
-        return;
-    }
-    int64_t bucket_ms = 86400000;
-    if (width != NULL && strcmp(width, "1m") == 0) {
-        bucket_ms = 60000;
-    } else if (width != NULL && strcmp(width, "1h") == 0) {
-        bucket_ms = 3600000;
-    } else if (width != NULL && strcmp(width, "1d") != 0) {
-        job_error(j, 400, "bucket_width must be 1m, 1h or 1d.", NULL);
-        return;
-    }
-    /* OpenAI's completions usage covers every text-generation endpoint; the others are one
-     * endpoint each, named as the ledger names them (tg_api_name). */
-    static const char *const generation[] = {"chat.completions", "completions", "responses"};
-    bool is_generation = strcmp(j->arg, "completions") == 0;
-    struct tg_usage_query q = {
-        .org_id = j->state->org_id,
-        .start_ms = strtoll(start, NULL, 10) * 1000,
-        .end_ms = end ? strtoll(end, NULL, 10) * 1000 : tg_clock_unix_ms() + 1,
-        .bucket_ms = bucket_ms,
-        .project_id = tg_http_req_query(req, "project_ids"),
-        .key_id = tg_http_req_query(req, "api_key_ids"),
-        .model = tg_http_req_query(req, "models"),
-        .endpoint = is_generation ? NULL : j->arg,
-        .endpoints = is_generation ? generation : NULL,
-        .n_endpoints = is_generation ? sizeof(generation) / sizeof(generation[0]) : 0,
-        .group_by_project = has_group(req, "project_id"),
-        .group_by_key = has_group(req, "api_key_id"),
-        .group_by_model = has_group(req, "model"),
-    };
-    if (q.project_id != NULL) {
-        const struct tg_project *p = tg_state_project(j->state, q.project_id);
-        q.project_id = p ? p->id : q.project_id;
-    }
-    struct usage_scan s = {.j = j, .kind = j->arg, .bucket_ms = bucket_ms, .open_bucket = -1};
-    tg_buf_append_str(&j->body, "{\"object\":\"page\",\"data\":[");
-    const struct tg_state_env *env = tg_state_env_get();
-    if (env->store->ops->usage_query(env->store, &q, scan_usage, &s) < 0) {
-        job_error(j, 500, "The usage could not be read.", NULL);
-        return;
-    }
-    tg_buf_append_str(&j->body, s.open_bucket >= 0 ? "]}" : "");
-    tg_buf_append_str(&j->body, "],\"has_more\":false,\"next_page\":null}");
-}
-
-/* ---- routing ------------------------------------------------------------------------- */
+/* ---- matching ----------------------------------------------------------------------------- */
 
 static int
 hex_value(char c)
@@ -454,7 +439,8 @@ percent_decode(char *s)
     *out = '\0';
 }
 
-/* Splits "/v1/organization/a/b/c" into up to 4 percent-decoded segments (in the arena). */
+/* Splits rest ("a/b/c") into percent-decoded segments in the arena. Returns how many, or
+ * cap + 1 when there are more (no route is that deep). */
 static size_t
 split_path(struct tg_http_req *req, const char *rest, const char **seg, size_t cap)
 {
@@ -470,60 +456,165 @@ split_path(struct tg_http_req *req, const char *rest, const char **seg, size_t c
     return *rest == '\0' ? n : cap + 1;
 }
 
-static void
-not_found(struct tg_http_req *req, const char *what)
+/* Whether the pattern matches the segments; returns the number of literal segments (a more
+ * specific row wins) or -1. */
+static int
+pattern_score(const char *pattern, const char **seg, size_t n)
 {
-    char msg[200];
-    snprintf(msg, sizeof(msg), "No such %s.", what);
-    tg_http_respond_error(req, 404, msg, "invalid_request_error", NULL, NULL);
+    int literals = 0;
+    size_t i = 0;
+    const char *p = pattern;
+    while (*p != '\0') {
+        const char *slash = strchr(p, '/');
+        size_t len = slash ? (size_t)(slash - p) : strlen(p);
+        if (i == n) {
+            return -1;
+        }
+        if (p[0] == '{') {
+            if (seg[i][0] == '\0') {
+                return -1;
+            }
+        } else if (strlen(seg[i]) != len || strncmp(seg[i], p, len) != 0) {
+            return -1;
+        } else {
+            literals++;
+        }
+        i++;
+        p += len + (slash ? 1 : 0);
+    }
+    return i == n ? literals : -1;
+}
+
+static bool
+method_matches(enum tg_http_method want, enum tg_http_method got)
+{
+    return want == got || (want == TG_HTTP_GET && got == TG_HTTP_HEAD);
+}
+
+/* Best row for the segments: sets *path_known when any row matches the path. */
+static const struct admin_route *
+find_route(const struct admin_route *const *tabs, size_t n_tabs, enum tg_http_method method,
+           const char **seg, size_t n, bool *path_known)
+{
+    const struct admin_route *best = NULL;
+    int best_score = -1;
+    *path_known = false;
+    for (size_t t = 0; t < n_tabs; t++) {
+        for (const struct admin_route *r = tabs[t]; r->pattern != NULL; r++) {
+            int score = pattern_score(r->pattern, seg, n);
+            if (score < 0) {
+                continue;
+            }
+            *path_known = true;
+            if (method_matches(r->method, method) && score > best_score) {
+                best = r;
+                best_score = score;
+            }
+        }
+    }
+    return best;
+}
+
+/* Fills the job's parameters from the pattern; resolves {project_id}. False after answering
+ * 404 for an unknown project. */
+static bool
+bind_params(struct admin_job *j, const char **seg)
+{
+    const char *p = j->route->pattern;
+    size_t i = 0;
+    while (*p != '\0') {
+        const char *slash = strchr(p, '/');
+        size_t len = slash ? (size_t)(slash - p) : strlen(p);
+        if (p[0] == '{' && j->n_params < ADMIN_MAX_PARAMS) {
+            const char *name = tg_arena_strndup(&j->req->arena, p + 1, len - 2);
+            const char *value = seg[i];
+            if (strcmp(name, "project_id") == 0) {
+                j->project = tg_state_project(j->state, value);
+                if (j->project == NULL) {
+                    admin_error(j, 404, "No such project.", "project_id", "project_not_found");
+                    return false;
+                }
+                value = j->project->id;
+            }
+            j->param_names[j->n_params] = name;
+            j->params[j->n_params++] = value;
+        }
+        i++;
+        p += len + (slash ? 1 : 0);
+    }
+    return true;
+}
+
+/* Parses the body of a non-GET request into j->body (an object; empty means {}). */
+static bool
+parse_body(struct admin_job *j)
+{
+    struct tg_http_req *req = j->req;
+    if (req->method == TG_HTTP_GET || req->method == TG_HTTP_HEAD) {
+        return true;
+    }
+    bool is_blank = true;
+    for (size_t i = 0; i < req->body.len && is_blank; i++) {
+        is_blank = strchr(" \t\r\n", req->body.data[i]) != NULL;
+    }
+    if (is_blank) {
+        j->body = json_object();
+        return true;
+    }
+    char err[256];
+    j->body = tg_json_parse(req->body.data, req->body.len, BODY_MAX_DEPTH, err, sizeof(err));
+    if (j->body == NULL) {
+        char msg[320];
+        snprintf(msg, sizeof(msg), "We could not parse the JSON body of your request. (%s)", err);
+        admin_error(j, 400, msg, NULL, "invalid_json");
+        return false;
+    }
+    if (!json_is_object(j->body)) {
+        admin_error(j, 400, "The request body must be a JSON object.", NULL, "invalid_json");
+        return false;
+    }
+    return true;
 }
 
 static void
-method_not_allowed(struct tg_http_req *req)
+respond_now(struct admin_job *j)
 {
-    char msg[300];
-    snprintf(msg, sizeof(msg), "Invalid method for URL (%s %.200s)", req->method_name, req->path);
-    tg_http_respond_error(req, 405, msg, "invalid_request_error", NULL, NULL);
+    tg_http_respond(j->req, j->status, "application/json", NULL, 0, j->out.data ? j->out.data : "",
+                    j->out.len);
 }
 
 static void
-route_project(struct tg_http_req *req, uv_loop_t *loop, struct tg_state *st,
-              const struct tg_key_entry *key, const char **seg, size_t n)
+route_and_run(struct tg_http_req *req, uv_loop_t *loop, struct tg_state *state,
+              const struct tg_key_entry *key, const struct admin_route *const *tabs, size_t n_tabs)
 {
-    const struct tg_project *p = tg_state_project(st, seg[1]);
-    if (p == NULL) {
-        not_found(req, "project");
+    const char *seg[MAX_SEGMENTS];
+    size_t n = split_path(req, req->path + strlen("/v1/organization/"), seg, MAX_SEGMENTS);
+    bool path_known = false;
+    const struct admin_route *r =
+        n <= MAX_SEGMENTS ? find_route(tabs, n_tabs, req->method, seg, n, &path_known) : NULL;
+    if (r == NULL) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "Invalid URL (%s %.200s)", req->method_name, req->path);
+        tg_http_respond_error(req, path_known ? 405 : 404, msg, "invalid_request_error", NULL,
+                              NULL);
         return;
     }
-    enum tg_http_method m = req->method;
-    if (n == 2) {
-        if (m != TG_HTTP_GET) {
-            method_not_allowed(req);
-            return;
-        }
-        struct tg_buf b;
-        tg_buf_init(&b, 0);
-        append_project(&b, p);
-        tg_http_respond(req, 200, "application/json", NULL, 0, b.data, b.len);
-        tg_buf_deinit(&b);
-    } else if (n == 3 && strcmp(seg[2], "api_keys") == 0) {
-        if (m == TG_HTTP_GET) {
-            job_start(req, loop, st, key, p, NULL, list_keys);
-        } else if (m == TG_HTTP_POST) {
-            job_start(req, loop, st, key, p, NULL, create_key);
-        } else {
-            method_not_allowed(req);
-        }
-    } else if (n == 4 && strcmp(seg[2], "api_keys") == 0) {
-        if (m == TG_HTTP_GET) {
-            job_start(req, loop, st, key, p, seg[3], get_key);
-        } else if (m == TG_HTTP_DELETE) {
-            job_start(req, loop, st, key, p, seg[3], revoke_key);
-        } else {
-            method_not_allowed(req);
-        }
-    } else {
-        not_found(req, "admin route");
+    struct admin_job *j = job_new(req, state, key, r);
+    if (!bind_params(j, seg) || !parse_body(j)) {
+        respond_now(j);
+        return;
+    }
+    if (key != NULL && r->access == ADMIN_OWNER && !j->is_owner) {
+        admin_error(j, 403,
+                    "This action needs the organization owner role; your admin key has the "
+                    "reader role.",
+                    NULL, "insufficient_role");
+        respond_now(j);
+        return;
+    }
+    if (uv_queue_work(loop, &j->work, work_cb, after_work_cb) != 0) {
+        tg_http_respond_error(req, 500, "The admin request could not be queued.", "server_error",
+                              NULL, NULL);
     }
 }
 
@@ -531,31 +622,27 @@ void
 tg_admin_handle(struct tg_http_req *req, uv_loop_t *loop, struct tg_state *state,
                 const struct tg_key_entry *key)
 {
-    const char *seg[4];
-    size_t n = split_path(req, req->path + strlen("/v1/organization/"), seg, 4);
-    if (n >= 1 && n <= 4 && strcmp(seg[0], "projects") == 0) {
-        if (n == 1) {
-            if (req->method != TG_HTTP_GET) {
-                method_not_allowed(req);
-            } else {
-                list_projects(req, state);
-            }
-            return;
-        }
-        route_project(req, loop, state, key, seg, n);
-        return;
+    route_and_run(req, loop, state, key, tables, sizeof(tables) / sizeof(tables[0]));
+}
+
+void
+tg_admin_handle_public(struct tg_http_req *req, uv_loop_t *loop, struct tg_state *state)
+{
+    static const struct admin_route *const pub[] = {public_routes};
+    route_and_run(req, loop, state, NULL, pub, 1);
+}
+
+bool
+tg_admin_is_public(const struct tg_http_req *req)
+{
+    const char *prefix = "/v1/organization/";
+    if (strncmp(req->path, prefix, strlen(prefix)) != 0) {
+        return false;
     }
-    if (n == 2 && strcmp(seg[0], "usage") == 0 &&
-        (strcmp(seg[1], "completions") == 0 || strcmp(seg[1], "embeddings") == 0 ||
-         strcmp(seg[1], "moderations") == 0)) {
-        if (req->method != TG_HTTP_GET) {
-            method_not_allowed(req);
-            return;
+    for (const struct admin_route *r = public_routes; r->pattern != NULL; r++) {
+        if (strcmp(req->path + strlen(prefix), r->pattern) == 0 && r->method == req->method) {
+            return true;
         }
-        job_start(req, loop, state, key, NULL, seg[1], usage);
-        return;
     }
-    char msg[300];
-    snprintf(msg, sizeof(msg), "Invalid URL (%s %.200s)", req->method_name, req->path);
-    tg_http_respond_error(req, 404, msg, "invalid_request_error", NULL, NULL);
+    return false;
 }

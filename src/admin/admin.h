@@ -13,6 +13,7 @@
 #ifndef TG_ADMIN_ADMIN_H
 #define TG_ADMIN_ADMIN_H
 
+#include <stdbool.h>
 #include <uv.h>
 
 #include "gateway/state.h"
@@ -24,5 +25,10 @@
  * Finishes req. */
 void tg_admin_handle(struct tg_http_req *req, uv_loop_t *loop, struct tg_state *state,
                      const struct tg_key_entry *key);
+
+/* True when req is a public admin route (invite acceptance), answered without an admin key
+ * by tg_admin_handle_public (same ownership and threads as tg_admin_handle). */
+bool tg_admin_is_public(const struct tg_http_req *req);
+void tg_admin_handle_public(struct tg_http_req *req, uv_loop_t *loop, struct tg_state *state);
 
 #endif

@@ -104,6 +104,10 @@ extern const struct admin_route tg_admin_routes_service_accounts[];
 extern const struct admin_route tg_admin_routes_audit[];
 extern const struct admin_route tg_admin_routes_history[];
 
+/* The public route POST /v1/organization/invites/accept (admin_users.c): runs with key NULL,
+ * inside a transaction like every other change. */
+void admin_invite_accept(struct admin_job *j);
+
 /* The value of path parameter name, or NULL. */
 const char *admin_param(const struct admin_job *j, const char *name);
 

@@ -140,6 +140,11 @@ dispatch(struct tg_worker *w, struct tg_http_req *req, const struct route *r)
         return;
     }
     struct tg_state *st = tg_worker_state(w);
+    if (r->kind == R_ADMIN && tg_admin_is_public(req)) {
+        /* Invite acceptance: the invitee has no key yet; the one-time token is the proof. */
+        tg_admin_handle_public(req, &w->loop, st);
+        return;
+    }
     const struct tg_key_entry *key = authenticate(req, st);
     if (key == NULL) {
         return;
