@@ -40,12 +40,6 @@ struct svc {
     bool is_found;
 };
 
-static struct tg_store *
-store(void)
-{
-    return tg_state_env_get()->store;
-}
-
 static void
 svc_from_doc(struct svc *s, const struct tg_doc *d)
 {
