@@ -350,4 +350,65 @@ test('service accounts: bad input and create_service_account_only', T, async () 
     assert.deepEqual(keys.json.data, []);
 });
 
+async function auditOf(gw, projectId) {
+    const r = await gw.adminFetch(`/v1/organization/audit_logs?project_ids=${projectId}&limit=100`);
+    assert.equal(r.status, 200, r.text);
+    return r.json.data.slice().reverse(); // oldest first
+}
+
+async function versionsOf(gw, projectId) {
+    const r = await gw.adminFetch(`/v1/organization/projects/${projectId}/config_versions?limit=100`);
+    assert.equal(r.status, 200, r.text);
+    return r.json.data.slice().reverse();
+}
+
+test('each change is one audit entry; settings changes are numbered versions; refusals leave none', T, async () => {
+    const { gw } = ctx;
+    const p = await createProject(gw, { name: uniqueName('audited'), models: ['mock-small'] });
+    let log = await auditOf(gw, p.id);
+    assert.deepEqual(
+        log.map((e) => e.type),
+        ['project.created'],
+    );
+    assert.equal(log[0].after.name, p.name);
+    assert.equal(log[0].before, null);
+    let versions = await versionsOf(gw, p.id);
+    assert.equal(versions.length, 1);
+    assert.deepEqual(versions[0].settings, { models: ['mock-small'] });
+
+    const renamed = uniqueName('audited-renamed');
+    await gw.adminFetch(`/v1/organization/projects/${p.id}`, { body: { name: renamed } });
+    await gw.adminFetch(`/v1/organization/projects/${p.id}`, { body: { name: renamed } }); // no-op
+    await gw.adminFetch(`/v1/organization/projects/${p.id}`, { body: { models: ['gpt-4o-mini'] } });
+    const refused = await gw.adminFetch(`/v1/organization/projects/${p.id}`, { body: { name: 'production', models: null } });
+    assert.equal(refused.status, 409, refused.text);
+    log = await auditOf(gw, p.id);
+    assert.deepEqual(
+        log.map((e) => e.type),
+        ['project.created', 'project.updated', 'project.updated'],
+    );
+    assert.equal(log[1].before.name, p.name);
+    assert.equal(log[1].after.name, renamed);
+    assert.deepEqual(log[2].after.models, ['gpt-4o-mini']);
+    versions = await versionsOf(gw, p.id);
+    assert.equal(versions.length, 2, 'a rename is no settings version; the refused change none');
+    assert.deepEqual(versions[1].settings, { models: ['gpt-4o-mini'] });
+    assert.ok(versions[1].number > versions[0].number);
+
+    const s = await gw.adminFetch(`/v1/organization/projects/${p.id}/service_accounts`, { body: { name: 'bot' } });
+    gw.clientKeys.push(s.json.api_key.value);
+    await gw.adminFetch(`/v1/organization/projects/${p.id}/service_accounts/${s.json.id}`, { method: 'DELETE' });
+    await gw.adminFetch(`/v1/organization/projects/${p.id}/archive`, { method: 'POST' });
+    log = await auditOf(gw, p.id);
+    assert.deepEqual(
+        log.slice(3).map((e) => e.type),
+        ['service_account.created', 'api_key.created', 'service_account.deleted', 'project.archived'],
+    );
+    assert.deepEqual(log[5].before.revoked_api_keys, [s.json.api_key.id]);
+    assert.ok(!JSON.stringify(log).includes(s.json.api_key.value), 'no key value in the audit log');
+    assert.equal(log[6].after.status, 'archived');
+    const verify = await gw.adminFetch('/v1/organization/audit_logs/verify');
+    assert.equal(verify.json.valid, true, verify.text);
+});
+
 shutdownTest(ctx);
