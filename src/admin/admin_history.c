@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin/admin_export.h"
 #include "admin/admin_int.h"
 #include "core/err.h"
 #include "core/json.h"
@@ -427,7 +428,8 @@ out:
     project_deinit(&p);
 }
 
-/* The diff row comes before {number} so that "diff" is never read as a version number. */
+/* The diff row comes before {number} so that "diff" is never read as a version number. The
+ * export and apply rows (admin_export.c) sit here too, so the router needs no new table. */
 const struct admin_route tg_admin_routes_history[] = {
     {TG_HTTP_GET, "config_versions", ADMIN_OWNER,
      "List config versions, newest first (?project_id)", list_versions},
@@ -439,5 +441,10 @@ const struct admin_route tg_admin_routes_history[] = {
      "Restore a config version's settings onto its project (a new version)", rollback_version},
     {TG_HTTP_GET, "projects/{project_id}/config_versions", ADMIN_PROJECT,
      "List a project's config versions, newest first", list_project_versions},
+    {TG_HTTP_GET, "export", ADMIN_OWNER,
+     "Export users, projects, members and service accounts as YAML", admin_export_run},
+    {TG_HTTP_POST, "apply", ADMIN_OWNER,
+     "Make the organization match a YAML file (?dry_run=true lists the changes only)",
+     admin_apply_run},
     {0, NULL, 0, NULL, NULL},
 };

@@ -1,0 +1,1528 @@
+/*
+ * admin_export.c: the organization as one YAML file (export) and making the store match such a
+ * file (apply), for keeping an organization's setup in git.
+ *
+ * Routes (under /v1/organization/; owners only; rows in admin_history.c's table):
+ *
+ *   GET export            -> the file below as text (YAML).
+ *   POST apply?dry_run=true|false
+ *       Body: the file as YAML (or JSON {"yaml": "<the file>"}, for clients that only send
+ *       JSON). Answer: {"object":"organization.apply","dry_run":bool,"changes":[{"action":
+ *       "create"|"update"|"archive"|"delete","kind":"user"|"project"|"member"|
+ *       "service_account","name":..,"before":{..}|null,"after":{..}|null}, ...]}.
+ *       A malformed file, an unknown key (named with its line), a dangling member e-mail, a
+ *       file without an owner or without the caller's own user: 400, nothing applied.
+ *
+ * The file (keys in this order; lists sorted by e-mail or name so that it does not depend on
+ * creation order; no ids, no key material, nothing that differs between installs):
+ *
+ *   version: 1
+ *   users:
+ *   - email: ada@example.com
+ *     name: Ada
+ *     role: owner                      # owner | reader
+ *   projects:
+ *   - name: production
+ *     environment: production
+ *     archived: false
+ *     settings:                        # the project's settings object, keys sorted
+ *       models: [gpt-4o-mini]
+ *     members:                         # project role owner | member
+ *     - email: ada@example.com
+ *       role: owner
+ *     service_accounts:                # names and roles only: keys stay in the store
+ *     - name: billing-job
+ *       role: member
+ *
+ * Apply is declarative, keyed by e-mail and name: a listed user, project, member or service
+ * account that does not exist is created, one that differs is updated, and one missing from a
+ * list that the file has is deleted (users, members, service accounts; their keys are
+ * revoked) or archived (projects: they are never deleted). A section or field the file leaves
+ * out is left as it is. A renamed project is an archive and a create. Applying an export of
+ * the same state changes nothing. All of it is one transaction (the router's) with one audit
+ * entry per change, and each settings change is a config version (reason "apply").
+ *
+ * YAML scalars: a plain scalar that reads as null, true/false, an integer or a number becomes
+ * that JSON value (inside settings); anything quoted is a string. The writer quotes every
+ * string that would read otherwise, so export -> apply round-trips every settings value.
+ */
+#include "admin/admin_export.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+#include "core/clock.h"
+#include "core/crypto.h"
+#include "core/err.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "core/mem.h"
+
+#define NAME_MAX_BYTES 64
+#define EMAIL_MAX_BYTES 256
+#define YAML_MAX_DEPTH 32
+#define YAML_MAX_NODES 100000
+
+/* ---- the organization as a JSON model --------------------------------------------------- */
+
+/*
+ * The model is {"users": [...], "projects": [...]} in the file's shape. Objects read from the
+ * store also carry members whose names start with "_" (ids, stored data, times) that apply
+ * needs and export never writes.
+ */
+
+static const char *
+str_of(const json_t *o, const char *k)
+{
+    return tg_json_str(o, k);
+}
+
+static json_t *
+data_of(const char *text)
+{
+    json_t *v = text != NULL ? json_loads(text, 0, NULL) : NULL;
+    if (!json_is_object(v)) {
+        json_decref(v);
+        v = json_object();
+    }
+    return v;
+}
+
+static int
+collect_user(const struct tg_doc *d, void *arg)
+{
+    json_t *data = data_of(d->data);
+    const char *email = str_of(data, "email");
+    if (email != NULL) {
+        json_array_append_new(
+            arg, json_pack("{s:s,s:s,s:s,s:s,s:I,s:O}", "email", email, "name",
+                           str_of(data, "name") ? str_of(data, "name") : "", "role",
+                           str_of(data, "role") ? str_of(data, "role") : "reader", "_id", d->id,
+                           "_created_ms", (json_int_t)d->created_ms, "_data", data));
+    }
+    json_decref(data);
+    return 0;
+}
+
+static int
+collect_project(const struct tg_project_rec *r, void *arg)
+{
+    json_array_append_new(arg, json_pack("{s:s,s:s,s:b,s:o,s:[],s:[],s:s,s:I,s:I}", "name", r->name,
+                                         "environment", r->environment ? r->environment : "",
+                                         "archived", r->archived_ms != 0, "settings",
+                                         data_of(r->settings), "members", "service_accounts", "_id",
+                                         r->id, "_archived_ms", (json_int_t)r->archived_ms,
+                                         "_created_ms", (json_int_t)r->created_ms));
+    return 0;
+}
+
+/* Members and service accounts as they come (placed under their projects afterwards). */
+static int
+collect_doc(const struct tg_doc *d, void *arg)
+{
+    if (d->project_id != NULL) {
+        json_array_append_new(arg, json_pack("{s:s,s:s,s:I,s:o}", "_id", d->id, "_project_id",
+                                             d->project_id, "_created_ms",
+                                             (json_int_t)d->created_ms, "_data", data_of(d->data)));
+    }
+    return 0;
+}
+
+static json_t *
+find_by(const json_t *list, const char *key, const char *value)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(list, i, v)
+    {
+        const char *s = str_of(v, key);
+        if (s != NULL && value != NULL && strcmp(s, value) == 0) {
+            return v;
+        }
+    }
+    return NULL;
+}
+
+static int
+cmp_by_key(const void *a, const void *b, void *key)
+{
+    const char *x = str_of(*(json_t *const *)a, key);
+    const char *y = str_of(*(json_t *const *)b, key);
+    return strcmp(x ? x : "", y ? y : "");
+}
+
+/* Sorts an array of objects by one string member, in place. Keys are unique except
+ * duplicate service-account names, which are alike in the file whatever their order. */
+static void
+sort_by(json_t *list, const char *key)
+{
+    size_t n = json_array_size(list);
+    json_t **items = tg_xcalloc(n + 1, sizeof(*items));
+    for (size_t i = 0; i < n; i++) {
+        items[i] = json_incref(json_array_get(list, i));
+    }
+    qsort_r(items, n, sizeof(*items), cmp_by_key, (void *)key);
+    json_array_clear(list);
+    for (size_t i = 0; i < n; i++) {
+        json_array_append_new(list, items[i]);
+    }
+    free(items);
+}
+
+/* Places member and service-account documents under their projects in the file's shape. */
+static void
+attach_docs(json_t *model, const json_t *members, const json_t *accounts)
+{
+    json_t *projects = json_object_get(model, "projects");
+    json_t *users = json_object_get(model, "users");
+    size_t i;
+    json_t *d;
+    json_array_foreach(members, i, d)
+    {
+        json_t *p = find_by(projects, "_id", str_of(d, "_project_id"));
+        json_t *data = json_object_get(d, "_data");
+        json_t *u = find_by(users, "_id", str_of(data, "user_id"));
+        if (p == NULL || u == NULL) {
+            continue; /* a membership of a deleted user or project is not part of the org */
+        }
+        json_t *m = json_deep_copy(d);
+        json_object_set_new(m, "email", json_string(str_of(u, "email")));
+        json_object_set_new(m, "role",
+                            json_string(str_of(data, "role") ? str_of(data, "role") : "member"));
+        json_object_set_new(m, "_user_id", json_string(str_of(u, "_id")));
+        json_array_append_new(json_object_get(p, "members"), m);
+    }
+    json_array_foreach(accounts, i, d)
+    {
+        json_t *p = find_by(projects, "_id", str_of(d, "_project_id"));
+        json_t *data = json_object_get(d, "_data");
+        if (p == NULL || str_of(data, "name") == NULL) {
+            continue;
+        }
+        json_t *s = json_deep_copy(d);
+        json_object_set_new(s, "name", json_string(str_of(data, "name")));
+        json_object_set_new(s, "role",
+                            json_string(str_of(data, "role") ? str_of(data, "role") : "member"));
+        json_array_append_new(json_object_get(p, "service_accounts"), s);
+    }
+}
+
+/* The org as the store holds it now; NULL after answering 500. */
+static json_t *
+load_model(struct admin_job *j)
+{
+    struct tg_store *s = j->store;
+    const char *org = j->state->org_id;
+    json_t *model = json_pack("{s:[],s:[]}", "users", "projects");
+    json_t *members = json_array();
+    json_t *accounts = json_array();
+    int rc = s->ops->doc_list(s, "user", org, NULL, collect_user, json_object_get(model, "users"));
+    if (rc >= 0) {
+        rc = s->ops->projects_list(s, org, collect_project, json_object_get(model, "projects"));
+    }
+    if (rc >= 0) {
+        rc = s->ops->doc_list(s, "member", org, NULL, collect_doc, members);
+    }
+    if (rc >= 0) {
+        rc = s->ops->doc_list(s, "service_account", org, NULL, collect_doc, accounts);
+    }
+    if (rc < 0) {
+        admin_store_error(j, rc, "The organization could not be read.");
+        json_decref(model);
+        model = NULL;
+    } else {
+        attach_docs(model, members, accounts);
+        sort_by(json_object_get(model, "users"), "email");
+        json_t *projects = json_object_get(model, "projects");
+        sort_by(projects, "name");
+        size_t i;
+        json_t *p;
+        json_array_foreach(projects, i, p)
+        {
+            sort_by(json_object_get(p, "members"), "email");
+            sort_by(json_object_get(p, "service_accounts"), "name");
+        }
+    }
+    json_decref(members);
+    json_decref(accounts);
+    return model;
+}
+
+/* ---- YAML scalars ------------------------------------------------------------------------ */
+
+static bool
+is_int_text(const char *s)
+{
+    const char *p = s + (*s == '-' || *s == '+');
+    if (*p == '\0') {
+        return false;
+    }
+    for (; *p != '\0'; p++) {
+        if (!isdigit((unsigned char)*p)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* [-+]? (digits [. digits?] | . digits) ([eE] [-+]? digits)? */
+static bool
+is_float_text(const char *s)
+{
+    const char *p = s + (*s == '-' || *s == '+');
+    size_t digits = 0;
+    while (isdigit((unsigned char)*p)) {
+        p++, digits++;
+    }
+    if (*p == '.') {
+        p++;
+        while (isdigit((unsigned char)*p)) {
+            p++, digits++;
+        }
+    }
+    if (digits == 0) {
+        return false;
+    }
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        p += *p == '-' || *p == '+';
+        if (!isdigit((unsigned char)*p)) {
+            return false;
+        }
+        while (isdigit((unsigned char)*p)) {
+            p++;
+        }
+    }
+    return *p == '\0';
+}
+
+static bool
+is_word(const char *s, const char *const *words)
+{
+    for (size_t i = 0; words[i] != NULL; i++) {
+        if (strcmp(s, words[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static const char *const null_words[] = {"", "~", "null", "Null", "NULL", NULL};
+static const char *const true_words[] = {"true", "True", "TRUE", NULL};
+static const char *const false_words[] = {"false", "False", "FALSE", NULL};
+/* YAML 1.1 booleans other tools read as such: always written quoted, read as strings. */
+static const char *const other_bool_words[] = {"yes", "Yes", "YES", "no",  "No",  "NO",
+                                               "on",  "On",  "ON",  "off", "Off", "OFF",
+                                               "y",   "Y",   "n",   "N",   NULL};
+
+/* A plain scalar as JSON: null, a boolean, an integer, a real, or a string. */
+static json_t *
+plain_value(const char *s)
+{
+    if (is_word(s, null_words)) {
+        return json_null();
+    }
+    if (is_word(s, true_words) || is_word(s, false_words)) {
+        return json_boolean(is_word(s, true_words));
+    }
+    errno = 0;
+    if (is_int_text(s)) {
+        long long v = strtoll(s, NULL, 10);
+        if (errno == 0) {
+            return json_integer(v);
+        }
+    }
+    if (is_float_text(s)) {
+        double d = strtod(s, NULL);
+        if (isfinite(d)) {
+            return json_real(d);
+        }
+    }
+    return json_string(s);
+}
+
+/* True when s written plain would read back as something other than the string s. */
+static bool
+needs_quotes(const char *s)
+{
+    return is_word(s, null_words) || is_word(s, true_words) || is_word(s, false_words) ||
+           is_word(s, other_bool_words) || is_int_text(s) || is_float_text(s) ||
+           strchr(".-+", s[0]) != NULL;
+}
+
+/* ---- export: the YAML writer -------------------------------------------------------------- */
+
+struct writer {
+    yaml_emitter_t em;
+    yaml_event_t ev;
+    bool is_failed;
+};
+
+static int
+write_out(void *data, unsigned char *buffer, size_t size)
+{
+    return tg_buf_append(data, buffer, size) == 0;
+}
+
+static void
+emit(struct writer *w)
+{
+    if (!w->is_failed && !yaml_emitter_emit(&w->em, &w->ev)) {
+        w->is_failed = true;
+    }
+}
+
+static void
+emit_scalar(struct writer *w, const char *text, bool is_string)
+{
+    yaml_scalar_style_t style =
+        is_string && needs_quotes(text) ? YAML_DOUBLE_QUOTED_SCALAR_STYLE : YAML_ANY_SCALAR_STYLE;
+    yaml_scalar_event_initialize(&w->ev, NULL, NULL, (yaml_char_t *)text, (int)strlen(text), 1, 1,
+                                 style);
+    emit(w);
+}
+
+static int
+cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static bool
+is_flat_array(const json_t *a)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(a, i, v)
+    {
+        if (json_is_object(v) || json_is_array(v)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void emit_value(struct writer *w, const json_t *v, bool is_sorted);
+
+/* An object's members: "_" members skipped; sorted by name inside settings. */
+static void
+emit_object(struct writer *w, const json_t *o, bool is_sorted)
+{
+    size_t n = 0;
+    const char **keys = tg_xcalloc(json_object_size(o) + 1, sizeof(*keys));
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)o, k, v)
+    {
+        if (is_sorted || k[0] != '_') {
+            keys[n++] = k;
+        }
+    }
+    if (is_sorted) {
+        qsort(keys, n, sizeof(*keys), cmp_str);
+    }
+    yaml_mapping_start_event_initialize(&w->ev, NULL, NULL, 1, YAML_BLOCK_MAPPING_STYLE);
+    emit(w);
+    for (size_t i = 0; i < n; i++) {
+        emit_scalar(w, keys[i], true);
+        /* settings hold the project's own data: sorted all the way down, no "_" skipping */
+        emit_value(w, json_object_get(o, keys[i]), is_sorted || strcmp(keys[i], "settings") == 0);
+    }
+    yaml_mapping_end_event_initialize(&w->ev);
+    emit(w);
+    free(keys);
+}
+
+static void
+emit_value(struct writer *w, const json_t *v, bool is_sorted)
+{
+    char num[64];
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        emit_object(w, v, is_sorted);
+        break;
+    case JSON_ARRAY: {
+        yaml_sequence_start_event_initialize(&w->ev, NULL, NULL, 1,
+                                             is_flat_array(v) && json_array_size(v) > 0
+                                                 ? YAML_FLOW_SEQUENCE_STYLE
+                                                 : YAML_BLOCK_SEQUENCE_STYLE);
+        emit(w);
+        size_t i;
+        json_t *item;
+        json_array_foreach(v, i, item)
+        {
+            emit_value(w, item, is_sorted);
+        }
+        yaml_sequence_end_event_initialize(&w->ev);
+        emit(w);
+        break;
+    }
+    case JSON_STRING:
+        emit_scalar(w, json_string_value(v), true);
+        break;
+    case JSON_INTEGER:
+        snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(v));
+        emit_scalar(w, num, false);
+        break;
+    case JSON_REAL:
+        /* %.17g round-trips a double; a whole number gets ".0" so it reads back as a real */
+        snprintf(num, sizeof(num), "%.17g", json_real_value(v));
+        if (strspn(num, "-0123456789") == strlen(num)) {
+            strcat(num, ".0");
+        }
+        emit_scalar(w, num, false);
+        break;
+    case JSON_TRUE:
+    case JSON_FALSE:
+        emit_scalar(w, json_is_true(v) ? "true" : "false", false);
+        break;
+    case JSON_NULL:
+        emit_scalar(w, "null", false);
+        break;
+    }
+}
+
+/* The file for model (in the order the header comment gives) into out. */
+static int
+write_yaml(const json_t *model, struct tg_buf *out)
+{
+    struct writer w = {0};
+    if (!yaml_emitter_initialize(&w.em)) {
+        return TG_ENOMEM;
+    }
+    yaml_emitter_set_output(&w.em, write_out, out);
+    yaml_emitter_set_unicode(&w.em, 1);
+    yaml_emitter_set_width(&w.em, -1); /* no folding: one line per value, stable diffs */
+    yaml_emitter_set_indent(&w.em, 2);
+    yaml_stream_start_event_initialize(&w.ev, YAML_UTF8_ENCODING);
+    emit(&w);
+    yaml_document_start_event_initialize(&w.ev, NULL, NULL, NULL, 1);
+    emit(&w);
+    yaml_mapping_start_event_initialize(&w.ev, NULL, NULL, 1, YAML_BLOCK_MAPPING_STYLE);
+    emit(&w);
+    emit_scalar(&w, "version", true);
+    emit_scalar(&w, "1", false);
+    emit_scalar(&w, "users", true);
+    emit_value(&w, json_object_get(model, "users"), false);
+    emit_scalar(&w, "projects", true);
+    emit_value(&w, json_object_get(model, "projects"), false);
+    yaml_mapping_end_event_initialize(&w.ev);
+    emit(&w);
+    yaml_document_end_event_initialize(&w.ev, 1);
+    emit(&w);
+    yaml_stream_end_event_initialize(&w.ev);
+    emit(&w);
+    yaml_emitter_flush(&w.em);
+    yaml_emitter_delete(&w.em);
+    return w.is_failed ? TG_EIO : 0;
+}
+
+void
+admin_export_run(struct admin_job *j)
+{
+    json_t *model = load_model(j);
+    if (model == NULL) {
+        return;
+    }
+    tg_buf_reset(&j->out);
+    if (write_yaml(model, &j->out) < 0) {
+        admin_error(j, 500, "The organization could not be written as YAML.", NULL, NULL);
+    }
+    json_decref(model);
+}
+
+/* ---- apply: reading the file -------------------------------------------------------------- */
+
+struct reader {
+    struct admin_job *j;
+    yaml_document_t doc;
+    size_t visits;
+    bool is_failed;
+    char err[400];
+};
+
+static int
+line_of(const yaml_node_t *n)
+{
+    return n != NULL ? (int)n->start_mark.line + 1 : 0;
+}
+
+static bool fail(struct reader *r, const yaml_node_t *n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static bool
+fail(struct reader *r, const yaml_node_t *n, const char *fmt, ...)
+{
+    if (!r->is_failed) {
+        va_list ap;
+        int len = snprintf(r->err, sizeof(r->err), "line %d: ", line_of(n));
+        va_start(ap, fmt);
+        vsnprintf(r->err + len, sizeof(r->err) - (size_t)len, fmt, ap);
+        va_end(ap);
+        r->is_failed = true;
+    }
+    return false;
+}
+
+static yaml_node_t *
+node_at(struct reader *r, int index)
+{
+    return yaml_document_get_node(&r->doc, index);
+}
+
+/* Scalar text, or NULL when n is not a scalar. */
+static const char *
+scalar(const yaml_node_t *n)
+{
+    return n != NULL && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
+}
+
+/* Checks that n is a mapping whose keys are all in allowed (no duplicates). */
+static bool
+check_mapping(struct reader *r, yaml_node_t *n, const char *what, const char *const *allowed)
+{
+    if (n == NULL || n->type != YAML_MAPPING_NODE) {
+        return fail(r, n, "%s must be a mapping", what);
+    }
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = node_at(r, p->key);
+        const char *name = scalar(k);
+        if (name == NULL) {
+            return fail(r, k, "the keys of %s must be plain names", what);
+        }
+        bool is_known = false;
+        char known[200] = "";
+        for (size_t i = 0; allowed[i] != NULL; i++) {
+            is_known = is_known || strcmp(name, allowed[i]) == 0;
+            size_t len = strlen(known);
+            snprintf(known + len, sizeof(known) - len, "%s%s", i ? ", " : "", allowed[i]);
+        }
+        if (!is_known) {
+            return fail(r, k, "unknown key \"%.64s\" in %s (known: %s)", name, what, known);
+        }
+        for (yaml_node_pair_t *q = n->data.mapping.pairs.start; q < p; q++) {
+            if (strcmp(scalar(node_at(r, q->key)), name) == 0) {
+                return fail(r, k, "key \"%s\" appears twice in %s", name, what);
+            }
+        }
+    }
+    return true;
+}
+
+static yaml_node_t *
+map_get(struct reader *r, yaml_node_t *map, const char *key)
+{
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        if (strcmp(scalar(node_at(r, p->key)), key) == 0) {
+            return node_at(r, p->value);
+        }
+    }
+    return NULL;
+}
+
+/* A text field (any scalar's text): absent is fine unless required; empty or longer than
+ * max_len is not. */
+static bool
+get_text(struct reader *r, yaml_node_t *map, const char *what, const char *key, bool required,
+         size_t max_len, json_t *out)
+{
+    yaml_node_t *v = map_get(r, map, key);
+    if (v == NULL) {
+        return required ? fail(r, map, "%s needs a %s", what, key) : true;
+    }
+    const char *s = scalar(v);
+    if (s == NULL || (v->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && s[0] == '\0')) {
+        return fail(r, v, "%s.%s must be a non-empty string", what, key);
+    }
+    if (s[0] == '\0' || strlen(s) > max_len) {
+        return fail(r, v, "%s.%s must be 1 to %zu bytes", what, key, max_len);
+    }
+    json_object_set_new(out, key, json_string(s));
+    return true;
+}
+
+static bool
+get_choice(struct reader *r, yaml_node_t *map, const char *what, const char *key, bool required,
+           const char *const *choices, json_t *out)
+{
+    if (!get_text(r, map, what, key, required, NAME_MAX_BYTES, out)) {
+        return false;
+    }
+    const char *s = str_of(out, key);
+    if (s != NULL && !is_word(s, choices)) {
+        return fail(r, map_get(r, map, key), "%s.%s must be %s or %s", what, key, choices[0],
+                    choices[1]);
+    }
+    return true;
+}
+
+/* Any YAML node as JSON (settings). */
+static json_t *
+to_json(struct reader *r, yaml_node_t *n, int depth)
+{
+    if (++r->visits > YAML_MAX_NODES || depth > YAML_MAX_DEPTH) {
+        fail(r, n, "the file nests too deeply or repeats too much (aliases?)");
+        return NULL;
+    }
+    if (n->type == YAML_SCALAR_NODE) {
+        const char *s = scalar(n);
+        return n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE ? plain_value(s) : json_string(s);
+    }
+    json_t *out = n->type == YAML_MAPPING_NODE ? json_object() : json_array();
+    if (n->type == YAML_SEQUENCE_NODE) {
+        for (yaml_node_item_t *i = n->data.sequence.items.start; i < n->data.sequence.items.top;
+             i++) {
+            json_t *v = to_json(r, node_at(r, *i), depth + 1);
+            if (v == NULL) {
+                json_decref(out);
+                return NULL;
+            }
+            json_array_append_new(out, v);
+        }
+        return out;
+    }
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = node_at(r, p->key);
+        json_t *v = scalar(k) != NULL ? to_json(r, node_at(r, p->value), depth + 1) : NULL;
+        if (v == NULL || json_object_get(out, scalar(k)) != NULL) {
+            if (v != NULL || !r->is_failed) {
+                fail(r, k, "settings keys must be unique plain names");
+            }
+            json_decref(v);
+            json_decref(out);
+            return NULL;
+        }
+        json_object_set_new(out, scalar(k), v);
+    }
+    return out;
+}
+
+static bool
+check_sequence(struct reader *r, yaml_node_t *n, const char *what)
+{
+    return n->type == YAML_SEQUENCE_NODE ? true : fail(r, n, "%s must be a list", what);
+}
+
+static const char *const user_roles[] = {"owner", "reader", NULL};
+static const char *const project_roles[] = {"owner", "member", NULL};
+
+static json_t *
+read_user(struct reader *r, yaml_node_t *n)
+{
+    static const char *const keys[] = {"email", "name", "role", NULL};
+    json_t *u = json_object();
+    if (!check_mapping(r, n, "a user", keys) ||
+        !get_text(r, n, "user", "email", true, EMAIL_MAX_BYTES, u) ||
+        !get_text(r, n, "user", "name", false, NAME_MAX_BYTES, u) ||
+        !get_choice(r, n, "user", "role", true, user_roles, u)) {
+        json_decref(u);
+        return NULL;
+    }
+    char *email = tg_xstrdup(str_of(u, "email"));
+    for (char *p = email; *p != '\0'; p++) {
+        *p = (char)tolower((unsigned char)*p);
+    }
+    if (strchr(email, '@') == NULL) {
+        fail(r, map_get(r, n, "email"), "user.email must be an e-mail address");
+    }
+    json_object_set_new(u, "email", json_string(email));
+    free(email);
+    if (r->is_failed) {
+        json_decref(u);
+        return NULL;
+    }
+    return u;
+}
+
+/* A list of items read by one function, each with a key member that must be unique (unless
+ * is_unique is false), into out. */
+static bool
+read_list(struct reader *r, yaml_node_t *n, const char *what,
+          json_t *(*item)(struct reader *, yaml_node_t *), const char *key, bool is_unique,
+          json_t *out)
+{
+    if (!check_sequence(r, n, what)) {
+        return false;
+    }
+    for (yaml_node_item_t *i = n->data.sequence.items.start; i < n->data.sequence.items.top; i++) {
+        yaml_node_t *in = node_at(r, *i);
+        json_t *v = item(r, in);
+        if (v == NULL) {
+            return false;
+        }
+        if (is_unique && find_by(out, key, str_of(v, key)) != NULL) {
+            json_decref(v);
+            return fail(r, in, "%s lists %s \"%s\" twice", what, key, str_of(v, key));
+        }
+        json_object_set_new(v, "_line", json_integer(line_of(in)));
+        json_array_append_new(out, v);
+    }
+    return true;
+}
+
+static json_t *
+read_member(struct reader *r, yaml_node_t *n)
+{
+    static const char *const keys[] = {"email", "role", NULL};
+    json_t *m = json_object();
+    if (!check_mapping(r, n, "a project member", keys) ||
+        !get_text(r, n, "member", "email", true, EMAIL_MAX_BYTES, m) ||
+        !get_choice(r, n, "member", "role", true, project_roles, m)) {
+        json_decref(m);
+        return NULL;
+    }
+    char *email = tg_xstrdup(str_of(m, "email"));
+    for (char *p = email; *p != '\0'; p++) {
+        *p = (char)tolower((unsigned char)*p);
+    }
+    json_object_set_new(m, "email", json_string(email));
+    free(email);
+    return m;
+}
+
+static json_t *
+read_account(struct reader *r, yaml_node_t *n)
+{
+    static const char *const keys[] = {"name", "role", NULL};
+    json_t *s = json_object();
+    if (!check_mapping(r, n, "a service account", keys) ||
+        !get_text(r, n, "service_account", "name", true, NAME_MAX_BYTES, s) ||
+        !get_choice(r, n, "service_account", "role", false, project_roles, s)) {
+        json_decref(s);
+        return NULL;
+    }
+    if (str_of(s, "role") == NULL) {
+        json_object_set_new(s, "role", json_string("member"));
+    }
+    return s;
+}
+
+/* settings.models, when given, must be a list of model names (the gateway reads it). */
+static bool
+check_settings(struct reader *r, yaml_node_t *n, const json_t *settings)
+{
+    const json_t *models = json_object_get(settings, "models");
+    size_t i;
+    json_t *m;
+    if (models == NULL) {
+        return true;
+    }
+    if (!json_is_array(models)) {
+        return fail(r, n, "settings.models must be a list of model names");
+    }
+    json_array_foreach(models, i, m)
+    {
+        if (!json_is_string(m) || json_string_length(m) == 0) {
+            return fail(r, n, "settings.models must be a list of model names");
+        }
+    }
+    return true;
+}
+
+static json_t *
+read_project(struct reader *r, yaml_node_t *n)
+{
+    static const char *const keys[] = {"name",    "environment",      "archived", "settings",
+                                       "members", "service_accounts", NULL};
+    json_t *p = json_object();
+    yaml_node_t *v;
+    if (!check_mapping(r, n, "a project", keys) ||
+        !get_text(r, n, "project", "name", true, NAME_MAX_BYTES, p) ||
+        !get_text(r, n, "project", "environment", false, NAME_MAX_BYTES, p)) {
+        goto fail;
+    }
+    if ((v = map_get(r, n, "archived")) != NULL) {
+        json_t *b = scalar(v) && v->data.scalar.style == YAML_PLAIN_SCALAR_STYLE
+                        ? plain_value(scalar(v))
+                        : NULL;
+        if (!json_is_boolean(b)) {
+            json_decref(b);
+            fail(r, v, "project.archived must be true or false");
+            goto fail;
+        }
+        json_object_set_new(p, "archived", b);
+    }
+    if ((v = map_get(r, n, "settings")) != NULL) {
+        if (v->type != YAML_MAPPING_NODE) {
+            fail(r, v, "project.settings must be a mapping");
+            goto fail;
+        }
+        json_t *settings = to_json(r, v, 0);
+        if (settings == NULL) {
+            goto fail;
+        }
+        json_object_set_new(p, "settings", settings);
+        if (!check_settings(r, v, settings)) {
+            goto fail;
+        }
+    }
+    if ((v = map_get(r, n, "members")) != NULL) {
+        json_object_set_new(p, "members", json_array());
+        if (!read_list(r, v, "project.members", read_member, "email", true,
+                       json_object_get(p, "members"))) {
+            goto fail;
+        }
+    }
+    if ((v = map_get(r, n, "service_accounts")) != NULL) {
+        json_object_set_new(p, "service_accounts", json_array());
+        /* the store allows two service accounts of one name; they pair up in order */
+        if (!read_list(r, v, "project.service_accounts", read_account, "name", false,
+                       json_object_get(p, "service_accounts"))) {
+            goto fail;
+        }
+    }
+    return p;
+fail:
+    json_decref(p);
+    return NULL;
+}
+
+/* The desired model from the file text; NULL with r->err set. */
+static json_t *
+read_file(struct reader *r, const char *text, size_t len)
+{
+    static const char *const keys[] = {"version", "users", "projects", NULL};
+    yaml_parser_t parser;
+    json_t *want = NULL;
+    yaml_parser_initialize(&parser);
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    if (!yaml_parser_load(&parser, &r->doc)) {
+        snprintf(r->err, sizeof(r->err), "line %zu: %s", parser.problem_mark.line + 1,
+                 parser.problem ? parser.problem : "malformed YAML");
+        yaml_parser_delete(&parser);
+        memset(&r->doc, 0, sizeof(r->doc));
+        return NULL;
+    }
+    yaml_parser_delete(&parser);
+    yaml_node_t *root = yaml_document_get_root_node(&r->doc);
+    if (r->doc.nodes.top - r->doc.nodes.start > YAML_MAX_NODES) {
+        fail(r, root, "the file has too many nodes");
+        return NULL;
+    }
+    if (root == NULL) {
+        snprintf(r->err, sizeof(r->err), "line 1: the file is empty");
+        return NULL;
+    }
+    if (!check_mapping(r, root, "the file", keys)) {
+        return NULL;
+    }
+    yaml_node_t *v = map_get(r, root, "version");
+    if (v != NULL && (scalar(v) == NULL || strcmp(scalar(v), "1") != 0)) {
+        fail(r, v, "this tollgate reads version 1 files only");
+        return NULL;
+    }
+    want = json_object();
+    if ((v = map_get(r, root, "users")) != NULL) {
+        json_object_set_new(want, "users", json_array());
+        if (!read_list(r, v, "users", read_user, "email", true, json_object_get(want, "users"))) {
+            goto fail;
+        }
+    }
+    if ((v = map_get(r, root, "projects")) != NULL) {
+        json_object_set_new(want, "projects", json_array());
+        if (!read_list(r, v, "projects", read_project, "name", true,
+                       json_object_get(want, "projects"))) {
+            goto fail;
+        }
+    }
+    return want;
+fail:
+    json_decref(want);
+    return NULL;
+}
+
+/* ---- apply: the plan and its execution --------------------------------------------------- */
+
+struct apply {
+    struct admin_job *j;
+    bool is_dry;
+    json_t *cur;     /* the store's model (load_model) */
+    json_t *want;    /* the file's model (read_file) */
+    json_t *changes; /* the answer's list */
+    int rc;          /* first store error */
+    int64_t now_ms;
+};
+
+/* The public view of an object: members not starting with "_" and not in skip. */
+static json_t *
+view(const json_t *o, const char *skip1, const char *skip2)
+{
+    if (o == NULL) {
+        return json_null();
+    }
+    json_t *out = json_object();
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)o, k, v)
+    {
+        if (k[0] != '_' && (skip1 == NULL || strcmp(k, skip1) != 0) &&
+            (skip2 == NULL || strcmp(k, skip2) != 0)) {
+            json_object_set(out, k, v);
+        }
+    }
+    return out;
+}
+
+/* Records one change (before/after are views, stolen) and audits it unless dry. */
+static void
+record(struct apply *a, const char *action, const char *kind, const char *name, json_t *before,
+       json_t *after, const char *type, const char *project_id, const char *target_id)
+{
+    json_array_append_new(a->changes,
+                          json_pack("{s:s,s:s,s:s,s:O,s:O}", "action", action, "kind", kind, "name",
+                                    name, "before", before, "after", after));
+    if (!a->is_dry && a->rc == 0) {
+        char *b = json_is_null(before) ? NULL : json_dumps(before, JSON_COMPACT | JSON_SORT_KEYS);
+        char *f = json_is_null(after) ? NULL : json_dumps(after, JSON_COMPACT | JSON_SORT_KEYS);
+        a->rc = admin_audit(a->j, type, project_id, target_id, b, f);
+        free(b);
+        free(f);
+    }
+    json_decref(before);
+    json_decref(after);
+}
+
+static void
+new_id(char *out, size_t cap, const char *prefix)
+{
+    tg_id_new(out, cap, prefix, 24);
+}
+
+static int
+put_doc(struct apply *a, const char *kind, const char *id, const char *project_id,
+        const json_t *data, int64_t created_ms)
+{
+    char *text = json_dumps(data, JSON_COMPACT);
+    struct tg_doc d = {
+        .kind = kind,
+        .id = id,
+        .org_id = a->j->state->org_id,
+        .project_id = project_id,
+        .data = text,
+        .created_ms = created_ms ? created_ms : a->now_ms,
+        .updated_ms = a->now_ms,
+    };
+    int rc = a->j->store->ops->doc_put(a->j->store, &d);
+    free(text);
+    return rc;
+}
+
+static bool
+differs(const json_t *want, const json_t *cur, const char *key)
+{
+    const json_t *w = json_object_get(want, key);
+    return w != NULL && !json_equal((json_t *)w, json_object_get(cur, key));
+}
+
+/* Users that exist or will: the file's when it lists users, else the store's. */
+static const json_t *
+final_users(const struct apply *a)
+{
+    const json_t *u = json_object_get(a->want, "users");
+    return u != NULL ? u : json_object_get(a->cur, "users");
+}
+
+/* Refusals that make the whole file wrong: checked before anything changes. */
+static bool
+check_plan(struct apply *a, char *err, size_t cap)
+{
+    const json_t *users = json_object_get(a->want, "users");
+    size_t i, k;
+    json_t *u, *p, *m;
+    if (users != NULL) {
+        bool has_owner = false;
+        json_array_foreach(users, i, u)
+        {
+            has_owner = has_owner || strcmp(str_of(u, "role"), "owner") == 0;
+        }
+        if (!has_owner) {
+            snprintf(err, cap, "The file names no owner: an organization needs one.");
+            return false;
+        }
+        json_t *me = find_by(json_object_get(a->cur, "users"), "_id", a->j->user_id);
+        if (me != NULL && find_by(users, "email", str_of(me, "email")) == NULL) {
+            snprintf(err, cap, "The file leaves out your own user (%.256s); apply would delete it.",
+                     str_of(me, "email"));
+            return false;
+        }
+    }
+    json_array_foreach(json_object_get(a->want, "projects"), i, p)
+    {
+        json_array_foreach(json_object_get(p, "members"), k, m)
+        {
+            if (find_by(final_users(a), "email", str_of(m, "email")) == NULL) {
+                snprintf(err, cap, "line %lld: member %.256s of project %.64s is not a user%s.",
+                         (long long)json_integer_value(json_object_get(m, "_line")),
+                         str_of(m, "email"), str_of(p, "name"),
+                         users != NULL ? " the file lists" : " of the organization");
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+static void
+apply_users(struct apply *a)
+{
+    json_t *cur_users = json_object_get(a->cur, "users");
+    size_t i;
+    json_t *w;
+    json_array_foreach(json_object_get(a->want, "users"), i, w)
+    {
+        json_t *c = find_by(cur_users, "email", str_of(w, "email"));
+        if (c == NULL) {
+            char id[40];
+            new_id(id, sizeof(id), "user-");
+            const char *email = str_of(w, "email");
+            if (str_of(w, "name") == NULL) {
+                json_object_set_new(w, "name", json_stringn(email, strcspn(email, "@")));
+            }
+            json_t *data = view(w, NULL, NULL);
+            if (!a->is_dry && a->rc == 0) {
+                a->rc = put_doc(a, "user", id, NULL, data, 0);
+            }
+            json_object_set_new(w, "_id", json_string(id));
+            record(a, "create", "user", email, json_null(), data, "user.added", NULL, id);
+            continue;
+        }
+        json_object_set(w, "_id", json_object_get(c, "_id"));
+        if (!differs(w, c, "name") && !differs(w, c, "role")) {
+            continue;
+        }
+        json_t *after = view(c, NULL, NULL);
+        json_t *given = view(w, NULL, NULL);
+        json_object_update_existing(after, given);
+        json_decref(given);
+        json_t *data = json_deep_copy(json_object_get(c, "_data"));
+        json_object_update(data, after);
+        if (!a->is_dry && a->rc == 0) {
+            a->rc = put_doc(a, "user", str_of(c, "_id"), NULL, data,
+                            json_integer_value(json_object_get(c, "_created_ms")));
+        }
+        if (!a->is_dry && a->rc == 0 && differs(w, c, "role")) {
+            a->rc = a->j->store->ops->keys_set_role_by_user(a->j->store, str_of(c, "_id"),
+                                                            str_of(w, "role"));
+        }
+        json_decref(data);
+        record(a, "update", "user", str_of(c, "email"), view(c, NULL, NULL), after, "user.updated",
+               NULL, str_of(c, "_id"));
+    }
+}
+
+static int
+write_project(struct apply *a, const char *id, const json_t *after, int64_t created_ms,
+              int64_t archived_ms, bool is_new)
+{
+    struct tg_store *s = a->j->store;
+    char *settings = json_dumps(json_object_get(after, "settings"), JSON_COMPACT | JSON_SORT_KEYS);
+    struct tg_project_rec rec = {
+        .id = id,
+        .org_id = a->j->state->org_id,
+        .name = str_of(after, "name"),
+        .environment = str_of(after, "environment"),
+        .created_ms = created_ms,
+        .archived_ms = json_is_true(json_object_get(after, "archived"))
+                           ? (archived_ms != 0 ? archived_ms : a->now_ms)
+                           : 0,
+        .settings = settings,
+    };
+    int rc = is_new ? s->ops->project_insert(s, &rec) : s->ops->project_update(s, &rec);
+    free(settings);
+    return rc;
+}
+
+/* Records a config version of the project's settings in after. */
+static int
+write_version(struct apply *a, const char *id, const json_t *after)
+{
+    char *settings = json_dumps(json_object_get(after, "settings"), JSON_COMPACT | JSON_SORT_KEYS);
+    int rc = admin_version(a->j, id, settings, "apply");
+    free(settings);
+    return rc;
+}
+
+static void
+create_project(struct apply *a, json_t *w)
+{
+    char id[40];
+    new_id(id, sizeof(id), "proj_");
+    json_t *after =
+        json_pack("{s:s,s:s,s:b,s:o}", "name", str_of(w, "name"), "environment",
+                  str_of(w, "environment") ? str_of(w, "environment") : "development", "archived",
+                  json_is_true(json_object_get(w, "archived")), "settings", json_object());
+    if (json_object_get(w, "settings") != NULL) {
+        json_object_set(after, "settings", json_object_get(w, "settings"));
+    }
+    if (!a->is_dry && a->rc == 0) {
+        a->rc = write_project(a, id, after, a->now_ms, 0, true);
+    }
+    if (!a->is_dry && a->rc == 0) {
+        a->rc = write_version(a, id, after);
+    }
+    json_object_set_new(w, "_id", json_string(id));
+    record(a, "create", "project", str_of(w, "name"), json_null(), after, "project.created", id,
+           id);
+}
+
+/* Brings project c to after (archived, environment, settings) and records it. */
+static void
+change_project(struct apply *a, const json_t *c, json_t *after)
+{
+    json_t *before = view(c, "members", "service_accounts");
+    const char *id = str_of(c, "_id");
+    bool is_archive = json_is_true(json_object_get(after, "archived")) &&
+                      !json_is_true(json_object_get(before, "archived"));
+    bool is_new_settings = differs(after, before, "settings");
+    if (!a->is_dry && a->rc == 0) {
+        a->rc = write_project(a, id, after, json_integer_value(json_object_get(c, "_created_ms")),
+                              json_integer_value(json_object_get(c, "_archived_ms")), false);
+    }
+    if (!a->is_dry && a->rc == 0 && is_new_settings) {
+        a->rc = write_version(a, id, after);
+    }
+    record(a, is_archive ? "archive" : "update", "project", str_of(c, "name"), before, after,
+           is_archive ? "project.archived" : "project.updated", id, id);
+}
+
+static void
+apply_projects(struct apply *a)
+{
+    json_t *cur = json_object_get(a->cur, "projects");
+    json_t *want = json_object_get(a->want, "projects");
+    size_t i;
+    json_t *w, *c;
+    json_array_foreach(want, i, w)
+    {
+        c = find_by(cur, "name", str_of(w, "name"));
+        if (c == NULL) {
+            create_project(a, w);
+            continue;
+        }
+        json_object_set(w, "_id", json_object_get(c, "_id"));
+        if (differs(w, c, "environment") || differs(w, c, "archived") ||
+            differs(w, c, "settings")) {
+            json_t *after = view(c, "members", "service_accounts");
+            json_t *given = view(w, "members", "service_accounts");
+            json_object_update_existing(after, given);
+            json_decref(given);
+            change_project(a, c, after);
+            json_decref(after);
+        }
+    }
+    json_array_foreach(want != NULL ? cur : NULL, i, c)
+    {
+        if (find_by(want, "name", str_of(c, "name")) == NULL &&
+            !json_is_true(json_object_get(c, "archived"))) {
+            json_t *after = view(c, "members", "service_accounts");
+            json_object_set_new(after, "archived", json_true());
+            change_project(a, c, after);
+            json_decref(after);
+        }
+    }
+}
+
+static char *
+label(const char *project, const char *name)
+{
+    return tg_xasprintf("%s/%s", project, name);
+}
+
+static void
+delete_member(struct apply *a, const json_t *p, json_t *m)
+{
+    const char *pid = str_of(p, "_id");
+    if (!a->is_dry && a->rc == 0) {
+        a->rc = a->j->store->ops->doc_delete(a->j->store, "member", str_of(m, "_id"));
+    }
+    json_object_set_new(m, "_deleted", json_true());
+    char *name = label(str_of(p, "name"), str_of(m, "email"));
+    record(a, "delete", "member", name, view(m, NULL, NULL), json_null(), "user.deleted", pid,
+           str_of(m, "_user_id"));
+    free(name);
+}
+
+static void
+apply_members_of(struct apply *a, const json_t *w, json_t *c)
+{
+    json_t *cur = c != NULL ? json_object_get(c, "members") : NULL;
+    const char *pid = str_of(w, "_id");
+    size_t i;
+    json_t *m, *cm;
+    json_array_foreach(json_object_get(w, "members"), i, m)
+    {
+        const json_t *u = find_by(final_users(a), "email", str_of(m, "email"));
+        const char *uid = str_of(u, "_id");
+        char *name = label(str_of(w, "name"), str_of(m, "email"));
+        json_t *after = view(m, NULL, NULL);
+        cm = find_by(cur, "email", str_of(m, "email"));
+        if (cm == NULL) {
+            char *id = tg_xasprintf("pm_%s_%s", pid, uid);
+            json_t *data = json_pack("{s:s,s:s,s:I}", "user_id", uid, "role", str_of(m, "role"),
+                                     "added_at_ms", (json_int_t)a->now_ms);
+            if (!a->is_dry && a->rc == 0) {
+                a->rc = put_doc(a, "member", id, pid, data, 0);
+            }
+            record(a, "create", "member", name, json_null(), after, "user.added", pid, uid);
+            json_decref(data);
+            free(id);
+        } else if (differs(m, cm, "role")) {
+            json_t *data = json_deep_copy(json_object_get(cm, "_data"));
+            json_object_set(data, "role", json_object_get(m, "role"));
+            if (!a->is_dry && a->rc == 0) {
+                a->rc = put_doc(a, "member", str_of(cm, "_id"), pid, data,
+                                json_integer_value(json_object_get(cm, "_created_ms")));
+            }
+            record(a, "update", "member", name, view(cm, NULL, NULL), after, "user.updated", pid,
+                   uid);
+            json_decref(data);
+        } else {
+            json_decref(after);
+        }
+        free(name);
+    }
+    json_array_foreach(cur, i, cm)
+    {
+        if (find_by(json_object_get(w, "members"), "email", str_of(cm, "email")) == NULL) {
+            delete_member(a, c, cm);
+        }
+    }
+}
+
+struct key_scan {
+    const char *owner_id;
+    enum tg_key_kind kind;
+    json_t *ids;
+};
+
+static int
+collect_key(const struct tg_key_rec *k, void *arg)
+{
+    struct key_scan *s = arg;
+    if (k->kind == s->kind && k->revoked_ms == 0 && k->owner_user_id != NULL &&
+        strcmp(k->owner_user_id, s->owner_id) == 0) {
+        json_array_append_new(s->ids, json_string(k->id));
+    }
+    return 0;
+}
+
+/* Revokes the active keys of one kind that owner_id (a user or service account) owns. */
+static void
+revoke_keys_of(struct apply *a, const char *owner_id, enum tg_key_kind kind)
+{
+    struct tg_store *s = a->j->store;
+    struct key_scan scan = {.owner_id = owner_id, .kind = kind, .ids = json_array()};
+    if (!a->is_dry && a->rc == 0) {
+        a->rc = s->ops->keys_list(s, a->j->state->org_id, collect_key, &scan);
+    }
+    size_t i;
+    json_t *id;
+    json_array_foreach(scan.ids, i, id)
+    {
+        if (a->rc == 0) {
+            a->rc = s->ops->key_revoke(s, json_string_value(id), a->now_ms);
+        }
+    }
+    json_decref(scan.ids);
+}
+
+static void
+apply_accounts_of(struct apply *a, const json_t *w, json_t *c)
+{
+    json_t *cur = c != NULL ? json_object_get(c, "service_accounts") : NULL;
+    const char *pid = str_of(w, "_id");
+    size_t i, k;
+    json_t *s, *cs;
+    json_array_foreach(json_object_get(w, "service_accounts"), i, s)
+    {
+        json_t *match = NULL;
+        json_array_foreach(cur, k, cs)
+        {
+            if (match == NULL && !json_is_true(json_object_get(cs, "_matched")) &&
+                strcmp(str_of(cs, "name"), str_of(s, "name")) == 0) {
+                match = cs;
+            }
+        }
+        char *name = label(str_of(w, "name"), str_of(s, "name"));
+        json_t *after = view(s, NULL, NULL);
+        if (match == NULL) {
+            char id[48];
+            new_id(id, sizeof(id), "svc_acct_");
+            if (!a->is_dry && a->rc == 0) {
+                a->rc = put_doc(a, "service_account", id, pid, after, 0);
+            }
+            record(a, "create", "service_account", name, json_null(), after,
+                   "service_account.created", pid, id);
+        } else {
+            json_object_set_new(match, "_matched", json_true());
+            if (differs(s, match, "role")) {
+                json_t *data = json_deep_copy(json_object_get(match, "_data"));
+                json_object_set(data, "role", json_object_get(s, "role"));
+                if (!a->is_dry && a->rc == 0) {
+                    a->rc = put_doc(a, "service_account", str_of(match, "_id"), pid, data,
+                                    json_integer_value(json_object_get(match, "_created_ms")));
+                }
+                json_decref(data);
+                record(a, "update", "service_account", name, view(match, NULL, NULL), after,
+                       "service_account.updated", pid, str_of(match, "_id"));
+            } else {
+                json_decref(after);
+            }
+        }
+        free(name);
+    }
+    json_array_foreach(cur, i, cs)
+    {
+        if (json_is_true(json_object_get(cs, "_matched"))) {
+            continue;
+        }
+        revoke_keys_of(a, str_of(cs, "_id"), TG_KEY_PROJECT);
+        if (!a->is_dry && a->rc == 0) {
+            a->rc = a->j->store->ops->doc_delete(a->j->store, "service_account", str_of(cs, "_id"));
+        }
+        char *name = label(str_of(c, "name"), str_of(cs, "name"));
+        record(a, "delete", "service_account", name, view(cs, NULL, NULL), json_null(),
+               "service_account.deleted", pid, str_of(cs, "_id"));
+        free(name);
+    }
+}
+
+static void
+apply_project_lists(struct apply *a)
+{
+    json_t *cur = json_object_get(a->cur, "projects");
+    size_t i;
+    json_t *w;
+    json_array_foreach(json_object_get(a->want, "projects"), i, w)
+    {
+        json_t *c = find_by(cur, "name", str_of(w, "name"));
+        if (json_object_get(w, "members") != NULL) {
+            apply_members_of(a, w, c);
+        }
+        if (json_object_get(w, "service_accounts") != NULL) {
+            apply_accounts_of(a, w, c);
+        }
+    }
+}
+
+/* Users the file leaves out: their memberships go, their admin keys are revoked (project
+ * keys they made keep working, as when a user is deleted through the API). */
+static void
+delete_users(struct apply *a)
+{
+    json_t *want = json_object_get(a->want, "users");
+    size_t i, k, n;
+    json_t *u, *p, *m;
+    json_array_foreach(want != NULL ? json_object_get(a->cur, "users") : NULL, i, u)
+    {
+        if (find_by(want, "email", str_of(u, "email")) != NULL) {
+            continue;
+        }
+        const char *uid = str_of(u, "_id");
+        json_array_foreach(json_object_get(a->cur, "projects"), k, p)
+        {
+            json_array_foreach(json_object_get(p, "members"), n, m)
+            {
+                if (strcmp(str_of(m, "_user_id"), uid) == 0 &&
+                    !json_is_true(json_object_get(m, "_deleted"))) {
+                    delete_member(a, p, m);
+                }
+            }
+        }
+        revoke_keys_of(a, uid, TG_KEY_ADMIN);
+        if (!a->is_dry && a->rc == 0) {
+            a->rc = a->j->store->ops->doc_delete(a->j->store, "user", uid);
+        }
+        record(a, "delete", "user", str_of(u, "email"), view(u, NULL, NULL), json_null(),
+               "user.deleted", NULL, uid);
+    }
+}
+
+/* The file's text: the body itself, or the "yaml" member of a JSON body. */
+static bool
+file_text(struct admin_job *j, const char **text, size_t *len)
+{
+    const json_t *y = j->body != NULL ? json_object_get(j->body, "yaml") : NULL;
+    if (y != NULL) {
+        static const char *const allowed[] = {"yaml", NULL};
+        if (!admin_body_only(j, allowed)) {
+            return false;
+        }
+        if (!json_is_string(y)) {
+            admin_error(j, 400, "yaml must be the file's text.", "yaml", "invalid_type");
+            return false;
+        }
+        *text = json_string_value(y);
+        *len = json_string_length(y);
+        return true;
+    }
+    *text = j->req->body.data ? j->req->body.data : "";
+    *len = j->req->body.len;
+    return true;
+}
+
+static void
+answer(struct apply *a)
+{
+    json_t *o = json_pack("{s:s,s:b,s:O}", "object", "organization.apply", "dry_run", a->is_dry,
+                          "changes", a->changes);
+    tg_buf_reset(&a->j->out);
+    tg_json_dump_buf(o, &a->j->out);
+    json_decref(o);
+}
+
+void
+admin_apply_run(struct admin_job *j)
+{
+    const char *dry = admin_query(j, "dry_run");
+    const char *text;
+    size_t len;
+    char err[600];
+    struct reader r = {.j = j};
+    struct apply a = {.j = j, .changes = json_array(), .now_ms = tg_clock_unix_ms()};
+    if (dry != NULL && strcmp(dry, "true") != 0 && strcmp(dry, "false") != 0) {
+        admin_error(j, 400, "dry_run must be true or false.", "dry_run", NULL);
+        goto out;
+    }
+    a.is_dry = dry != NULL && strcmp(dry, "true") == 0;
+    if (!file_text(j, &text, &len)) {
+        goto out;
+    }
+    a.want = read_file(&r, text, len);
+    if (a.want == NULL) {
+        snprintf(err, sizeof(err), "The organization file is not valid: %s.", r.err);
+        admin_error(j, 400, err, "file", "invalid_org_file");
+        goto out;
+    }
+    if ((a.cur = load_model(j)) == NULL) {
+        goto out;
+    }
+    if (!check_plan(&a, err, sizeof(err))) {
+        admin_error(j, 400, err, "file", "invalid_org_file");
+        goto out;
+    }
+    apply_users(&a);
+    apply_projects(&a);
+    apply_project_lists(&a);
+    delete_users(&a);
+    if (a.rc < 0) {
+        admin_store_error(j, a.rc, "The organization file could not be applied.");
+        goto out;
+    }
+    answer(&a);
+    if (!a.is_dry && json_array_size(a.changes) > 0) {
+        j->reload = true;
+        tg_log_info("admin: apply made %zu changes (by %s)", json_array_size(a.changes),
+                    j->key != NULL ? j->key->id : "?");
+    }
+out:
+    yaml_document_delete(&r.doc);
+    json_decref(a.want);
+    json_decref(a.cur);
+    json_decref(a.changes);
+}
