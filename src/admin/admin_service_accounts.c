@@ -327,6 +327,56 @@ get_svc(struct admin_job *j)
     tg_buf_append_str(&j->out, "}");
 }
 
+static void
+modify_svc(struct admin_job *j)
+{
+    static const char *const allowed[] = {"name", NULL};
+    const char *name = NULL;
+    struct svc s;
+    if (!admin_body_only(j, allowed) || !admin_body_string(j, "name", false, SVC_NAME_MAX, &name) ||
+        !load_svc(j, &s)) {
+        return;
+    }
+    if (name != NULL && strcmp(name, s.name) != 0) {
+        struct name_scan ns = {.name = name};
+        int rc = j->store->ops->doc_list(j->store, SVC_KIND, j->project->org_id, j->project->id,
+                                         name_cb, &ns);
+        if (rc < 0) {
+            admin_store_error(j, rc, "service accounts");
+            return;
+        }
+        if (ns.is_taken) {
+            admin_error(j, 409, "A service account with this name already exists in the project.",
+                        "name", "name_taken");
+            return;
+        }
+        char *before = svc_data(s.name, s.role);
+        char *after = svc_data(name, s.role);
+        struct tg_doc d = {
+            .kind = SVC_KIND,
+            .id = s.id,
+            .org_id = j->project->org_id,
+            .project_id = j->project->id,
+            .data = after,
+            .created_ms = s.created_ms,
+            .updated_ms = tg_clock_unix_ms(),
+        };
+        rc = j->store->ops->doc_put(j->store, &d);
+        rc = rc < 0
+                 ? rc
+                 : admin_audit(j, "service_account.updated", j->project->id, s.id, before, after);
+        free(before);
+        free(after);
+        if (rc < 0) {
+            admin_store_error(j, rc, "service account");
+            return;
+        }
+        snprintf(s.name, sizeof(s.name), "%s", name);
+    }
+    append_svc(&j->out, &s);
+    tg_buf_append_str(&j->out, "}");
+}
+
 /* The active keys an account owns, collected first: listing callbacks may not write. */
 struct owned_keys {
     const char *owner;
@@ -433,6 +483,8 @@ const struct admin_route tg_admin_routes_service_accounts[] = {
      "Create a service account (returns its first key, shown once)", create_svc},
     {TG_HTTP_GET, "projects/{project_id}/service_accounts/{service_account_id}", ADMIN_PROJECT,
      "Retrieve a service account", get_svc},
+    {TG_HTTP_POST, "projects/{project_id}/service_accounts/{service_account_id}", ADMIN_PROJECT,
+     "Rename a service account {name}", modify_svc},
     {TG_HTTP_DELETE, "projects/{project_id}/service_accounts/{service_account_id}", ADMIN_PROJECT,
      "Delete a service account and revoke its keys", delete_svc},
     {TG_HTTP_POST, "projects/{project_id}/service_accounts/{service_account_id}/api_keys",

@@ -316,6 +316,19 @@ test('service accounts: key shown once, works for inference, delete revokes ever
 
     const dup = await gw.adminFetch(`/v1/organization/projects/${p.id}/service_accounts`, { body: { name: 'Prod app' } });
     assertError(dup, 409, 'duplicate service account name');
+    const other = await gw.adminFetch(`/v1/organization/projects/${p.id}/service_accounts`, {
+        body: { name: 'Other', create_service_account_only: true },
+    });
+    const clash = await gw.adminFetch(`/v1/organization/projects/${p.id}/service_accounts/${other.json.id}`, {
+        body: { name: 'Prod app' },
+    });
+    assertError(clash, 409, 'rename onto a taken name');
+    const renamed = await gw.adminFetch(`/v1/organization/projects/${p.id}/service_accounts/${other.json.id}`, {
+        body: { name: 'Batch job' },
+    });
+    assert.equal(renamed.status, 200, renamed.text);
+    assert.equal(renamed.json.name, 'Batch job');
+    assert.equal(renamed.json.id, other.json.id);
 
     const d = await gw.adminFetch(`/v1/organization/projects/${p.id}/service_accounts/${s.id}`, { method: 'DELETE' });
     assert.equal(d.status, 200, d.text);
