@@ -131,10 +131,6 @@ admin_audit(struct admin_job *j, const char *type, const char *project_id, const
         .after = after,
         .source_addr = j->req->remote_addr,
     };
-    /* TEMPORARY until the store's audit log lands (helper orgstore). */
-    if (j->store->ops->audit_append == NULL) {
-        return 0;
-    }
     return j->store->ops->audit_append(j->store, &r);
 }
 
@@ -322,9 +318,7 @@ check_member(struct admin_job *j)
     if (j->user_id != NULL) {
         char id[160];
         snprintf(id, sizeof(id), "pm_%s_%s", j->project->id, j->user_id);
-        rc = j->store->ops->doc_get != NULL
-                 ? j->store->ops->doc_get(j->store, "member", id, found_member, &probe)
-                 : TG_ENOTFOUND;
+        rc = j->store->ops->doc_get(j->store, "member", id, found_member, &probe);
     }
     if (rc < 0 && rc != TG_ENOTFOUND) {
         admin_store_error(j, rc, "project membership");
@@ -351,9 +345,7 @@ work_cb(uv_work_t *w)
         j->route->run(j);
         return;
     }
-    /* TEMPORARY until the store's transact lands (helper orgstore): run without one. */
-    int rc = j->store->ops->transact != NULL ? j->store->ops->transact(j->store, run_in_tx, j)
-                                             : run_in_tx(j->store, j);
+    int rc = j->store->ops->transact(j->store, run_in_tx, j);
     if (rc < 0 && j->status < 400) {
         /* The handler succeeded but the commit did not. */
         admin_store_error(j, rc, "change");

@@ -9,8 +9,10 @@
  */
 #include "gateway/serve.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -198,9 +200,127 @@ probe_key(const struct tg_key_rec *r, void *arg)
     return 0;
 }
 
-/* On a store made before: makes sure TOLLGATE_ADMIN_KEY, if set, is an owner admin key. */
+/* The e-mail of the owner user made at first start: TOLLGATE_ADMIN_EMAIL, else
+ * owner@localhost. */
+static const char *
+owner_email(void)
+{
+    const char *e = getenv("TOLLGATE_ADMIN_EMAIL");
+    return e != NULL && e[0] != '\0' ? e : "owner@localhost";
+}
+
+/* Writes the owner user document (admin/admin_int.h gives its shape). */
 static int
-adopt_env_admin_key(struct serve *s, const char *org_id)
+put_owner_user(struct tg_store *st, const char *org_id, const char *user_id)
+{
+    json_t *data =
+        json_pack("{s:s, s:s, s:s}", "name", "Owner", "email", owner_email(), "role", "owner");
+    /* Lower-cased like every e-mail the admin API stores, so uniqueness checks hold. */
+    char *email = tg_xstrdup(owner_email());
+    for (char *p = email; *p != '\0'; p++) {
+        *p = (char)tolower((unsigned char)*p);
+    }
+    json_object_set_new(data, "email", json_string(email));
+    free(email);
+    char *text = json_dumps(data, JSON_COMPACT);
+    json_decref(data);
+    int64_t now = tg_clock_unix_ms();
+    struct tg_doc d = {"user", user_id, org_id, NULL, text, now, now};
+    int rc = st->ops->doc_put(st, &d);
+    free(text);
+    return rc;
+}
+
+struct first_start {
+    const struct tg_org_rec *org;
+    const struct tg_project_rec *projects;
+    size_t n_projects;
+    const struct tg_key_rec *admin;
+    const char *user_id;
+    bool created;
+};
+
+/* The org, its projects, the owner's admin key and the owner user: all or nothing. */
+static int
+first_start_tx(struct tg_store *st, void *arg)
+{
+    struct first_start *fs = arg;
+    int rc = st->ops->bootstrap(st, fs->org, fs->projects, fs->n_projects, fs->admin, &fs->created);
+    if (rc == 0 && fs->created) {
+        rc = put_owner_user(st, fs->org->id, fs->user_id);
+    }
+    return rc;
+}
+
+struct owner_probe {
+    bool has_owner;
+    char *user_id; /* the first owner user's id (64 bytes) */
+};
+
+static int
+probe_owner(const struct tg_doc *d, void *arg)
+{
+    struct owner_probe *p = arg;
+    json_t *data = json_loads(d->data, 0, NULL);
+    const char *role = json_string_value(json_object_get(data, "role"));
+    if (!p->has_owner && role != NULL && strcmp(role, "owner") == 0) {
+        p->has_owner = true;
+        snprintf(p->user_id, 64, "%s", d->id);
+    }
+    json_decref(data);
+    return 0;
+}
+
+struct owner_key {
+    char user_id[64]; /* the user of the first active owner admin key that has one */
+};
+
+static int
+probe_owner_key(const struct tg_key_rec *r, void *arg)
+{
+    struct owner_key *k = arg;
+    if (k->user_id[0] == '\0' && r->kind == TG_KEY_ADMIN && r->revoked_ms == 0 &&
+        r->owner_user_id != NULL && r->role != NULL && strcmp(r->role, "owner") == 0) {
+        snprintf(k->user_id, sizeof(k->user_id), "%s", r->owner_user_id);
+    }
+    return 0;
+}
+
+/*
+ * A store made before users existed (or whose owner user was lost) gets an owner user once:
+ * the user that the owner admin keys name, else a new one. Admin keys made before users
+ * existed carry no user; they keep the owner role (the store has no op to give a key an owner
+ * after the fact).
+ */
+static int
+adopt_owner(struct serve *s, const char *org_id, char owner_id[64])
+{
+    struct owner_probe probe = {false, owner_id};
+    int rc = s->store->ops->doc_list(s->store, "user", org_id, NULL, probe_owner, &probe);
+    if (rc < 0 || probe.has_owner) {
+        return rc;
+    }
+    struct owner_key key = {""};
+    rc = s->store->ops->keys_list(s->store, org_id, probe_owner_key, &key);
+    if (rc < 0) {
+        return rc;
+    }
+    if (key.user_id[0] == '\0') {
+        tg_id_new(key.user_id, sizeof(key.user_id), "user-", 24);
+    }
+    snprintf(owner_id, 64, "%s", key.user_id);
+    rc = put_owner_user(s->store, org_id, key.user_id);
+    if (rc == 0) {
+        tg_log_info("store has no owner user: created owner user %s (%s)", key.user_id,
+                    owner_email());
+    }
+    return rc;
+}
+
+/* On a store made before: makes sure TOLLGATE_ADMIN_KEY, if set, is an owner admin key (of
+ * the owner user owner_id). */
+static int
+adopt_env_admin_key(struct serve *s, const char *org_id, const char *owner_id)
 {
     const char *env = getenv("TOLLGATE_ADMIN_KEY");
     if (env == NULL || env[0] == '\0') {
@@ -210,6 +330,7 @@ adopt_env_admin_key(struct serve *s, const char *org_id)
     char redacted[TG_KEY_REDACTED_CAP];
     struct tg_key_rec admin;
     fill_admin_key(s, &admin, env, org_id, key_id, redacted);
+    admin.owner_user_id = owner_id;
     struct key_probe probe = {admin.hash, false};
     int rc = s->store->ops->keys_list(s->store, org_id, probe_key, &probe);
     if (rc == 0 && !probe.is_found) {
@@ -232,7 +353,9 @@ bootstrap(struct serve *s)
     char *existing = NULL;
     int rc = s->store->ops->orgs_list(s->store, count_org, &existing);
     if (rc < 0 || existing != NULL) {
-        rc = rc < 0 ? rc : adopt_env_admin_key(s, existing);
+        char owner_id[64] = "";
+        rc = rc < 0 ? rc : adopt_owner(s, existing, owner_id);
+        rc = rc < 0 ? rc : adopt_env_admin_key(s, existing, owner_id);
         free(existing);
         return rc;
     }
@@ -262,14 +385,19 @@ bootstrap(struct serve *s)
     struct tg_key_rec admin;
     fill_admin_key(s, &admin, value, org_id, key_id, redacted);
     memset(value, 0, sizeof(value));
-    bool created = false;
-    rc = s->store->ops->bootstrap(s->store, &org, projects, 3, &admin, &created);
+    char user_id[40];
+    tg_id_new(user_id, sizeof(user_id), "user-", 24);
+    admin.owner_user_id = user_id;
+    struct first_start fs = {&org, projects, 3, &admin, user_id, false};
+    rc = s->store->ops->transact(s->store, first_start_tx, &fs);
+    bool created = fs.created;
     if (rc < 0) {
         tg_log_error("cannot initialise the store: %s", tg_strerror(rc));
     } else if (created) {
         tg_log_info("first start: created organization %s with projects development, staging "
                     "and production",
                     org_id);
+        tg_log_info("owner user %s (%s) holds admin key %s", user_id, owner_email(), key_id);
         if (file != NULL) {
             tg_log_info("owner admin key %s written to %s (mode 0600)", key_id, file);
         } else {
