@@ -424,4 +424,101 @@ test('each change is one audit entry; settings changes are numbered versions; re
     assert.equal(verify.json.valid, true, verify.text);
 });
 
+// An organization user with an admin key of their own, made through an invite.
+async function inviteUser(gw, email, role) {
+    const inv = await gw.adminFetch('/v1/organization/invites', { body: { email, role } });
+    assert.equal(inv.status, 200, inv.text);
+    const acc = await gw.adminFetch('/v1/organization/invites/accept', {
+        key: null,
+        body: { token: inv.json.token, name: email.split('@')[0] },
+    });
+    assert.equal(acc.status, 200, acc.text);
+    gw.clientKeys.push(acc.json.admin_api_key.value);
+    return { id: acc.json.id, email, key: acc.json.admin_api_key.value };
+}
+
+test('members: add, list, change role, remove; what a reader may do follows membership', T, async () => {
+    const { gw } = ctx;
+    const reader = await inviteUser(gw, `reader-${process.pid}@example.com`, 'reader');
+    const other = await inviteUser(gw, `other-${process.pid}@example.com`, 'reader');
+    const p = await createProject(gw, { name: uniqueName('team') });
+    const base = `/v1/organization/projects/${p.id}`;
+    const asReader = (path, opts = {}) => gw.adminFetch(path, { ...opts, key: reader.key });
+
+    const denied = await asReader(base);
+    assertError(denied, 403, 'a reader outside the project');
+    assert.equal(denied.json.error.code, 'not_a_project_member');
+
+    const add = await gw.adminFetch(`${base}/users`, { body: { user_id: reader.id, role: 'member' } });
+    assert.equal(add.status, 200, add.text);
+    assert.equal(add.json.object, 'organization.project.user');
+    assert.equal(add.json.id, reader.id);
+    assert.equal(add.json.email, reader.email);
+    assert.equal(add.json.role, 'member');
+    assert.equal(typeof add.json.added_at, 'number');
+    const byEmail = await gw.adminFetch(`${base}/users`, { body: { email: other.email.toUpperCase(), role: 'owner' } });
+    assert.equal(byEmail.status, 200, byEmail.text);
+    assert.equal(byEmail.json.id, other.id);
+
+    for (const [body, status] of [
+        [{ user_id: reader.id, role: 'member' }, 409],
+        [{ user_id: 'user-doesnotexist', role: 'member' }, 404],
+        [{ email: 'nobody@example.com', role: 'member' }, 404],
+        [{ user_id: reader.id, role: 'admin' }, 400],
+        [{ user_id: reader.id }, 400],
+        [{ role: 'member' }, 400],
+        [{ user_id: reader.id, email: reader.email, role: 'member' }, 400],
+        [{ user_id: reader.id, role: 'member', extra: 1 }, 400],
+    ]) {
+        assertError(await gw.adminFetch(`${base}/users`, { body }), status, JSON.stringify(body));
+    }
+    const list = await gw.adminFetch(`${base}/users`);
+    assert.equal(list.status, 200, list.text);
+    assert.deepEqual(list.json.data.map((u) => [u.id, u.role]), [
+        [reader.id, 'member'],
+        [other.id, 'owner'],
+    ]);
+    const one = await gw.adminFetch(`${base}/users/${reader.id}`);
+    assert.deepEqual(one.json, add.json);
+    assertError(await gw.adminFetch(`${base}/users/user-doesnotexist`), 404, 'dangling member');
+
+    // A member reader sees the project (and only the projects they belong to) and manages its
+    // service accounts, but may neither change the project nor its members.
+    assert.equal((await asReader(base)).status, 200);
+    const mine = await asReader('/v1/organization/projects?limit=100');
+    assert.deepEqual(mine.json.data.map((x) => x.id), [p.id]);
+    const svc = await asReader(`${base}/service_accounts`, { body: { name: 'reader-made' } });
+    assert.equal(svc.status, 200, svc.text);
+    gw.clientKeys.push(svc.json.api_key.value);
+    assertError(await asReader(base, { body: { name: uniqueName('nope') } }), 403, 'member renames');
+    assertError(await asReader(`${base}/users`, { body: { user_id: other.id, role: 'member' } }), 403, 'member adds');
+    assertError(await asReader(`${base}/archive`, { method: 'POST' }), 403, 'member archives');
+
+    // A project owner may change the project, still not archive it.
+    const promote = await gw.adminFetch(`${base}/users/${reader.id}`, { body: { role: 'owner' } });
+    assert.equal(promote.status, 200, promote.text);
+    assert.equal(promote.json.role, 'owner');
+    assertError(await gw.adminFetch(`${base}/users/${reader.id}`, { body: { role: 'boss' } }), 400, 'bad role');
+    const renamed = await asReader(base, { body: { environment: 'reader-env' } });
+    assert.equal(renamed.status, 200, renamed.text);
+    assert.equal(renamed.json.environment, 'reader-env');
+    assertError(await asReader(`${base}/archive`, { method: 'POST' }), 403, 'project owner archives');
+
+    const del = await gw.adminFetch(`${base}/users/${other.id}`, { method: 'DELETE' });
+    assert.equal(del.status, 200, del.text);
+    assert.deepEqual(del.json, { object: 'organization.project.user.deleted', id: other.id, deleted: true });
+    assertError(await gw.adminFetch(`${base}/users/${other.id}`, { method: 'DELETE' }), 404, 'deleted twice');
+
+    // Service accounts survive the departure of the person who made them.
+    const gone = await gw.adminFetch(`/v1/organization/users/${reader.id}`, { method: 'DELETE' });
+    assert.equal(gone.status, 200, gone.text);
+    const c = gw.client(svc.json.api_key.value, { maxRetries: 0 });
+    const ok = await c.chat.completions.create({ model: 'gpt-4o-mini', messages: msg('still here') });
+    assert.equal(ok.choices[0].message.content, 'echo: still here');
+    const still = await gw.adminFetch(`${base}/service_accounts/${svc.json.id}`);
+    assert.equal(still.status, 200, still.text);
+    const members = await gw.adminFetch(`${base}/users`);
+    assert.deepEqual(members.json.data, [], 'a departed user is no member');
+});
+
 shutdownTest(ctx);
