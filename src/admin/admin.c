@@ -86,6 +86,7 @@ admin_error(struct admin_job *j, int status, const char *message, const char *pa
             const char *code)
 {
     j->status = status;
+    j->content_type = NULL;
     tg_buf_reset(&j->out);
     tg_json_error_body(&j->out, message, "invalid_request_error", param, code);
 }
@@ -368,8 +369,8 @@ after_work_cb(uv_work_t *w, int status)
     if (j->status >= 500) {
         tg_log_warn("admin: %s %s answered %d", j->req->method_name, j->req->path, j->status);
     }
-    tg_http_respond(j->req, j->status, "application/json", NULL, 0, j->out.data ? j->out.data : "",
-                    j->out.len);
+    tg_http_respond(j->req, j->status, j->content_type ? j->content_type : "application/json", NULL,
+                    0, j->out.data ? j->out.data : "", j->out.len);
 }
 
 static void
@@ -571,8 +572,8 @@ parse_body(struct admin_job *j)
 static void
 respond_now(struct admin_job *j)
 {
-    tg_http_respond(j->req, j->status, "application/json", NULL, 0, j->out.data ? j->out.data : "",
-                    j->out.len);
+    tg_http_respond(j->req, j->status, j->content_type ? j->content_type : "application/json", NULL,
+                    0, j->out.data ? j->out.data : "", j->out.len);
 }
 
 static void

@@ -75,7 +75,9 @@ struct admin_job {
     const char *params[ADMIN_MAX_PARAMS];
     size_t n_params;
     const struct tg_project *project; /* from {project_id}, or NULL */
-    json_t *body;                     /* parsed JSON body of POST requests, or NULL */
+    /* Parsed JSON body of POST requests, or NULL (GET; or a body whose Content-Type is not
+     * JSON, such as apply's YAML file, which the handler reads from req->body). */
+    json_t *body;
     const struct admin_route *route;
 
     /* Set by the handler: the answer (status 200 and an empty body by default) and whether the
@@ -83,6 +85,9 @@ struct admin_job {
     int status;
     struct tg_buf out;
     bool reload;
+    /* Set by a handler whose answer is not JSON (export's YAML); NULL means application/json.
+     * admin_error resets it. */
+    const char *content_type;
 };
 
 typedef void (*admin_run_fn)(struct admin_job *j);
