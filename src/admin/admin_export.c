@@ -4,10 +4,11 @@
  *
  * Routes (under /v1/organization/; owners only; rows in admin_history.c's table):
  *
- *   GET export            -> the file below as text (YAML).
+ *   GET export            -> the file below (Content-Type application/yaml).
  *   POST apply?dry_run=true|false
- *       Body: the file as YAML (or JSON {"yaml": "<the file>"}, for clients that only send
- *       JSON). Answer: {"object":"organization.apply","dry_run":bool,"changes":[{"action":
+ *       Body: the file, sent with a non-JSON Content-Type (application/yaml), or JSON
+ *       {"yaml": "<the file>"} for clients that only send JSON. Answer:
+ * {"object":"organization.apply","dry_run":bool,"changes":[{"action":
  *       "create"|"update"|"archive"|"delete","kind":"user"|"project"|"member"|
  *       "service_account","name":..,"before":{..}|null,"after":{..}|null}, ...]}.
  *       A malformed file, an unknown key (named with its line), a dangling member e-mail, a
@@ -529,6 +530,7 @@ admin_export_run(struct admin_job *j)
         return;
     }
     tg_buf_reset(&j->out);
+    j->content_type = "application/yaml";
     if (write_yaml(model, &j->out) < 0) {
         admin_error(j, 500, "The organization could not be written as YAML.", NULL, NULL);
     }
