@@ -6,7 +6,7 @@
  * segments capture parameters. No row for the path is a 404; rows only for other methods a
  * 405. {project_id} is resolved by id or name in the caller's state snapshot (404 when
  * absent). The body of a non-GET request is parsed here (empty means {}), so handlers see a
- * JSON object or nothing.
+ * JSON object, or nothing when the body's Content-Type says it is not JSON (a YAML file).
  *
  * The access check that needs no store (owner-only routes) runs on the loop; everything else,
  * the project membership check included, runs on the libuv thread pool, where handlers may
@@ -552,6 +552,12 @@ parse_body(struct admin_job *j)
     }
     if (is_blank) {
         j->body = json_object();
+        return true;
+    }
+    /* A body declared as something other than JSON (apply takes a YAML file) is left to the
+     * handler in req->body; j->body stays NULL. */
+    const char *type = tg_http_req_header(req, "content-type");
+    if (type != NULL && strstr(type, "json") == NULL) {
         return true;
     }
     char err[256];
