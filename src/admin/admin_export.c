@@ -758,8 +758,9 @@ read_list(struct reader *r, yaml_node_t *n, const char *what,
             return false;
         }
         if (is_unique && find_by(out, key, str_of(v, key)) != NULL) {
+            fail(r, in, "%s lists %s \"%.256s\" twice", what, key, str_of(v, key));
             json_decref(v);
-            return fail(r, in, "%s lists %s \"%s\" twice", what, key, str_of(v, key));
+            return false;
         }
         json_object_set_new(v, "_line", json_integer(line_of(in)));
         json_array_append_new(out, v);
@@ -1172,7 +1173,7 @@ create_project(struct apply *a, json_t *w)
            id);
 }
 
-/* Brings project c to after (archived, environment, settings) and records it. */
+/* Brings project c to after (archived, environment, settings; borrowed) and records it. */
 static void
 change_project(struct apply *a, const json_t *c, json_t *after)
 {
@@ -1188,8 +1189,8 @@ change_project(struct apply *a, const json_t *c, json_t *after)
     if (!a->is_dry && a->rc == 0 && is_new_settings) {
         a->rc = write_version(a, id, after);
     }
-    record(a, is_archive ? "archive" : "update", "project", str_of(c, "name"), before, after,
-           is_archive ? "project.archived" : "project.updated", id, id);
+    record(a, is_archive ? "archive" : "update", "project", str_of(c, "name"), before,
+           json_incref(after), is_archive ? "project.archived" : "project.updated", id, id);
 }
 
 static void
