@@ -805,11 +805,19 @@ read_account(struct reader *r, yaml_node_t *n)
     return s;
 }
 
-/* settings.models, when given, must be a list of model names (the gateway reads it). */
+/*
+ * The settings members a file may set, each checked here as the gateway reads it. The issues
+ * that add members (limits, budgets, deployments) add them to this table, so a misspelt
+ * member is a 400 naming its line rather than a setting nobody reads.
+ */
+static const char *const settings_keys[] = {"models", NULL};
+
+/* settings.models, when given, must be a list of model names. */
 static bool
 check_settings(struct reader *r, yaml_node_t *n, const json_t *settings)
 {
     const json_t *models = json_object_get(settings, "models");
+    n = map_get(r, n, "models") != NULL ? map_get(r, n, "models") : n;
     size_t i;
     json_t *m;
     if (models == NULL) {
@@ -851,8 +859,7 @@ read_project(struct reader *r, yaml_node_t *n)
         json_object_set_new(p, "archived", b);
     }
     if ((v = map_get(r, n, "settings")) != NULL) {
-        if (v->type != YAML_MAPPING_NODE) {
-            fail(r, v, "project.settings must be a mapping");
+        if (!check_mapping(r, v, "project.settings", settings_keys)) {
             goto fail;
         }
         json_t *settings = to_json(r, v, 0);

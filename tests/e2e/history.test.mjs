@@ -272,6 +272,8 @@ test('apply: bad files are refused with the line named, and nothing is applied',
         ['no owner', base.replace(/role: owner/g, 'role: reader'), /owner/],
         ['long name', base.replace('projects:\n', `projects:\n- name: ${'x'.repeat(65)}\n`), /name/],
         ['duplicate project', base.replace('projects:\n', 'projects:\n- name: dup\n- name: dup\n'), /dup/],
+        ['unknown setting', base.replace('projects:\n', 'projects:\n- name: typo\n  settings:\n    modles: [gpt-4o-mini]\n'), new RegExp(`line ${projectsLine + 3}\\b.*modles`)],
+        ['models not a list', base.replace('projects:\n', 'projects:\n- name: typo\n  settings:\n    models: gpt-4o-mini\n'), /models/],
         ['not a version 1 file', base.replace('version: 1', 'version: 2'), /version/],
     ];
     for (const [what, yaml, re] of cases) {
