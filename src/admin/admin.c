@@ -106,6 +106,7 @@ admin_store_error(struct admin_job *j, int rc, const char *what)
                      what, tg_strerror(rc));
         snprintf(msg, sizeof(msg), "The %s could not be read or written; try again.", what);
         j->status = 500;
+        j->content_type = NULL;
         tg_buf_reset(&j->out);
         tg_json_error_body(&j->out, msg, "server_error", NULL, NULL);
     }
