@@ -258,6 +258,30 @@ test('apply: creates what the file adds, archives a project it leaves out, users
     assert.equal(after.data.find((u) => u.email === email), undefined);
 });
 
+test('apply: names that read as numbers or booleans round-trip; a role change is an update', T, async () => {
+    const { gw } = ctx;
+    const digits = String(100000 + process.pid);
+    const p = await ok(gw.adminFetch('/v1/organization/projects', { body: { name: digits } }));
+    await ok(gw.adminFetch(`/v1/organization/projects/${p.id}/service_accounts`, { body: { name: 'true' } }));
+    const base = await exportYaml(gw);
+    assert.ok(base.includes(`- name: "${digits}"\n`), base);
+    assert.ok(base.includes('  - name: "true"\n'), base);
+    assert.deepEqual((await apply(gw, base, true)).json.changes, []);
+
+    const email = `${uniqueName('ops')}@example.com`;
+    const asReader = base.replace('users:\n', `users:\n- email: ${email}\n  name: Ops\n  role: reader\n`);
+    assert.equal((await apply(gw, asReader, false)).status, 200);
+    const promoted = await apply(gw, asReader.replace(`name: Ops\n  role: reader`, 'name: Ops\n  role: owner'), false);
+    assert.equal(promoted.status, 200, promoted.text);
+    assert.deepEqual(promoted.json.changes.map((c) => [c.action, c.kind, c.name, c.before.role, c.after.role]), [
+        ['update', 'user', email, 'reader', 'owner'],
+    ]);
+    const users = await ok(gw.adminFetch('/v1/organization/users?limit=100'));
+    assert.equal(users.data.find((u) => u.email === email)?.role, 'owner');
+    assert.equal((await apply(gw, base, false)).status, 200);
+    assert.equal(await exportYaml(gw), base);
+});
+
 test('apply: bad files are refused with the line named, and nothing is applied', T, async () => {
     const { gw } = ctx;
     const base = await exportYaml(gw);
@@ -270,6 +294,7 @@ test('apply: bad files are refused with the line named, and nothing is applied',
         ['wrong type', base.replace(/archived: false/, 'archived: maybe'), /archived/],
         ['dangling member', base.replace('projects:\n', 'projects:\n- name: ghost-members\n  members:\n  - email: nobody@example.com\n    role: member\n'), /nobody@example.com/],
         ['no owner', base.replace(/role: owner/g, 'role: reader'), /owner/],
+        ['leaves out the caller', base.replace('email: owner@localhost', 'email: someone-else@example.com'), /your own user/],
         ['long name', base.replace('projects:\n', `projects:\n- name: ${'x'.repeat(65)}\n`), /name/],
         ['duplicate project', base.replace('projects:\n', 'projects:\n- name: dup\n- name: dup\n'), /dup/],
         ['unknown setting', base.replace('projects:\n', 'projects:\n- name: typo\n  settings:\n    modles: [gpt-4o-mini]\n'), new RegExp(`line ${projectsLine + 3}\\b.*modles`)],
