@@ -32,27 +32,15 @@
 #define MAX_SEGMENTS 8
 #define BODY_MAX_DEPTH 16
 
-/*
- * The route tables. A resource file written in parallel with this one may not exist yet, and
- * a weak reference would not help: the linker does not pull an archive member (libtgcore.a) to
- * satisfy a weak symbol, so a table would silently stay missing once its file landed. Instead
- * each optional table is referenced only when its source file is there (__has_include looks
- * next to this file).
- */
+/* The route tables, one per resource file. */
 static const struct admin_route *const tables[] = {
     tg_admin_routes_projects,
     tg_admin_routes_keys,
     tg_admin_routes_usage,
     tg_admin_routes_users,
-#if __has_include("admin_service_accounts.c")
     tg_admin_routes_service_accounts,
-#endif
-#if __has_include("admin_audit.c")
     tg_admin_routes_audit,
-#endif
-#if __has_include("admin_history.c")
     tg_admin_routes_history,
-#endif
 };
 
 /* Routes reachable without an admin key, matched by worker.c before authentication. */
