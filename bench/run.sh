@@ -42,6 +42,7 @@ trap 'exit 130' INT TERM
 "$B/nginx.sh" start || exit 1
 TARGETS="direct nginx tollgate"
 tollgate_note=""
+tollgate_died=""
 if [ ! -x "$TOLLGATE_BIN" ]; then
     tollgate_note="tollgate SKIPPED: no binary at $TOLLGATE_BIN (build it with make build)"
 elif ! "$B/tollgate.sh" start; then
@@ -89,6 +90,10 @@ run() {
     if ! PIDS="$pids" AUX_PIDS="$aux" CONNS="$c" "$B/load.sh" "${s[@]}" -l "$t" "${T[@]}"; then
         echo "*** $t $mode c=$c: measurement failed ***" >&2
     fi
+    if [ "$t" = tollgate ] && [ -z "$tollgate_died" ] && [ -z "$("$B/tollgate.sh" pids)" ]; then
+        tollgate_died="tollgate DIED during or after $mode c=$c at $(date -u +%T)Z; log and any core file in $RUN_DIR/tollgate"
+        printf '\n*** %s ***\n\n' "$tollgate_died" >&2
+    fi
     [ "$t" = direct ] && "$B/mock-upstream.sh" pin "$MOCK_CPU" > /dev/null
     return 0
 }
@@ -124,6 +129,7 @@ fi
     echo '```'
     echo
     [ -n "$tollgate_note" ] && { echo "**$tollgate_note**"; echo; }
+    [ -n "$tollgate_died" ] && { echo "**$tollgate_died**"; echo; }
     "$B/summarize.sh" "$RESULTS" direct
 } > "$RUN_DIR/summary.md"
 echo

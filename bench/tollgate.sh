@@ -94,10 +94,18 @@ start() {
     new_key > "$ADMIN"; chmod 600 "$ADMIN"
     write_config
     ulimit -n "$(ulimit -Hn)" 2>/dev/null
-    # The mock ignores the key; it only has to be a reference the config can resolve.
-    BENCH_UPSTREAM_KEY=sk-bench-upstream-0123456789abcdef TOLLGATE_ADMIN_KEY=$(cat "$ADMIN") \
-        nohup taskset -c "$PROXY_CPU" "$TOLLGATE_BIN" serve --config "$D/tollgate.yaml" \
-        < /dev/null > "$D/tollgate.log" 2>&1 &
+    # The mock ignores the key; it only has to be a reference the config can resolve. Started
+    # from $D with core dumps allowed, so a crash under load leaves $D/core* for gdb instead of
+    # nothing (the log level hides the lines before it); exec keeps $! the gateway's PID.
+    (
+        cd "$D" || exit 1
+        ulimit -c unlimited 2>/dev/null
+        export BENCH_UPSTREAM_KEY=sk-bench-upstream-0123456789abcdef
+        TOLLGATE_ADMIN_KEY=$(cat "$ADMIN")
+        export TOLLGATE_ADMIN_KEY
+        exec nohup taskset -c "$PROXY_CPU" "$TOLLGATE_BIN" serve --config "$D/tollgate.yaml" \
+            < /dev/null > "$D/tollgate.log" 2>&1
+    ) &
     echo $! > "$PIDFILE"
     for ((i = 0; i < 1000; i++)); do
         [ "$(curl -s -m 1 -o /dev/null -w '%{http_code}' "$BASE/readyz")" = 200 ] && break
