@@ -25,22 +25,100 @@ const struct tg_cli_opt tg_cli_opts[TG_CLI_N_OPTS] = {
 
 /* Help fits 100 columns: a longer "Usage: tollgate ..." line folds its options. */
 #define TG_CLI_SYNOPSIS_MAX 84
+/* The widest synopsis the command list keeps on one line with its summary (summaries are at
+ * most 100 - 2 - 36 - 2 = 60 characters; a unit test checks the help's line lengths). */
+#define TG_CLI_SYNOPSIS_COL 36
 
 #define O(id) TG_CLI_O(id)
 #define USAGE_OPTS                                                                                 \
     (O(START) | O(END) | O(BUCKET) | O(GROUP_BY) | O(PROJECT) | O(MODEL) | O(ENDPOINT))
 
+#define AUDIT_OPTS (O(TYPE) | O(ACTOR) | O(PROJECT) | O(SINCE) | O(UNTIL) | O(LIMIT))
+#define MAX_MODELS (TG_CLI_MAX_ARGS - 1)
+
+_Static_assert(TG_CLI_N_OPTS <= 32, "option masks are 32 bits");
+
 /* name, positional args, min, max, options, required options, summary, function */
 const struct tg_cli_cmd tg_cli_cmds[] = {
     {"serve", "", 0, 0, O(CONFIG), 0, "Run the gateway (must be the first argument).", NULL},
-    {"projects list", "", 0, 0, 0, 0, "List the organization's projects.",
+    {"projects list", "", 0, 0, O(ARCHIVED), 0, "List the projects you can see.",
      tg_cli_cmd_projects_list},
+    {"projects get", "PROJECT", 1, 1, 0, 0, "Show a project: environment, models, status.",
+     tg_cli_cmd_projects_get},
+    {"projects create", "NAME", 1, 1, O(ENVIRONMENT) | O(MODELS), 0,
+     "Create a project (default environment: development).", tg_cli_cmd_projects_create},
+    {"projects modify", "PROJECT", 1, 1, O(NAME) | O(ENVIRONMENT) | O(MODELS) | O(ALL_MODELS), 0,
+     "Change a project's name, environment or models.", tg_cli_cmd_projects_modify},
+    {"projects rename", "PROJECT NEW_NAME", 2, 2, O(ENVIRONMENT), 0, "Rename a project.",
+     tg_cli_cmd_projects_rename},
+    {"projects set-models", "PROJECT [MODEL...]", 1, 1 + MAX_MODELS, O(ALL_MODELS), 0,
+     "Set the models a project may use (a new config version).", tg_cli_cmd_projects_set_models},
+    {"projects archive", "PROJECT", 1, 1, 0, 0, "Archive a project; its keys stop working.",
+     tg_cli_cmd_projects_archive},
+    {"members list", "", 0, 0, O(PROJECT), O(PROJECT), "List a project's members.",
+     tg_cli_cmd_members_list},
+    {"members add", "USER", 1, 1, O(PROJECT) | O(ROLE), O(PROJECT),
+     "Add a user (id or e-mail) to a project; default role member.", tg_cli_cmd_members_add},
+    {"members set-role", "USER ROLE", 2, 2, O(PROJECT), O(PROJECT),
+     "Make a project member an owner or a member.", tg_cli_cmd_members_set_role},
+    {"members remove", "USER", 1, 1, O(PROJECT), O(PROJECT), "Remove a user from a project.",
+     tg_cli_cmd_members_remove},
+    {"users list", "", 0, 0, 0, 0, "List the organization's users.", tg_cli_cmd_users_list},
+    {"users get", "USER", 1, 1, 0, 0, "Show a user (by id or e-mail).", tg_cli_cmd_users_get},
+    {"users set-role", "USER ROLE", 2, 2, 0, 0, "Make a user an owner or a reader.",
+     tg_cli_cmd_users_set_role},
+    {"users delete", "USER", 1, 1, 0, 0, "Remove a user; their admin keys are revoked.",
+     tg_cli_cmd_users_delete},
+    {"invites create", "EMAIL", 1, 1, O(ROLE) | O(PROJECTS) | O(EXPIRES), O(ROLE),
+     "Invite someone; prints the one-time token once.", tg_cli_cmd_invites_create},
+    {"invites list", "", 0, 0, 0, 0, "List invites and their status.", tg_cli_cmd_invites_list},
+    {"invites get", "INVITE_ID", 1, 1, 0, 0, "Show an invite.", tg_cli_cmd_invites_get},
+    {"invites delete", "INVITE_ID", 1, 1, 0, 0, "Delete an invite; its token stops working.",
+     tg_cli_cmd_invites_delete},
+    {"invites accept", "TOKEN", 1, 1, O(NAME), 0,
+     "Accept an invite (no admin key needed); prints a key once.", tg_cli_cmd_invites_accept},
+    {"admin-keys create", "", 0, 0, O(NAME), O(NAME),
+     "Create an admin key for yourself; prints it once.", tg_cli_cmd_admin_keys_create},
+    {"admin-keys list", "", 0, 0, 0, 0, "List admin keys (readers: their own).",
+     tg_cli_cmd_admin_keys_list},
+    {"admin-keys get", "KEY_ID", 1, 1, 0, 0, "Show an admin key (redacted).",
+     tg_cli_cmd_admin_keys_get},
+    {"admin-keys revoke", "KEY_ID", 1, 1, 0, 0, "Revoke an admin key.",
+     tg_cli_cmd_admin_keys_revoke},
+    {"service-accounts list", "", 0, 0, O(PROJECT), O(PROJECT),
+     "List a project's service accounts.", tg_cli_cmd_svc_list},
+    {"service-accounts create", "NAME", 1, 1, O(PROJECT), O(PROJECT),
+     "Create a service account; prints its first key once.", tg_cli_cmd_svc_create},
+    {"service-accounts get", "ACCOUNT_ID", 1, 1, O(PROJECT), O(PROJECT), "Show a service account.",
+     tg_cli_cmd_svc_get},
+    {"service-accounts rename", "ACCOUNT_ID NEW_NAME", 2, 2, O(PROJECT), O(PROJECT),
+     "Rename a service account.", tg_cli_cmd_svc_rename},
+    {"service-accounts delete", "ACCOUNT_ID", 1, 1, O(PROJECT), O(PROJECT),
+     "Delete a service account; its keys are revoked.", tg_cli_cmd_svc_delete},
+    {"service-accounts key-create", "ACCOUNT_ID", 1, 1, O(PROJECT) | O(NAME), O(PROJECT),
+     "Create another key for a service account; prints it once.", tg_cli_cmd_svc_key_create},
     {"keys create", "", 0, 0, O(PROJECT) | O(NAME), O(PROJECT) | O(NAME),
      "Create a project key; prints it once, never again.", tg_cli_cmd_keys_create},
     {"keys list", "", 0, 0, O(PROJECT), O(PROJECT), "List a project's API keys (redacted).",
      tg_cli_cmd_keys_list},
+    {"keys get", "KEY_ID", 1, 1, O(PROJECT), O(PROJECT), "Show a project key (redacted).",
+     tg_cli_cmd_keys_get},
     {"keys revoke", "KEY_ID", 1, 1, O(PROJECT), O(PROJECT),
      "Revoke a project key; it fails with 401 at once.", tg_cli_cmd_keys_revoke},
+    {"audit list", "", 0, 0, AUDIT_OPTS, 0, "Audit log entries, newest first.",
+     tg_cli_cmd_audit_list},
+    {"audit verify", "", 0, 0, 0, 0, "Check the audit log's hash chain; exit 1 when broken.",
+     tg_cli_cmd_audit_verify},
+    {"history", "", 0, 0, O(PROJECT) | O(LIMIT), 0, "Config versions, newest first.",
+     tg_cli_cmd_history},
+    {"diff", "A B", 2, 2, 0, 0, "Compare the settings of config versions A and B.",
+     tg_cli_cmd_diff},
+    {"rollback", "N", 1, 1, 0, 0, "Restore version N's settings as a new version (not keys).",
+     tg_cli_cmd_rollback},
+    {"export", "", 0, 0, 0, 0, "Print the organization as YAML (no key material).",
+     tg_cli_cmd_export},
+    {"apply", "FILE", 1, 1, O(DRY_RUN), 0, "Make the organization match a YAML file (-: stdin).",
+     tg_cli_cmd_apply},
     {"usage", "", 0, 0, USAGE_OPTS, 0, "Requests, tokens and cost per time bucket, and a total.",
      tg_cli_cmd_usage},
     {"help", "[COMMAND]", 0, 2, O(MARKDOWN), 0, "Show the commands, or one command's options.",
@@ -305,7 +383,8 @@ global_mask(void)
     return mask;
 }
 
-/* The command list, or only the commands of group; aligned. */
+/* The command list, or only the commands of group; aligned. A synopsis wider than
+ * TG_CLI_SYNOPSIS_COL has its summary on the next line, so every line fits 100 columns. */
 static void
 append_cmd_lines(struct tg_buf *out, const char *group)
 {
@@ -323,6 +402,9 @@ append_cmd_lines(struct tg_buf *out, const char *group)
             append_synopsis(&syn, c, false);
             if (pass == 0) {
                 width = syn.len > width ? syn.len : width;
+                width = width > TG_CLI_SYNOPSIS_COL ? TG_CLI_SYNOPSIS_COL : width;
+            } else if (syn.len > width) {
+                tg_buf_appendf(out, "  %s\n  %-*s  %s\n", syn.data, (int)width, "", c->summary);
             } else {
                 tg_buf_appendf(out, "  %-*s  %s\n", (int)width, syn.data, c->summary);
             }
@@ -385,14 +467,19 @@ static const char md_intro[] =
     "  `DATA_DIR/admin.key`, where `DATA_DIR` is `--data-dir`, else `$TOLLGATE_DATA_DIR`, else\n"
     "  `./tollgate-data` (where `tollgate serve` writes the key it generates on first start).\n"
     "  When no key is found the error names every source tried. The key is never printed.\n"
-    "- **Output**: aligned tables on stdout; `--json` prints the API's JSON instead\n"
-    "  (pretty-printed; the pages of a list are merged into one). `keys create` prints the new\n"
-    "  key alone on stdout (so `KEY=$(tollgate keys create ...)` works) and the details and the\n"
-    "  warning that it is not shown again on stderr.\n"
+    "- **Output**: aligned tables on stdout, and one line saying what changed after a change;\n"
+    "  `--json` prints the API's JSON instead (pretty-printed; the pages of a list are merged\n"
+    "  into one). A command that creates a secret (`keys create`, `admin-keys create`,\n"
+    "  `service-accounts create` and `key-create`, `invites create`'s token, `invites\n"
+    "  accept`'s admin key) prints it alone on stdout (so `KEY=$(tollgate keys create ...)`\n"
+    "  works) and the details and the warning that it is not shown again on stderr.\n"
+    "- **Names**: a `PROJECT` is a project's name or id; a `USER` is a user id or e-mail\n"
+    "  address. `invites accept` needs no admin key: the invite's token is the credential.\n"
     "- **Errors** go to stderr as `tollgate: <message>`, with the API's status and message\n"
     "  when there is one, e.g. `tollgate: 401 Incorrect API key provided: ...`.\n"
-    "- **Exit codes**: 0 ok; 1 API error, unreachable gateway or no admin key; 2 bad command\n"
-    "  line.\n"
+    "- **Exit codes**: 0 ok; 1 API error, unreachable gateway or no admin key (and a broken\n"
+    "  hash chain for `audit verify`); 2 bad command line. `apply` exits 0 whether or not it\n"
+    "  changed anything.\n"
     "\n";
 
 /* A Markdown table cell: '|' escaped. */
@@ -545,7 +632,10 @@ tg_cli_run(const struct tg_cli_args *args, FILE *out, FILE *err, tg_cli_getenv_f
                 c->name);
         return 2;
     }
-    if (c->run != tg_cli_cmd_help && connect_setup(&cli, env) != 0) {
+    if (c->run == tg_cli_cmd_invites_accept) {
+        /* The invite's token is the credential: no admin key is looked for or sent. */
+        cli.url = tg_cli_url_resolve(args->opt[TG_CLI_OPT_URL], env("TOLLGATE_URL"));
+    } else if (c->run != tg_cli_cmd_help && connect_setup(&cli, env) != 0) {
         rc = 1;
         goto out;
     }

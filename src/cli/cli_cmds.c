@@ -4,7 +4,10 @@
  * Each command builds its request from the parsed options, sends it with tg_cli_request (or
  * tg_cli_list_fetch for cursor lists), and prints either the JSON (--json) or a table made by
  * the pure functions of cli_fmt.c. Errors are printed where they are found; the function
- * returns the exit code.
+ * returns the exit code. This file also holds the helpers the other command files share
+ * (tg_cli_print, tg_cli_send, tg_cli_show_list, tg_cli_print_secret): cli_cmds_org.c has the
+ * organization's people, projects and service accounts, cli_cmds_config.c the audit log,
+ * config history, export and apply.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -16,11 +19,8 @@
 
 #define TG_CLI_MAX_USAGE_PAGES 10000
 
-typedef int (*table_fn)(const json_t *v, struct tg_buf *out);
-
-/* Prints v as JSON or as the table fn makes of it. Returns the exit code. */
-static int
-print_answer(struct tg_cli *cli, const json_t *v, table_fn fn)
+int
+tg_cli_print(struct tg_cli *cli, const json_t *v, tg_cli_table_fn fn)
 {
     if (cli->is_json) {
         tg_cli_json_print(cli, v);
@@ -36,6 +36,56 @@ print_answer(struct tg_cli *cli, const json_t *v, table_fn fn)
     }
     tg_buf_deinit(&b);
     return rc < 0 ? 1 : 0;
+}
+
+int
+tg_cli_send(struct tg_cli *cli, const char *method, const char *path, json_t *body,
+            tg_cli_table_fn fn, const char *done)
+{
+    json_t *ans = NULL;
+    char *text = body != NULL ? json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    int rc = 1;
+    json_decref(body);
+    if ((body != NULL && text == NULL) || tg_cli_request(cli, method, path, text, &ans) < 0) {
+        goto out;
+    }
+    if (fn != NULL) {
+        rc = tg_cli_print(cli, ans, fn);
+    } else if (cli->is_json) {
+        tg_cli_json_print(cli, ans);
+        rc = 0;
+    } else {
+        fprintf(cli->out, "%s\n", done);
+        rc = 0;
+    }
+out:
+    free(text);
+    json_decref(ans);
+    return rc;
+}
+
+int
+tg_cli_show_list(struct tg_cli *cli, const char *path, tg_cli_table_fn fn)
+{
+    json_t *list = NULL;
+    if (tg_cli_list_fetch(cli, path, &list) < 0) {
+        return 1;
+    }
+    int rc = tg_cli_print(cli, list, fn);
+    json_decref(list);
+    return rc;
+}
+
+void
+tg_cli_print_secret(struct tg_cli *cli, const json_t *ans, const char *secret, const char *what)
+{
+    if (cli->is_json) {
+        tg_cli_json_print(cli, ans);
+    } else {
+        fprintf(cli->out, "%s\n", secret);
+    }
+    fflush(cli->out);
+    fprintf(cli->err, "%s\nStore it now: it is not shown again.\n", what);
 }
 
 /* "/v1/organization/projects/{project}/api_keys[/{key_id}]" */
@@ -54,13 +104,11 @@ keys_path(struct tg_cli *cli, const char *key_id, struct tg_buf *out)
 int
 tg_cli_cmd_projects_list(struct tg_cli *cli)
 {
-    json_t *list = NULL;
-    if (tg_cli_list_fetch(cli, "/v1/organization/projects", &list) < 0) {
-        return 1;
-    }
-    int rc = print_answer(cli, list, tg_cli_projects_table);
-    json_decref(list);
-    return rc;
+    bool is_all = cli->args->opt[TG_CLI_OPT_ARCHIVED] != NULL;
+    return tg_cli_show_list(cli,
+                            is_all ? "/v1/organization/projects?include_archived=true"
+                                   : "/v1/organization/projects",
+                            tg_cli_projects_table);
 }
 
 int
@@ -108,9 +156,20 @@ tg_cli_cmd_keys_list(struct tg_cli *cli)
     tg_buf_init(&path, 0);
     keys_path(cli, NULL, &path);
     if (tg_cli_list_fetch(cli, path.data, &list) == 0) {
-        rc = print_answer(cli, list, tg_cli_keys_table);
+        rc = tg_cli_print(cli, list, tg_cli_keys_table);
     }
     json_decref(list);
+    tg_buf_deinit(&path);
+    return rc;
+}
+
+int
+tg_cli_cmd_keys_get(struct tg_cli *cli)
+{
+    struct tg_buf path;
+    tg_buf_init(&path, 0);
+    keys_path(cli, cli->args->pos[0], &path);
+    int rc = tg_cli_send(cli, "GET", path.data, NULL, tg_cli_object_table, NULL);
     tg_buf_deinit(&path);
     return rc;
 }

@@ -213,27 +213,27 @@ easy_new(struct tg_cli *cli, const char *url, struct curl_slist *hdrs, struct tg
     return h;
 }
 
-int
-tg_cli_request(struct tg_cli *cli, const char *method, const char *path, const char *body,
-               json_t **out)
+/* One exchange: the answer's body in resp (capped) and its status in *status. Returns 0, or a
+ * negative code after reporting a transport failure. Without an admin key (invite
+ * acceptance) no Authorization header is sent. */
+static int
+perform(struct tg_cli *cli, const char *method, const char *path, const char *body,
+        struct tg_buf *resp, long *status)
 {
     char errbuf[CURL_ERROR_SIZE] = "";
-    struct tg_buf resp;
     struct curl_slist *hdrs = NULL;
-    json_t *v = NULL;
-    long status = 0;
     int rc = 0;
     char *url = tg_xasprintf("%s%s", cli->url, path);
-    char *auth = tg_xasprintf("Authorization: Bearer %s", cli->key ? cli->key : "");
-    *out = NULL;
-    tg_buf_init(&resp, TG_CLI_MAX_RESPONSE_BYTES);
-    hdrs = curl_slist_append(hdrs, auth);
+    char *auth = cli->key ? tg_xasprintf("Authorization: Bearer %s", cli->key) : NULL;
+    if (auth != NULL) {
+        hdrs = curl_slist_append(hdrs, auth);
+    }
     hdrs = curl_slist_append(hdrs, "Accept: application/json");
     if (body != NULL) {
         hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
         hdrs = curl_slist_append(hdrs, "Expect:");
     }
-    CURL *h = easy_new(cli, url, hdrs, &resp, errbuf);
+    CURL *h = easy_new(cli, url, hdrs, resp, errbuf);
     if (h == NULL || hdrs == NULL) {
         tg_cli_fail(cli, "could not set up an HTTP request");
         rc = TG_ENOMEM;
@@ -260,7 +260,31 @@ tg_cli_request(struct tg_cli *cli, const char *method, const char *path, const c
         rc = TG_ECONNECT;
         goto out;
     }
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
+out:
+    curl_easy_cleanup(h);
+    curl_slist_free_all(hdrs);
+    if (auth != NULL) {
+        explicit_bzero(auth, strlen(auth));
+    }
+    free(auth);
+    free(url);
+    return rc;
+}
+
+int
+tg_cli_request(struct tg_cli *cli, const char *method, const char *path, const char *body,
+               json_t **out)
+{
+    struct tg_buf resp;
+    json_t *v = NULL;
+    long status = 0;
+    *out = NULL;
+    tg_buf_init(&resp, TG_CLI_MAX_RESPONSE_BYTES);
+    int rc = perform(cli, method, path, body, &resp, &status);
+    if (rc < 0) {
+        goto out;
+    }
     v = json_loadb(resp.data ? resp.data : "", resp.len, 0, NULL);
     if (status < 200 || status > 299) {
         fail_status(cli, status, v, &resp, method, path);
@@ -274,13 +298,49 @@ tg_cli_request(struct tg_cli *cli, const char *method, const char *path, const c
     }
 out:
     json_decref(v);
-    curl_easy_cleanup(h);
-    curl_slist_free_all(hdrs);
-    explicit_bzero(auth, strlen(auth));
-    free(auth);
-    free(url);
     tg_buf_deinit(&resp);
     return rc;
+}
+
+int
+tg_cli_request_text(struct tg_cli *cli, const char *method, const char *path, const char *body,
+                    struct tg_buf *out)
+{
+    struct tg_buf resp;
+    long status = 0;
+    tg_buf_init(&resp, TG_CLI_MAX_RESPONSE_BYTES);
+    int rc = perform(cli, method, path, body, &resp, &status);
+    if (rc == 0 && (status < 200 || status > 299)) {
+        /* Errors are JSON whatever the route answers when it succeeds. */
+        json_t *v = json_loadb(resp.data ? resp.data : "", resp.len, 0, NULL);
+        fail_status(cli, status, v, &resp, method, path);
+        json_decref(v);
+        rc = TG_EUPSTREAM;
+    } else if (rc == 0) {
+        tg_buf_append(out, resp.data ? resp.data : "", resp.len);
+    }
+    tg_buf_deinit(&resp);
+    return rc;
+}
+
+char *
+tg_cli_path(const char *fmt, ...)
+{
+    struct tg_buf b;
+    va_list ap;
+    tg_buf_init(&b, 0);
+    tg_buf_append_str(&b, "/v1/organization/");
+    va_start(ap, fmt);
+    for (const char *p = fmt; *p != '\0'; p++) {
+        if (p[0] == '%' && p[1] == 's') {
+            tg_cli_url_escape(&b, va_arg(ap, const char *));
+            p++;
+        } else {
+            tg_buf_append(&b, p, 1);
+        }
+    }
+    va_end(ap);
+    return tg_buf_steal(&b, NULL);
 }
 
 /* ---- cursor lists ------------------------------------------------------------------------- */
@@ -307,15 +367,33 @@ merge_page(struct tg_cli *cli, const char *path, json_t **all, json_t *page)
 int
 tg_cli_list_fetch(struct tg_cli *cli, const char *path, json_t **out)
 {
+    return tg_cli_list_fetch_max(cli, path, 0, out);
+}
+
+/* Items in the merged list so far. */
+static size_t
+n_items(const json_t *all)
+{
+    return all != NULL ? json_array_size(json_object_get(all, "data")) : 0;
+}
+
+int
+tg_cli_list_fetch_max(struct tg_cli *cli, const char *path, size_t max_items, json_t **out)
+{
     json_t *all = NULL;
     char *after = NULL;
     struct tg_buf p;
     int rc = 0;
+    bool has_more = false;
     tg_buf_init(&p, 0);
     for (int n = 0; n < TG_CLI_MAX_PAGES; n++) {
         json_t *page = NULL;
+        size_t want = 100;
+        if (max_items > 0 && max_items - n_items(all) < want) {
+            want = max_items - n_items(all);
+        }
         tg_buf_reset(&p);
-        tg_buf_appendf(&p, "%s%climit=100", path, strchr(path, '?') ? '&' : '?');
+        tg_buf_appendf(&p, "%s%climit=%zu", path, strchr(path, '?') ? '&' : '?', want);
         if (after != NULL) {
             tg_buf_append_str(&p, "&after=");
             tg_cli_url_escape(&p, after);
@@ -324,14 +402,14 @@ tg_cli_list_fetch(struct tg_cli *cli, const char *path, json_t **out)
         if (rc < 0) {
             goto out;
         }
-        bool has_more = json_is_true(json_object_get(page, "has_more"));
+        has_more = json_is_true(json_object_get(page, "has_more"));
         const char *last = tg_json_str(page, "last_id");
         char *next =
             last && last[0] && (!after || strcmp(last, after) != 0) ? tg_xstrdup(last) : NULL;
         rc = merge_page(cli, path, &all, page);
         free(after);
         after = next;
-        if (rc < 0 || !has_more) {
+        if (rc < 0 || !has_more || (max_items > 0 && n_items(all) >= max_items)) {
             goto out;
         }
         if (after == NULL) {
@@ -344,9 +422,16 @@ tg_cli_list_fetch(struct tg_cli *cli, const char *path, json_t **out)
     rc = TG_ETOOBIG;
 out:
     if (rc == 0 && all != NULL) {
-        json_object_set_new(all, "has_more", json_false());
-        if (after != NULL) {
-            json_object_set_new(all, "last_id", json_string(after));
+        /* A server that ignored the smaller limit still yields at most max_items. */
+        json_t *data = json_object_get(all, "data");
+        while (max_items > 0 && json_array_size(data) > max_items) {
+            json_array_remove(data, json_array_size(data) - 1);
+            has_more = true;
+        }
+        json_object_set_new(all, "has_more", json_boolean(has_more && max_items > 0));
+        const char *last_id = tg_json_str(json_array_get(data, json_array_size(data) - 1), "id");
+        if (last_id != NULL || after != NULL) {
+            json_object_set_new(all, "last_id", json_string(last_id ? last_id : after));
         }
     }
     if (rc < 0) {

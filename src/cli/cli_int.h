@@ -34,7 +34,7 @@
     X(JSON, "json", 0, NULL, true, "print the API's JSON, pretty-printed, instead of a table")     \
     X(HELP, "help", 'h', NULL, true, "show help for tollgate or for one command")                  \
     X(PROJECT, "project", 0, "NAME|ID", false, "project, by name or id")                           \
-    X(NAME, "name", 0, "NAME", false, "name of the new key (1 to 200 characters)")                 \
+    X(NAME, "name", 0, "NAME", false, "name of what the command creates, or the new name")         \
     X(START, "start", 0, "WHEN", false,                                                            \
       "YYYY-MM-DD[THH:MM[:SS]] UTC or Unix seconds (default: 6 days ago, 00:00)")                  \
     X(END, "end", 0, "WHEN", false,                                                                \
@@ -46,7 +46,25 @@
     X(ENDPOINT, "endpoint", 0, "KIND", false,                                                      \
       "completions (the default; chat and responses too), embeddings or moderations")              \
     X(CONFIG, "config", 0, "FILE", false, "gateway config file (YAML)")                            \
-    X(MARKDOWN, "markdown", 0, NULL, false, "print the whole help as Markdown (docs/cli.md)")
+    X(MARKDOWN, "markdown", 0, NULL, false, "print the whole help as Markdown (docs/cli.md)")      \
+    X(ENVIRONMENT, "environment", 0, "ENV", false,                                                 \
+      "environment label: development, staging, production or your own")                           \
+    X(MODELS, "models", 0, "LIST", false, "comma-separated models the project may use")            \
+    X(ALL_MODELS, "all-models", 0, NULL, false,                                                    \
+      "clear the model list: the project may use every routed model")                              \
+    X(ARCHIVED, "archived", 0, NULL, false, "list archived projects too")                          \
+    X(ROLE, "role", 0, "ROLE", false, "owner or reader (organization); owner or member (project)") \
+    X(PROJECTS, "projects", 0, "LIST", false,                                                      \
+      "projects to join: NAME[:owner|member],... (default role: member)")                          \
+    X(EXPIRES, "expires-in-days", 0, "DAYS", false,                                                \
+      "days until the invite expires, 1 to 30 (default: 7)")                                       \
+    X(TYPE, "type", 0, "TYPE", false, "only entries of this event type, e.g. project.updated")     \
+    X(ACTOR, "actor", 0, "KEY_ID", false, "only entries made with this admin key")                 \
+    X(SINCE, "since", 0, "WHEN", false,                                                            \
+      "from this time: YYYY-MM-DD[THH:MM[:SS]] UTC or Unix seconds")                               \
+    X(UNTIL, "until", 0, "WHEN", false, "before this time; a bare date includes that whole day")   \
+    X(LIMIT, "limit", 0, "N", false, "at most N entries, newest first (default: 20; 0: all)")      \
+    X(DRY_RUN, "dry-run", 0, NULL, false, "print the changes without making them")
 
 enum tg_cli_opt_id {
 #define TG_CLI_OPT_ENUM(id, name, letter, arg, is_global, help) TG_CLI_OPT_##id,
@@ -89,7 +107,7 @@ extern const size_t tg_cli_n_cmds;
 
 /* ---- the command line ----------------------------------------------------------------- */
 
-#define TG_CLI_MAX_ARGS 8
+#define TG_CLI_MAX_ARGS 64
 
 struct tg_cli_args {
     const struct tg_cli_cmd *cmd;   /* NULL when argv names no command */
@@ -213,6 +231,59 @@ int tg_cli_keys_table(const json_t *list, struct tg_buf *out);
 /* Table of a project list: id, name, environment, status. 0 or TG_EPARSE. */
 int tg_cli_projects_table(const json_t *list, struct tg_buf *out);
 
+/* Tables of the organization's lists (each an API list object, {"data": [...]}). Each
+ * returns 0, or TG_EPARSE when there is no "data" array. Times are UTC.
+ *   users:            id, name, email, role, added
+ *   invites:          id, email, role, status, expires
+ *   admin keys:       id, name, redacted, owner (user id), role, status, created
+ *   members:          id, name, email, role, added
+ *   service accounts: id, name, role, created
+ *   audit:            time, type, actor (the key's user's e-mail, else the key id), project
+ *                     (name, else id), target (the id the entry's "<type>" member names)
+ *   versions:         version, project (name, else id), created, actor, reason, settings
+ *                     (compact JSON) */
+int tg_cli_users_table(const json_t *list, struct tg_buf *out);
+int tg_cli_invites_table(const json_t *list, struct tg_buf *out);
+int tg_cli_admin_keys_table(const json_t *list, struct tg_buf *out);
+int tg_cli_members_table(const json_t *list, struct tg_buf *out);
+int tg_cli_service_accounts_table(const json_t *list, struct tg_buf *out);
+int tg_cli_audit_table(const json_t *list, struct tg_buf *out);
+int tg_cli_versions_table(const json_t *list, struct tg_buf *out);
+
+/* Table of a config version diff ({"changes": [{path, change, old, new}]}): path, change,
+ * old, new (values as compact JSON), or "No differences.\n". 0 or TG_EPARSE. */
+int tg_cli_diff_table(const json_t *diff, struct tg_buf *out);
+
+/* Table of an apply answer ({"changes": [{action, kind, name, before, after}]}): action,
+ * kind, name, and what changes (for an update the members that differ, "k: old -> new"; for
+ * a create the new object's members), or "No changes.\n". 0 or TG_EPARSE. */
+int tg_cli_apply_table(const json_t *ans, struct tg_buf *out);
+
+/* One object as "field  value" rows in the API's order; objects and lists as compact JSON,
+ * null as "-". 0 or TG_EPARSE when obj is not an object. */
+int tg_cli_object_table(const json_t *obj, struct tg_buf *out);
+
+/* ---- request building ---------------------------------------------------------------------- */
+
+/* Splits a comma-separated list into a JSON array of its trimmed items. Returns 0, or
+ * TG_EINVAL with a reason naming option (e.g. "--models") when an item is empty. */
+int tg_cli_list_split(const char *list, const char *option, json_t **out, char *err,
+                      size_t err_cap);
+
+/* The "projects" member of an invite from --projects "NAME[:ROLE],...": a JSON array of
+ * {"id": NAME, "role": ROLE} (role "member" when not given). 0 or TG_EINVAL with a reason. */
+int tg_cli_invite_projects(const char *list, json_t **out, char *err, size_t err_cap);
+
+/* The audit list request from the `audit list` options (--type, --actor, --project, --since,
+ * --until), without limit and after: "/v1/organization/audit_logs?..." appended to out.
+ * Returns 0, or TG_EINVAL with a reason (a bad time, --until not after --since). */
+int tg_cli_audit_query_path(const struct tg_cli_args *a, struct tg_buf *out, char *err,
+                            size_t err_cap);
+
+/* The --limit option: *out is the number (0: all) or def when absent. 0 or TG_EINVAL. */
+int tg_cli_limit_parse(const struct tg_cli_args *a, size_t def, size_t *out, char *err,
+                       size_t err_cap);
+
 /* ---- running a command --------------------------------------------------------------------- */
 
 struct tg_cli {
@@ -232,10 +303,24 @@ struct tg_cli {
 int tg_cli_request(struct tg_cli *cli, const char *method, const char *path, const char *body,
                    json_t **out);
 
+/* Like tg_cli_request, but a 2xx answer's body is appended to out as it came (export's YAML);
+ * the error answers are reported the same way. */
+int tg_cli_request_text(struct tg_cli *cli, const char *method, const char *path, const char *body,
+                        struct tg_buf *out);
+
 /* GETs every page of a cursor list (limit/after, has_more/last_id) and returns the first page
  * object with the later pages' data appended and has_more false. 0 or a negative code (the
  * error already printed). */
 int tg_cli_list_fetch(struct tg_cli *cli, const char *path, json_t **out);
+
+/* The same, stopping after max_items items (0: no maximum); has_more then tells whether the
+ * API had more. */
+int tg_cli_list_fetch_max(struct tg_cli *cli, const char *path, size_t max_items, json_t **out);
+
+/* "/v1/organization/" followed by fmt, in which each "%s" is replaced by the next argument
+ * percent-encoded (a path segment or query value); no other directive is understood. Returns
+ * a heap string the caller frees. */
+char *tg_cli_path(const char *fmt, ...);
 
 /* Prints "tollgate: <message>" on cli->err, with every occurrence of the admin key replaced
  * by "[admin key]". */
@@ -257,5 +342,67 @@ int tg_cli_cmd_keys_create(struct tg_cli *cli);
 int tg_cli_cmd_keys_list(struct tg_cli *cli);
 int tg_cli_cmd_keys_revoke(struct tg_cli *cli);
 int tg_cli_cmd_usage(struct tg_cli *cli);
+int tg_cli_cmd_keys_get(struct tg_cli *cli);
+
+/* cli_cmds_org.c: projects, members, users, invites, admin keys, service accounts. */
+int tg_cli_cmd_projects_get(struct tg_cli *cli);
+int tg_cli_cmd_projects_create(struct tg_cli *cli);
+int tg_cli_cmd_projects_modify(struct tg_cli *cli);
+int tg_cli_cmd_projects_rename(struct tg_cli *cli);
+int tg_cli_cmd_projects_set_models(struct tg_cli *cli);
+int tg_cli_cmd_projects_archive(struct tg_cli *cli);
+int tg_cli_cmd_members_list(struct tg_cli *cli);
+int tg_cli_cmd_members_add(struct tg_cli *cli);
+int tg_cli_cmd_members_set_role(struct tg_cli *cli);
+int tg_cli_cmd_members_remove(struct tg_cli *cli);
+int tg_cli_cmd_users_list(struct tg_cli *cli);
+int tg_cli_cmd_users_get(struct tg_cli *cli);
+int tg_cli_cmd_users_set_role(struct tg_cli *cli);
+int tg_cli_cmd_users_delete(struct tg_cli *cli);
+int tg_cli_cmd_invites_create(struct tg_cli *cli);
+int tg_cli_cmd_invites_list(struct tg_cli *cli);
+int tg_cli_cmd_invites_get(struct tg_cli *cli);
+int tg_cli_cmd_invites_delete(struct tg_cli *cli);
+/* The one command that needs no admin key: the invite's token is the credential. */
+int tg_cli_cmd_invites_accept(struct tg_cli *cli);
+int tg_cli_cmd_admin_keys_create(struct tg_cli *cli);
+int tg_cli_cmd_admin_keys_list(struct tg_cli *cli);
+int tg_cli_cmd_admin_keys_get(struct tg_cli *cli);
+int tg_cli_cmd_admin_keys_revoke(struct tg_cli *cli);
+int tg_cli_cmd_svc_list(struct tg_cli *cli);
+int tg_cli_cmd_svc_create(struct tg_cli *cli);
+int tg_cli_cmd_svc_get(struct tg_cli *cli);
+int tg_cli_cmd_svc_rename(struct tg_cli *cli);
+int tg_cli_cmd_svc_delete(struct tg_cli *cli);
+int tg_cli_cmd_svc_key_create(struct tg_cli *cli);
+
+/* cli_cmds_config.c: audit log, config history, export and apply. */
+int tg_cli_cmd_audit_list(struct tg_cli *cli);
+int tg_cli_cmd_audit_verify(struct tg_cli *cli);
+int tg_cli_cmd_history(struct tg_cli *cli);
+int tg_cli_cmd_diff(struct tg_cli *cli);
+int tg_cli_cmd_rollback(struct tg_cli *cli);
+int tg_cli_cmd_export(struct tg_cli *cli);
+int tg_cli_cmd_apply(struct tg_cli *cli);
+
+/* Shared by the command files (cli_cmds.c). */
+typedef int (*tg_cli_table_fn)(const json_t *v, struct tg_buf *out);
+
+/* Prints v as JSON (--json) or as the table fn makes of it. Returns the exit code. */
+int tg_cli_print(struct tg_cli *cli, const json_t *v, tg_cli_table_fn fn);
+
+/* Sends method path with body (a JSON value, taken; NULL for none) and, on success, prints
+ * the answer with tg_cli_print(fn), or, when fn is NULL, prints the answer (--json) or the
+ * line done (a plain message). Returns the exit code. */
+int tg_cli_send(struct tg_cli *cli, const char *method, const char *path, json_t *body,
+                tg_cli_table_fn fn, const char *done);
+
+/* GETs every page of the list at path and prints it with fn. Returns the exit code. */
+int tg_cli_show_list(struct tg_cli *cli, const char *path, tg_cli_table_fn fn);
+
+/* Prints a created secret: alone on stdout (so $(...) captures it), or the whole answer with
+ * --json, then "what" and the not-shown-again warning on stderr. */
+void tg_cli_print_secret(struct tg_cli *cli, const json_t *ans, const char *secret,
+                         const char *what);
 
 #endif
