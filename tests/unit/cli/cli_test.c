@@ -120,6 +120,110 @@ args_errors_name_the_problem(void **state)
     }
 }
 
+static void
+args_organization_commands(void **state)
+{
+    struct tg_cli_args a;
+    char err[200] = "";
+    char *models[] = {"tollgate",    "projects",   "set-models", "dev",
+                      "gpt-4o-mini", "mock-small", "--json"};
+    assert_int_equal(tg_cli_args_parse(ARGC(models), models, &a, err, sizeof(err)), 0);
+    assert_ptr_equal(a.cmd->run, tg_cli_cmd_projects_set_models);
+    assert_int_equal(a.n_pos, 3);
+    assert_string_equal(a.pos[0], "dev");
+    assert_string_equal(a.pos[2], "mock-small");
+
+    char *audit[] = {"tollgate", "audit", "list",    "--type",    "project.updated",
+                     "--limit",  "5",     "--since", "2026-01-01"};
+    assert_int_equal(tg_cli_args_parse(ARGC(audit), audit, &a, err, sizeof(err)), 0);
+    assert_ptr_equal(a.cmd->run, tg_cli_cmd_audit_list);
+    assert_string_equal(a.opt[TG_CLI_OPT_TYPE], "project.updated");
+    assert_string_equal(a.opt[TG_CLI_OPT_LIMIT], "5");
+    assert_string_equal(a.opt[TG_CLI_OPT_SINCE], "2026-01-01");
+
+    /* One-word commands take positional arguments after them. */
+    char *diff[] = {"tollgate", "diff", "3", "7"};
+    assert_int_equal(tg_cli_args_parse(ARGC(diff), diff, &a, err, sizeof(err)), 0);
+    assert_ptr_equal(a.cmd->run, tg_cli_cmd_diff);
+    assert_int_equal(a.n_pos, 2);
+
+    char *role[] = {"tollgate",        "members", "set-role",
+                    "ada@example.com", "owner",   "--project=prod"};
+    assert_int_equal(tg_cli_args_parse(ARGC(role), role, &a, err, sizeof(err)), 0);
+    assert_ptr_equal(a.cmd->run, tg_cli_cmd_members_set_role);
+    assert_string_equal(a.pos[1], "owner");
+
+    char *apply[] = {"tollgate", "apply", "--dry-run", "org.yaml"};
+    assert_int_equal(tg_cli_args_parse(ARGC(apply), apply, &a, err, sizeof(err)), 0);
+    assert_ptr_equal(a.cmd->run, tg_cli_cmd_apply);
+    assert_non_null(a.opt[TG_CLI_OPT_DRY_RUN]);
+    assert_string_equal(a.pos[0], "org.yaml");
+
+    char *svc[] = {"tollgate", "service-accounts", "key-create", "svc_acct_1", "--project",
+                   "p",        "--name",           "second"};
+    assert_int_equal(tg_cli_args_parse(ARGC(svc), svc, &a, err, sizeof(err)), 0);
+    assert_ptr_equal(a.cmd->run, tg_cli_cmd_svc_key_create);
+
+    /* Every command of the table parses with its required options and minimum arguments. */
+    for (size_t i = 0; i < tg_cli_n_cmds; i++) {
+        const struct tg_cli_cmd *c = &tg_cli_cmds[i];
+        char *argv[40];
+        int argc = 0;
+        char words[64];
+        snprintf(words, sizeof(words), "%s", c->name);
+        argv[argc++] = "tollgate";
+        argv[argc++] = strtok(words, " ");
+        char *second = strtok(NULL, " ");
+        if (second != NULL) {
+            argv[argc++] = second;
+        }
+        for (int o = 0; o < TG_CLI_N_OPTS; o++) {
+            if (c->required & (1u << o)) {
+                static char opt[TG_CLI_N_OPTS][40];
+                snprintf(opt[o], sizeof(opt[o]), "--%s=x", tg_cli_opts[o].name);
+                argv[argc++] = opt[o];
+            }
+        }
+        for (unsigned n = 0; n < c->min_args; n++) {
+            argv[argc++] = "1";
+        }
+        if (tg_cli_args_parse(argc, argv, &a, err, sizeof(err)) != 0 || a.cmd != c) {
+            fail_msg("'%s' does not parse: %s", c->name, err);
+        }
+    }
+}
+
+static void
+args_organization_errors(void **state)
+{
+    static const struct {
+        const char *argv[8];
+        const char *want;
+    } cases[] = {
+        {{"tollgate", "invites", "create", "a@b.c"}, "'invites create' needs --role ROLE"},
+        {{"tollgate", "invites", "accept"}, "'invites accept' needs TOKEN"},
+        {{"tollgate", "diff", "1"}, "'diff' needs A B"},
+        {{"tollgate", "rollback", "1", "2"}, "'rollback' does not take the argument '2'"},
+        {{"tollgate", "history", "--name", "x"}, "'history' does not take --name"},
+        {{"tollgate", "members", "list"}, "'members list' needs --project NAME|ID"},
+        {{"tollgate", "apply", "f", "--dry-run=yes"}, "--dry-run takes no value"},
+        {{"tollgate", "audit", "frob"}, "unknown command 'audit frob'"},
+        {{"tollgate", "projects", "rename", "a"}, "'projects rename' needs PROJECT NEW_NAME"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *argv[8];
+        int argc = 0;
+        while (argc < 8 && cases[i].argv[argc] != NULL) {
+            argv[argc] = (char *)cases[i].argv[argc];
+            argc++;
+        }
+        struct tg_cli_args a;
+        char err[200] = "";
+        assert_int_equal(tg_cli_args_parse(argc, argv, &a, err, sizeof(err)), TG_EINVAL);
+        assert_string_equal(err, cases[i].want);
+    }
+}
+
 /* ---- help ---------------------------------------------------------------------------------- */
 
 static void
@@ -693,6 +797,228 @@ keys_and_projects_tables(void **state)
     json_decref(projects);
 }
 
+static void
+assert_table(json_t *v, tg_cli_table_fn fn, const char *want)
+{
+    struct tg_buf b;
+    tg_buf_init(&b, 0);
+    assert_int_equal(fn(v, &b), 0);
+    assert_string_equal(b.data, want);
+    tg_buf_deinit(&b);
+    json_decref(v);
+}
+
+static void
+org_tables(void **state)
+{
+    assert_table(load("{\"object\":\"list\",\"data\":[{\"object\":\"organization.user\","
+                      "\"id\":\"user-1\",\"name\":\"Ada\",\"email\":\"ada@example.com\","
+                      "\"role\":\"owner\",\"added_at\":1793541900},{\"id\":\"user-22\","
+                      "\"name\":\"B\",\"email\":\"b@example.com\",\"role\":\"reader\","
+                      "\"added_at\":null}]}"),
+                 tg_cli_users_table,
+                 "id       name  email            role    added (UTC)\n"
+                 "user-1   Ada   ada@example.com  owner   2026-11-01 14:05\n"
+                 "user-22  B     b@example.com    reader  -\n");
+    assert_table(load("{\"data\":[{\"id\":\"invite-1\",\"email\":\"x@y.z\",\"role\":\"reader\","
+                      "\"status\":\"pending\",\"expires_at\":1793541900,\"projects\":[]}]}"),
+                 tg_cli_invites_table,
+                 "id        email  role    status   expires (UTC)\n"
+                 "invite-1  x@y.z  reader  pending  2026-11-01 14:05\n");
+    assert_table(load("{\"data\":[{\"id\":\"key_1\",\"name\":\"laptop\",\"redacted_value\":"
+                      "\"tg-Ab****yZ\",\"created_at\":1793541900,\"status\":\"active\","
+                      "\"owner\":{\"type\":\"user\",\"id\":\"user-1\",\"role\":\"owner\"}}]}"),
+                 tg_cli_admin_keys_table,
+                 "id     name    redacted     owner   role   status  created (UTC)\n"
+                 "key_1  laptop  tg-Ab****yZ  user-1  owner  active  2026-11-01 14:05\n");
+    assert_table(load("{\"data\":[{\"id\":\"svc_acct_1\",\"name\":\"billing\",\"role\":"
+                      "\"member\",\"created_at\":0}]}"),
+                 tg_cli_service_accounts_table,
+                 "id          name     role    created (UTC)\n"
+                 "svc_acct_1  billing  member  1970-01-01 00:00\n");
+
+    struct tg_buf b;
+    tg_buf_init(&b, 0);
+    json_t *bad = load("{\"object\":\"list\"}");
+    assert_int_equal(tg_cli_users_table(bad, &b), TG_EPARSE);
+    assert_int_equal(tg_cli_audit_table(bad, &b), TG_EPARSE);
+    assert_int_equal(tg_cli_diff_table(bad, &b), TG_EPARSE);
+    assert_int_equal(tg_cli_apply_table(bad, &b), TG_EPARSE);
+    assert_int_equal(tg_cli_object_table(json_object_get(bad, "object"), &b), TG_EPARSE);
+    assert_int_equal(b.len, 0);
+    json_decref(bad);
+    tg_buf_deinit(&b);
+}
+
+static const char audit_page[] =
+    "{\"object\":\"list\",\"data\":["
+    "{\"id\":\"audit_log-2\",\"object\":\"organization.audit_log\",\"type\":\"project.updated\","
+    "\"effective_at\":1793541900,\"project\":{\"id\":\"proj_p\",\"name\":\"prod\"},"
+    "\"actor\":{\"type\":\"api_key\",\"api_key\":{\"id\":\"key_o\",\"type\":\"user\","
+    "\"user\":{\"id\":\"user-1\",\"email\":\"ada@example.com\"}}},"
+    "\"project.updated\":{\"id\":\"proj_p\",\"changes_requested\":{\"name\":\"prod\"}},"
+    "\"seq\":2},"
+    "{\"id\":\"audit_log-1\",\"type\":\"invite.accepted\",\"effective_at\":1793538000,"
+    "\"actor\":{\"type\":\"api_key\",\"api_key\":{\"id\":\"key_x\",\"user\":null}},"
+    "\"invite.accepted\":{\"id\":\"invite-9\"},\"seq\":1}],"
+    "\"first_id\":\"audit_log-2\",\"last_id\":\"audit_log-1\",\"has_more\":false}";
+
+static const char audit_table_text[] =
+    "time (UTC)        type             actor            project  target\n"
+    "2026-11-01 14:05  project.updated  ada@example.com  prod     proj_p\n"
+    "2026-11-01 13:00  invite.accepted  key_x            -        invite-9\n";
+
+static void
+audit_history_and_diff_tables(void **state)
+{
+    assert_table(load(audit_page), tg_cli_audit_table, audit_table_text);
+    assert_table(load("{\"data\":[{\"object\":\"organization.config_version\",\"number\":7,"
+                      "\"project_id\":\"proj_p\",\"project_name\":\"prod\",\"created_at\":"
+                      "1793541900,\"actor_id\":\"key_o\",\"reason\":\"project.updated\","
+                      "\"settings\":{\"models\":[\"a\",\"b\"]}},{\"number\":12,\"project_id\":"
+                      "\"proj_gone\",\"project_name\":null,\"created_at\":1793541900,"
+                      "\"actor_id\":null,\"reason\":\"rollback to 7\",\"settings\":{}}]}"),
+                 tg_cli_versions_table,
+                 "version  project    created (UTC)     actor  reason           settings\n"
+                 "7        prod       2026-11-01 14:05  key_o  project.updated  "
+                 "{\"models\":[\"a\",\"b\"]}\n"
+                 "12       proj_gone  2026-11-01 14:05  -      rollback to 7    {}\n");
+    assert_table(load("{\"object\":\"organization.config_version.diff\",\"from\":1,\"to\":2,"
+                      "\"changes\":[{\"path\":\"limits.rpm\",\"change\":\"added\",\"old\":null,"
+                      "\"new\":60},{\"path\":\"models\",\"change\":\"changed\",\"old\":[\"a\"],"
+                      "\"new\":[\"a\",\"b\"]},{\"path\":\"tier\",\"change\":\"removed\","
+                      "\"old\":\"gold\",\"new\":null}]}"),
+                 tg_cli_diff_table,
+                 "path        change   old    new\n"
+                 "limits.rpm  added    -      60\n"
+                 "models      changed  [\"a\"]  [\"a\",\"b\"]\n"
+                 "tier        removed  gold   -\n");
+    assert_table(load("{\"changes\":[]}"), tg_cli_diff_table, "No differences.\n");
+}
+
+static void
+apply_and_object_tables(void **state)
+{
+    assert_table(
+        load("{\"object\":\"organization.apply\",\"dry_run\":true,\"changes\":["
+             "{\"action\":\"update\",\"kind\":\"project\",\"name\":\"prod\","
+             "\"before\":{\"name\":\"prod\",\"environment\":\"staging\",\"archived\":false},"
+             "\"after\":{\"name\":\"prod\",\"environment\":\"production\",\"archived\":false}},"
+             "{\"action\":\"create\",\"kind\":\"user\",\"name\":\"a@b.c\",\"before\":null,"
+             "\"after\":{\"email\":\"a@b.c\",\"role\":\"reader\"}},"
+             "{\"action\":\"archive\",\"kind\":\"project\",\"name\":\"old\","
+             "\"before\":{\"name\":\"old\"},\"after\":{\"name\":\"old\"}},"
+             "{\"action\":\"delete\",\"kind\":\"member\",\"name\":\"prod/a@b.c\","
+             "\"before\":{\"role\":\"member\"},\"after\":null}]}"),
+        tg_cli_apply_table,
+        "action   kind     name        changes\n"
+        "update   project  prod        environment: staging -> production\n"
+        "create   user     a@b.c       email: a@b.c, role: reader\n"
+        "archive  project  old         -\n"
+        "delete   member   prod/a@b.c  -\n");
+    assert_table(load("{\"changes\":[]}"), tg_cli_apply_table, "No changes.\n");
+
+    /* Long values are cut on a character boundary (byte 57 is inside an "ö" here); times
+     * become dates; null is "-". */
+    char long_models[400];
+    int n =
+        snprintf(long_models, sizeof(long_models), "{\"id\":\"proj_p\",\"models\":[\"abcdef\",");
+    for (int i = 0; i < 12; i++) {
+        n += snprintf(long_models + n, sizeof(long_models) - (size_t)n, "%s\"mödel-%d\"",
+                      i ? "," : "", i);
+    }
+    snprintf(long_models + n, sizeof(long_models) - (size_t)n,
+             "],\"created_at\":1793541900,\"archived_at\":null,\"n\":3}");
+    json_t *obj = load(long_models);
+    struct tg_buf b;
+    tg_buf_init(&b, 0);
+    assert_int_equal(tg_cli_object_table(obj, &b), 0);
+    assert_string_equal(b.data, "field        value\n"
+                                "id           proj_p\n"
+                                "models       [\"abcdef\",\"mödel-0\",\"mödel-1\",\"mödel-2\","
+                                "\"mödel-3\",\"m...\n"
+                                "created_at   2026-11-01 14:05\n"
+                                "archived_at  -\n"
+                                "n            3\n");
+    tg_buf_deinit(&b);
+    json_decref(obj);
+}
+
+static void
+request_builders(void **state)
+{
+    char err[200] = "";
+    json_t *v = NULL;
+    assert_int_equal(tg_cli_list_split(" a , b,c ", "--models", &v, err, sizeof(err)), 0);
+    char *text = json_dumps(v, JSON_COMPACT);
+    assert_string_equal(text, "[\"a\",\"b\",\"c\"]");
+    free(text);
+    json_decref(v);
+    assert_int_equal(tg_cli_list_split("a,,b", "--models", &v, err, sizeof(err)), TG_EINVAL);
+    assert_null(v);
+    assert_string_equal(err, "--models has an empty item in 'a,,b'");
+    assert_int_equal(tg_cli_list_split("", "--models", &v, err, sizeof(err)), TG_EINVAL);
+
+    assert_int_equal(tg_cli_invite_projects("prod, dev:owner,proj_x:member", &v, err, sizeof(err)),
+                     0);
+    text = json_dumps(v, JSON_COMPACT);
+    assert_string_equal(text, "[{\"id\":\"prod\",\"role\":\"member\"},{\"id\":\"dev\",\"role\":"
+                              "\"owner\"},{\"id\":\"proj_x\",\"role\":\"member\"}]");
+    free(text);
+    json_decref(v);
+    assert_int_equal(tg_cli_invite_projects("prod:admin", &v, err, sizeof(err)), TG_EINVAL);
+    assert_string_equal(err, "--projects: the role in 'prod:admin' must be owner or member");
+    assert_int_equal(tg_cli_invite_projects(":owner", &v, err, sizeof(err)), TG_EINVAL);
+    assert_string_equal(err, "--projects: ':owner' names no project");
+
+    struct tg_cli_args a;
+    struct tg_buf b;
+    char *all[] = {"tollgate",   "audit",   "list",      "--type",  "project.updated",
+                   "--actor",    "key_1",   "--project", "my proj", "--since",
+                   "2026-11-01", "--until", "2026-11-01"};
+    assert_int_equal(tg_cli_args_parse(ARGC(all), all, &a, err, sizeof(err)), 0);
+    tg_buf_init(&b, 0);
+    assert_int_equal(tg_cli_audit_query_path(&a, &b, err, sizeof(err)), 0);
+    assert_string_equal(b.data, "/v1/organization/audit_logs?event_types%5B%5D=project.updated"
+                                "&actor_ids%5B%5D=key_1&project_ids%5B%5D=my%20proj"
+                                "&effective_at%5Bgte%5D=1793491200"
+                                "&effective_at%5Blt%5D=1793577600");
+    tg_buf_deinit(&b);
+
+    char *none[] = {"tollgate", "audit", "list"};
+    assert_int_equal(tg_cli_args_parse(ARGC(none), none, &a, err, sizeof(err)), 0);
+    tg_buf_init(&b, 0);
+    assert_int_equal(tg_cli_audit_query_path(&a, &b, err, sizeof(err)), 0);
+    assert_string_equal(b.data, "/v1/organization/audit_logs");
+    size_t limit = 0;
+    assert_int_equal(tg_cli_limit_parse(&a, 20, &limit, err, sizeof(err)), 0);
+    assert_int_equal(limit, 20);
+    tg_buf_deinit(&b);
+
+    char *backwards[] = {"tollgate",         "audit",   "list", "--since", "2026-11-02", "--until",
+                         "2026-11-01T12:00", "--limit", "0"};
+    assert_int_equal(tg_cli_args_parse(ARGC(backwards), backwards, &a, err, sizeof(err)), 0);
+    tg_buf_init(&b, 0);
+    assert_int_equal(tg_cli_audit_query_path(&a, &b, err, sizeof(err)), TG_EINVAL);
+    assert_string_equal(err, "--until must be later than --since");
+    assert_int_equal(tg_cli_limit_parse(&a, 20, &limit, err, sizeof(err)), 0);
+    assert_int_equal(limit, 0);
+    tg_buf_deinit(&b);
+
+    char *bad[] = {"tollgate", "audit", "list", "--since", "soon", "--limit", "-1"};
+    assert_int_equal(tg_cli_args_parse(ARGC(bad), bad, &a, err, sizeof(err)), 0);
+    tg_buf_init(&b, 0);
+    assert_int_equal(tg_cli_audit_query_path(&a, &b, err, sizeof(err)), TG_EINVAL);
+    assert_string_equal(err, "--since: 'soon' is not YYYY-MM-DD[THH:MM[:SS]] or Unix seconds");
+    assert_int_equal(tg_cli_limit_parse(&a, 20, &limit, err, sizeof(err)), TG_EINVAL);
+    assert_string_equal(err, "--limit takes a number from 0 to 100000000, not '-1'");
+    tg_buf_deinit(&b);
+
+    char *path = tg_cli_path("projects/%s/users/%s", "my proj", "a/b");
+    assert_string_equal(path, "/v1/organization/projects/my%20proj/users/a%2Fb");
+    free(path);
+}
+
 /* ---- the scripted HTTP server -------------------------------------------------------------------
  */
 
@@ -831,7 +1157,8 @@ server_start(struct server *s, const struct exchange *ex, size_t n_ex, const cha
 {
     static char auth[256];
     memset(s, 0, sizeof(*s));
-    snprintf(auth, sizeof(auth), "Bearer %s", key);
+    /* key NULL: the request must carry no Authorization header at all. */
+    snprintf(auth, sizeof(auth), "%s%s", key ? "Bearer " : "", key ? key : "");
     s->auth = auth;
     s->ex = ex;
     s->n_ex = n_ex;
@@ -1237,6 +1564,326 @@ e2e_command_line_errors_and_help(void **state)
     tg_buf_deinit(&want);
 }
 
+static void
+e2e_invite_accept_sends_no_admin_key(void **state)
+{
+    static const struct exchange ex[] = {
+        {"POST /v1/organization/invites/accept HTTP/1.1",
+         "{\"token\":\"tginv-abc\",\"name\":\"Ada L\"}", 200,
+         "{\"object\":\"organization.user\",\"id\":\"user-9\",\"name\":\"Ada L\",\"email\":"
+         "\"ada@example.com\",\"role\":\"reader\",\"admin_api_key\":{\"object\":"
+         "\"organization.admin_api_key\",\"id\":\"key_9\",\"value\":\"tg-NewAdminKey\"}}"},
+    };
+    struct server s;
+    char url[64];
+    /* No key in the environment either: accept must not need one. */
+    unsetenv("TOLLGATE_ADMIN_KEY");
+    setenv("TOLLGATE_DATA_DIR", "/nonexistent", 1);
+    server_start(&s, ex, 1, NULL);
+    char *argv[] = {"tollgate", "invites", "accept", "tginv-abc",
+                    "--name",   "Ada L",   "--url",  url_of(&s, url, sizeof(url))};
+    struct run r = run_cli(ARGC(argv), argv);
+    server_stop(&s);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.out, "tg-NewAdminKey\n");
+    assert_non_null(strstr(r.err, "Welcome, Ada L <ada@example.com>: you are user user-9, reader"));
+    assert_non_null(strstr(r.err, "admin key key_9"));
+    assert_non_null(strstr(r.err, "not shown again"));
+    run_free(&r);
+    e2e_setup(state);
+}
+
+static void
+e2e_member_role_by_email_and_project_changes(void **state)
+{
+    static const struct exchange ex[] = {
+        {"GET /v1/organization/users?limit=100 HTTP/1.1", NULL, 200,
+         "{\"object\":\"list\",\"data\":[{\"id\":\"user-1\",\"email\":\"boss@example.com\"},"
+         "{\"id\":\"user-2\",\"email\":\"ada@example.com\"}],\"has_more\":false}"},
+        {"POST /v1/organization/projects/prod/users/user-2 HTTP/1.1", "{\"role\":\"owner\"}", 200,
+         "{\"object\":\"organization.project.user\",\"id\":\"user-2\",\"name\":\"Ada\","
+         "\"email\":\"ada@example.com\",\"role\":\"owner\",\"added_at\":1}"},
+        {"POST /v1/organization/projects HTTP/1.1",
+         "{\"name\":\"qa\",\"environment\":\"staging\",\"models\":[\"a\",\"b c\"]}", 200,
+         "{\"id\":\"proj_q\",\"object\":\"organization.project\",\"name\":\"qa\","
+         "\"environment\":\"staging\",\"models\":[\"a\",\"b c\"],\"status\":\"active\"}"},
+        {"POST /v1/organization/projects/qa HTTP/1.1", "{\"models\":null}", 200,
+         "{\"id\":\"proj_q\",\"name\":\"qa\",\"environment\":\"staging\",\"models\":null}"},
+        {"GET /v1/organization/users?limit=100 HTTP/1.1", NULL, 200,
+         "{\"object\":\"list\",\"data\":[],\"has_more\":false}"},
+    };
+    struct server s;
+    char url[64];
+    server_start(&s, ex, 5, ADMIN_KEY);
+    url_of(&s, url, sizeof(url));
+    char *role[] = {"tollgate", "members", "set-role", "ADA@example.com", "owner", "--project",
+                    "prod",     "--url",   url};
+    struct run r = run_cli(ARGC(role), role);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.out, "ada@example.com (user-2) is now owner of project prod.\n");
+    run_free(&r);
+
+    char *create[] = {"tollgate", "projects", "create", "qa",    "--environment",
+                      "staging",  "--models", "a, b c", "--url", url};
+    r = run_cli(ARGC(create), create);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.out,
+                        "Created project qa (proj_q): environment staging, models: a, b c.\n");
+    run_free(&r);
+
+    char *all[] = {"tollgate", "projects", "set-models", "qa", "--all-models", "--url", url};
+    r = run_cli(ARGC(all), all);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.out,
+                        "Updated project qa (proj_q): environment staging, models: every routed "
+                        "model.\n");
+    run_free(&r);
+
+    /* An e-mail nobody has: exit 1 after the lookup, no change requested. */
+    char *nobody[] = {"tollgate", "users", "delete", "nobody@example.com", "--url", url};
+    r = run_cli(ARGC(nobody), nobody);
+    server_stop(&s);
+    assert_int_equal(r.rc, 1);
+    assert_string_equal(r.err, "tollgate: no user in the organization has the e-mail address "
+                               "nobody@example.com\n");
+    run_free(&r);
+
+    /* Mistakes found before any request: exit 2. */
+    char *both[] = {"tollgate", "projects",     "modify", "qa", "--models",
+                    "a",        "--all-models", "--url",  url};
+    r = run_cli(ARGC(both), both);
+    assert_int_equal(r.rc, 2);
+    assert_string_equal(r.err, "tollgate: give --models or --all-models, not both\n");
+    run_free(&r);
+    char *nothing[] = {"tollgate", "projects", "modify", "qa", "--url", url};
+    r = run_cli(ARGC(nothing), nothing);
+    assert_int_equal(r.rc, 2);
+    run_free(&r);
+}
+
+static void
+e2e_audit_list_limit_pages_and_verify(void **state)
+{
+    json_t *all = load(audit_page);
+    json_t *data = json_object_get(all, "data");
+    json_t *p1 =
+        json_pack("{s:s,s:[O],s:s,s:s,s:b}", "object", "list", "data", json_array_get(data, 0),
+                  "first_id", "audit_log-2", "last_id", "audit_log-2", "has_more", 1);
+    json_t *p2 =
+        json_pack("{s:s,s:[O],s:s,s:s,s:b}", "object", "list", "data", json_array_get(data, 1),
+                  "first_id", "audit_log-1", "last_id", "audit_log-1", "has_more", 1);
+    char *t1 = json_dumps(p1, 0), *t2 = json_dumps(p2, 0);
+    const struct exchange ex[] = {
+        {"GET /v1/organization/audit_logs?project_ids%5B%5D=prod&limit=2 HTTP/1.1", NULL, 200, t1},
+        {"GET /v1/organization/audit_logs?project_ids%5B%5D=prod&limit=1&after=audit_log-2 "
+         "HTTP/1.1",
+         NULL, 200, t2},
+        {"GET /v1/organization/audit_logs/verify HTTP/1.1", NULL, 200,
+         "{\"object\":\"organization.audit_log.verification\",\"valid\":true,\"entries\":12,"
+         "\"first_invalid_seq\":null,\"reason\":null,\"head_seq\":12,\"head_hash\":\"ab12\"}"},
+        {"GET /v1/organization/audit_logs/verify HTTP/1.1", NULL, 200,
+         "{\"object\":\"organization.audit_log.verification\",\"valid\":false,\"entries\":4,"
+         "\"first_invalid_seq\":5,\"reason\":\"entry 5 is missing (the chain jumps from 4 to "
+         "6)\",\"head_seq\":null,\"head_hash\":null}"},
+    };
+    struct server s;
+    char url[64];
+    server_start(&s, ex, 4, ADMIN_KEY);
+    url_of(&s, url, sizeof(url));
+    char *list[] = {"tollgate", "audit", "list", "--project", "prod", "--limit", "2", "--url", url};
+    struct run r = run_cli(ARGC(list), list);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.out, audit_table_text);
+    assert_string_equal(r.err, "(the 2 newest shown; --limit N shows more, --limit 0 all)\n");
+    run_free(&r);
+
+    char *verify[] = {"tollgate", "audit", "verify", "--url", url};
+    r = run_cli(ARGC(verify), verify);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.out, "The audit log is intact: 12 entries, hash chain verified.\n"
+                               "Newest entry: 12, hash ab12 (keep it elsewhere to detect the "
+                               "removal of the newest entries).\n");
+    run_free(&r);
+
+    r = run_cli(ARGC(verify), verify);
+    server_stop(&s);
+    assert_int_equal(r.rc, 1);
+    assert_string_equal(r.out, "");
+    assert_string_equal(r.err, "tollgate: the audit log's hash chain is broken at entry 5: entry "
+                               "5 is missing (the chain jumps from 4 to 6)\n");
+    run_free(&r);
+    free(t1);
+    free(t2);
+    json_decref(p1);
+    json_decref(p2);
+    json_decref(all);
+}
+
+static void
+e2e_export_apply_history_rollback(void **state)
+{
+    static const char yaml[] = "version: 1\nusers:\n- email: ada@example.com\n  name: \"Ada\"\n";
+    static const struct exchange ex[] = {
+        {"GET /v1/organization/export HTTP/1.1", NULL, 200, yaml},
+        {"POST /v1/organization/apply?dry_run=true HTTP/1.1",
+         "{\"yaml\":\"version: 1\\nusers:\\n- email: ada@example.com\\n  name: \\\"Ada\\\"\\n\"}",
+         200,
+         "{\"object\":\"organization.apply\",\"dry_run\":true,\"changes\":[{\"action\":"
+         "\"update\",\"kind\":\"user\",\"name\":\"ada@example.com\",\"before\":{\"name\":"
+         "\"Ada L\"},\"after\":{\"name\":\"Ada\"}}]}"},
+        {"POST /v1/organization/apply?dry_run=false HTTP/1.1",
+         "{\"yaml\":\"version: 1\\nusers:\\n- email: ada@example.com\\n  name: \\\"Ada\\\"\\n\"}",
+         200, "{\"object\":\"organization.apply\",\"dry_run\":false,\"changes\":[]}"},
+        {"POST /v1/organization/apply?dry_run=false HTTP/1.1",
+         "{\"yaml\":\"version: 1\\nusers:\\n- email: ada@example.com\\n  name: \\\"Ada\\\"\\n\"}",
+         400,
+         "{\"error\":{\"message\":\"The organization file is not valid: line 3: bad.\","
+         "\"type\":\"invalid_request_error\",\"param\":\"file\",\"code\":\"invalid_org_file\"}}"},
+        {"GET /v1/organization/projects/prod/config_versions?limit=20 HTTP/1.1", NULL, 200,
+         "{\"object\":\"list\",\"data\":[{\"number\":3,\"project_id\":\"proj_p\",\"project_name\":"
+         "\"prod\",\"created_at\":0,\"actor_id\":\"key_o\",\"reason\":\"apply\",\"settings\":{}}],"
+         "\"first_id\":\"3\",\"last_id\":\"3\",\"has_more\":false}"},
+        {"GET /v1/organization/config_versions/diff?from=1&to=3 HTTP/1.1", NULL, 200,
+         "{\"changes\":[]}"},
+        {"POST /v1/organization/config_versions/2/rollback HTTP/1.1", "{}", 200,
+         "{\"object\":\"organization.config_version\",\"number\":4,\"project_id\":\"proj_p\","
+         "\"project_name\":\"prod\",\"reason\":\"rollback to 2\"}"},
+    };
+    struct server s;
+    char url[64];
+    server_start(&s, ex, 7, ADMIN_KEY);
+    url_of(&s, url, sizeof(url));
+
+    char *exp[] = {"tollgate", "export", "--url", url};
+    struct run r = run_cli(ARGC(exp), exp);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.out, yaml);
+    run_free(&r);
+
+    char file[] = "/tmp/tg-cli-apply-XXXXXX";
+    int fd = mkstemp(file);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, yaml, strlen(yaml)), (ssize_t)strlen(yaml));
+    close(fd);
+    char *dry[] = {"tollgate", "apply", file, "--dry-run", "--url", url};
+    r = run_cli(ARGC(dry), dry);
+    assert_int_equal(r.rc, 0);
+    char want[512];
+    snprintf(want, sizeof(want),
+             "Dry run, nothing was changed. Applying %s would make 1 change:\n"
+             "action  kind  name             changes\n"
+             "update  user  ada@example.com  name: Ada L -> Ada\n",
+             file);
+    assert_string_equal(r.out, want);
+    run_free(&r);
+
+    char *real[] = {"tollgate", "apply", file, "--url", url};
+    r = run_cli(ARGC(real), real);
+    assert_int_equal(r.rc, 0);
+    snprintf(want, sizeof(want), "No changes: the organization already matches %s.\n", file);
+    assert_string_equal(r.out, want);
+    run_free(&r);
+
+    r = run_cli(ARGC(real), real);
+    assert_int_equal(r.rc, 1);
+    assert_string_equal(r.err, "tollgate: 400 The organization file is not valid: line 3: bad.\n");
+    run_free(&r);
+    unlink(file);
+
+    char *hist[] = {"tollgate", "history", "--project", "prod", "--url", url};
+    r = run_cli(ARGC(hist), hist);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.out, "version  project  created (UTC)     actor  reason  settings\n"
+                               "3        prod     1970-01-01 00:00  key_o  apply   {}\n");
+    run_free(&r);
+
+    char *diff[] = {"tollgate", "diff", "1", "3", "--url", url};
+    r = run_cli(ARGC(diff), diff);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.out, "No differences.\n");
+    run_free(&r);
+
+    char *back[] = {"tollgate", "rollback", "2", "--url", url};
+    r = run_cli(ARGC(back), back);
+    server_stop(&s);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.out, "Restored the settings of version 2 onto project prod: now "
+                               "version 4.\n");
+    run_free(&r);
+
+    /* Not numbers, or a file that is not there: exit before any request. */
+    char *bad_diff[] = {"tollgate", "diff", "1", "HEAD", "--url", "http://127.0.0.1:1"};
+    r = run_cli(ARGC(bad_diff), bad_diff);
+    assert_int_equal(r.rc, 2);
+    assert_string_equal(r.err, "tollgate: versions are numbers (see `tollgate history`), not "
+                               "'HEAD'\n");
+    run_free(&r);
+    char *no_file[] = {"tollgate", "apply", "/nonexistent/org.yaml", "--url", "http://127.0.0.1:1"};
+    r = run_cli(ARGC(no_file), no_file);
+    assert_int_equal(r.rc, 1);
+    assert_string_equal(r.err,
+                        "tollgate: cannot read /nonexistent/org.yaml: No such file or directory\n");
+    run_free(&r);
+}
+
+static void
+e2e_secrets_go_alone_to_stdout(void **state)
+{
+    static const struct exchange ex[] = {
+        {"POST /v1/organization/invites HTTP/1.1",
+         "{\"email\":\"new@example.com\",\"role\":\"reader\",\"projects\":[{\"id\":\"prod\","
+         "\"role\":\"owner\"}],\"expires_in_days\":3}",
+         200,
+         "{\"object\":\"organization.invite\",\"id\":\"invite-1\",\"email\":\"new@example.com\","
+         "\"role\":\"reader\",\"status\":\"pending\",\"created_at\":1793541900,\"expires_at\":"
+         "1793801100,\"projects\":[],\"token\":\"tginv-Secret\"}"},
+        {"POST /v1/organization/projects/prod/service_accounts HTTP/1.1", "{\"name\":\"job\"}", 200,
+         "{\"object\":\"organization.project.service_account\",\"id\":\"svc_acct_1\",\"name\":"
+         "\"job\",\"role\":\"member\",\"created_at\":1,\"api_key\":{\"id\":\"key_s\",\"value\":"
+         "\"tg-SvcKey\"}}"},
+        {"POST /v1/organization/admin_api_keys HTTP/1.1", "{\"name\":\"ci\"}", 403,
+         "{\"error\":{\"message\":\"nope\",\"type\":\"invalid_request_error\"}}"},
+    };
+    struct server s;
+    char url[64];
+    server_start(&s, ex, 3, ADMIN_KEY);
+    url_of(&s, url, sizeof(url));
+    char *inv[] = {"tollgate", "invites",    "create",     "new@example.com",   "--role",
+                   "reader",   "--projects", "prod:owner", "--expires-in-days", "3",
+                   "--url",    url};
+    struct run r = run_cli(ARGC(inv), inv);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.out, "tginv-Secret\n");
+    assert_non_null(strstr(r.err, "Invited new@example.com as reader (invite-1); the invite "
+                                  "expires 2026-11-04 14:05 UTC."));
+    run_free(&r);
+
+    char *svc[] = {"tollgate", "service-accounts", "create", "job", "--project", "prod", "--url",
+                   url};
+    r = run_cli(ARGC(svc), svc);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.out, "tg-SvcKey\n");
+    assert_non_null(
+        strstr(r.err, "Created service account job (svc_acct_1) in project prod, with key key_s."));
+    run_free(&r);
+
+    char *key[] = {"tollgate", "admin-keys", "create", "--name", "ci", "--url", url};
+    r = run_cli(ARGC(key), key);
+    server_stop(&s);
+    assert_int_equal(r.rc, 1);
+    assert_string_equal(r.out, "");
+    assert_string_equal(r.err, "tollgate: 403 nope\n");
+    run_free(&r);
+
+    char *bad[] = {"tollgate", "invites",    "create",    "x@y.z", "--role",
+                   "reader",   "--projects", "prod:boss", "--url", url};
+    r = run_cli(ARGC(bad), bad);
+    assert_int_equal(r.rc, 2);
+    assert_string_equal(r.err,
+                        "tollgate: --projects: the role in 'prod:boss' must be owner or member\n");
+    run_free(&r);
+}
+
 int
 main(void)
 {
@@ -1244,6 +1891,8 @@ main(void)
         cmocka_unit_test(args_options_before_and_after_the_command),
         cmocka_unit_test(args_equals_form_short_help_and_double_dash),
         cmocka_unit_test(args_errors_name_the_problem),
+        cmocka_unit_test(args_organization_commands),
+        cmocka_unit_test(args_organization_errors),
         cmocka_unit_test(help_lists_every_command_and_option),
         cmocka_unit_test(help_lines_fit_100_columns),
         cmocka_unit_test(help_markdown_is_docs_cli_md),
@@ -1261,6 +1910,10 @@ main(void)
         cmocka_unit_test(usage_table_by_model_with_total),
         cmocka_unit_test(usage_table_names_projects_and_shows_hours),
         cmocka_unit_test(keys_and_projects_tables),
+        cmocka_unit_test(org_tables),
+        cmocka_unit_test(audit_history_and_diff_tables),
+        cmocka_unit_test(apply_and_object_tables),
+        cmocka_unit_test(request_builders),
         cmocka_unit_test_setup(e2e_keys_create_prints_the_key_once, e2e_setup),
         cmocka_unit_test_setup(e2e_keys_list_follows_the_cursor, e2e_setup),
         cmocka_unit_test_setup(e2e_keys_revoke_and_json_output, e2e_setup),
@@ -1270,6 +1923,11 @@ main(void)
         cmocka_unit_test_setup(e2e_unreachable_gateway, e2e_setup),
         cmocka_unit_test_setup(e2e_key_from_the_data_dir, e2e_setup),
         cmocka_unit_test_setup(e2e_command_line_errors_and_help, e2e_setup),
+        cmocka_unit_test_setup(e2e_invite_accept_sends_no_admin_key, e2e_setup),
+        cmocka_unit_test_setup(e2e_member_role_by_email_and_project_changes, e2e_setup),
+        cmocka_unit_test_setup(e2e_audit_list_limit_pages_and_verify, e2e_setup),
+        cmocka_unit_test_setup(e2e_export_apply_history_rollback, e2e_setup),
+        cmocka_unit_test_setup(e2e_secrets_go_alone_to_stdout, e2e_setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
