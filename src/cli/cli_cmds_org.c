@@ -333,7 +333,7 @@ tg_cli_cmd_members_remove(struct tg_cli *cli)
     int rc = call(cli, "DELETE", path, NULL, &ans);
     free(path);
     if (rc == 0) {
-        rc = done(cli, ans, "Removed %s from project %s.", id, project_opt(cli));
+        rc = done(cli, ans, "Removed %s from project %s.", cli->args->pos[0], project_opt(cli));
     }
     free(id);
     return rc < 0 ? 1 : 0;
@@ -390,7 +390,7 @@ tg_cli_cmd_users_delete(struct tg_cli *cli)
     int rc = call(cli, "DELETE", path, NULL, &ans);
     free(path);
     if (rc == 0) {
-        rc = done(cli, ans, "Removed user %s; their admin keys are revoked.", id);
+        rc = done(cli, ans, "Removed user %s; their admin keys are revoked.", cli->args->pos[0]);
     }
     free(id);
     return rc < 0 ? 1 : 0;
