@@ -132,7 +132,43 @@ struct scan {
     const char *p;
     const char *end;
     int depth;
+    bool check_utf8;  /* reject strings that are not UTF-8 (tg_json_members) */
+    bool has_uescape; /* a \u escape was seen */
 };
+
+/* Skips one UTF-8 sequence whose lead byte c (>= 0x80) was just consumed; false when the bytes
+ * are not well-formed UTF-8 (overlong forms, surrogates and code points past U+10FFFF too). */
+static bool
+scan_utf8_tail(struct scan *s, unsigned char c)
+{
+    unsigned char lo = 0x80, hi = 0xBF;
+    int n;
+    if (c >= 0xC2 && c <= 0xDF) {
+        n = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        n = 2;
+        lo = c == 0xE0 ? 0xA0 : 0x80;
+        hi = c == 0xED ? 0x9F : 0xBF;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 3;
+        lo = c == 0xF0 ? 0x90 : 0x80;
+        hi = c == 0xF4 ? 0x8F : 0xBF;
+    } else {
+        return false;
+    }
+    for (int i = 0; i < n; i++) {
+        if (s->p >= s->end) {
+            return false;
+        }
+        unsigned char b = (unsigned char)*s->p++;
+        if (b < lo || b > hi) {
+            return false;
+        }
+        lo = 0x80;
+        hi = 0xBF;
+    }
+    return true;
+}
 
 static void
 skip_ws(struct scan *s)
@@ -156,12 +192,16 @@ scan_string(struct scan *s)
         if (c < 0x20) {
             return false;
         }
+        if (c >= 0x80 && s->check_utf8 && !scan_utf8_tail(s, c)) {
+            return false;
+        }
         if (c == '\\') {
             if (s->p >= s->end) {
                 return false;
             }
             c = (unsigned char)*s->p++;
             if (c == 'u') {
+                s->has_uescape = true;
                 for (int i = 0; i < 4; i++) {
                     if (s->p >= s->end || !strchr("0123456789abcdefABCDEF", *s->p) ||
                         *s->p == '\0') {
@@ -297,10 +337,83 @@ scan_value(struct scan *s)
 bool
 tg_json_is_valid(const char *text, size_t len)
 {
-    struct scan s = {text, text + len, 0};
+    struct scan s = {text, text + len, 0, false, false};
     if (!scan_value(&s)) {
         return false;
     }
     skip_ws(&s);
     return s.p == s.end;
+}
+
+int
+tg_json_members(const char *text, size_t len, const char *const *names, size_t n,
+                struct tg_json_span *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        out[i] = (struct tg_json_span){NULL, 0};
+    }
+    struct scan s = {text, text + len, 1, true, false};
+    skip_ws(&s);
+    if (s.p >= s.end || *s.p != '{') {
+        return -1;
+    }
+    s.p++;
+    skip_ws(&s);
+    bool is_empty = s.p < s.end && *s.p == '}';
+    if (is_empty) {
+        s.p++;
+    }
+    while (!is_empty) {
+        skip_ws(&s);
+        if (s.p >= s.end || *s.p != '"') {
+            return -1;
+        }
+        const char *key = s.p + 1;
+        if (!scan_string(&s)) {
+            return -1;
+        }
+        size_t key_len = (size_t)(s.p - 1 - key);
+        skip_ws(&s);
+        if (s.p >= s.end || *s.p++ != ':') {
+            return -1;
+        }
+        skip_ws(&s);
+        const char *value = s.p;
+        if (!scan_value(&s)) {
+            return -1;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (strlen(names[i]) == key_len && memcmp(names[i], key, key_len) == 0) {
+                out[i] = (struct tg_json_span){value, (size_t)(s.p - value)};
+            }
+        }
+        skip_ws(&s);
+        if (s.p >= s.end) {
+            return -1;
+        }
+        char c = *s.p++;
+        if (c == '}') {
+            break;
+        }
+        if (c != ',') {
+            return -1;
+        }
+    }
+    skip_ws(&s);
+    if (s.p != s.end) {
+        return -1;
+    }
+    return s.has_uescape ? 0 : 1;
+}
+
+bool
+tg_json_span_plain_string(struct tg_json_span span, const char **str, size_t *len)
+{
+    if (span.p == NULL || span.len < 2 || span.p[0] != '"' ||
+        memchr(span.p, '\\', span.len) != NULL) {
+        return false;
+    }
+    *str = span.p + 1;
+    *len = span.len - 2;
+    return true;
 }

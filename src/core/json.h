@@ -23,6 +23,27 @@ bool tg_json_depth_ok(const char *text, size_t len, int max_depth);
  * only by whitespace. Allocation-free and linear: cheap enough to check every stream event. */
 bool tg_json_is_valid(const char *text, size_t len);
 
+/* A piece of a JSON text: a member's value as written. p is NULL when the member is absent. */
+struct tg_json_span {
+    const char *p;
+    size_t len;
+};
+
+/*
+ * The hot path's alternative to a parse: validates text as one JSON object (as
+ * tg_json_is_valid does, and checking that strings are valid UTF-8) and finds the values of its
+ * top-level members named in names[0..n): out[i] is the span of names[i]'s value (the last
+ * occurrence wins, as with jansson), or {NULL, 0}. Returns 1 when the object is valid and no
+ * string in it uses a \u escape (so member names and plain strings compare byte for byte),
+ * 0 when it is valid but some string does (the caller should parse it properly), and -1 when it
+ * is not a valid JSON object.
+ */
+int tg_json_members(const char *text, size_t len, const char *const *names, size_t n,
+                    struct tg_json_span *out);
+
+/* True when span is a JSON string without escapes; sets *s and *len to its contents. */
+bool tg_json_span_plain_string(struct tg_json_span span, const char **s, size_t *len);
+
 /* Parses text. On failure returns NULL and writes a one-line reason into err (err_cap bytes),
  * e.g. "Invalid JSON at line 1, column 9: ...", or "JSON nested deeper than 32 levels". */
 json_t *tg_json_parse(const char *text, size_t len, int max_depth, char *err, size_t err_cap);

@@ -27,6 +27,42 @@ enum relay_mode { RELAY_NONE, RELAY_SSE, RELAY_BUFFER };
 
 #define MAX_PASS_HEADERS 16
 
+/*
+ * The top-level request members the relay reads. On the hot path they are located by one
+ * validating scan of the body (tg_json_members) and read from their text, with no parse tree;
+ * a body the scan cannot vouch for (\u escapes, nested stream_options to rewrite) is parsed
+ * with jansson instead, and both paths feed the same checks through enum kind.
+ */
+enum field {
+    F_MODEL,
+    F_STREAM,
+    F_STREAM_OPTIONS,
+    F_N,
+    F_MAX_TOKENS,
+    F_MAX_COMPLETION_TOKENS,
+    F_MAX_OUTPUT_TOKENS,
+    F_MESSAGES,
+    F_PROMPT,
+    F_INPUT,
+    F_COUNT
+};
+
+static const char *const field_names[F_COUNT] = {
+    "model",
+    "stream",
+    "stream_options",
+    "n",
+    "max_tokens",
+    "max_completion_tokens",
+    "max_output_tokens",
+    "messages",
+    "prompt",
+    "input",
+};
+
+/* What a member's value is, as far as the checks care. */
+enum kind { K_ABSENT, K_NULL, K_TRUE, K_FALSE, K_STRING, K_ARRAY, K_OBJECT, K_UINT, K_NUMBER };
+
 struct call {
     struct call *next;
     struct call *prev;
@@ -41,7 +77,8 @@ struct call {
     const char *upstream_model; /* as the provider knows it */
     enum tg_api api;
     struct tg_provider_call *pcall;
-    json_t *body;
+    json_t *body; /* the parsed request, only when the fast path could not read it */
+    struct tg_json_span fields[F_COUNT];
     const char *upstream_body;
     size_t upstream_body_len;
     struct tg_buf rewritten;
@@ -128,76 +165,190 @@ bad_request(struct tg_http_req *req, const char *message, const char *param)
 
 /* ---- decoding and policy ------------------------------------------------------------- */
 
+static enum kind
+kind_of_span(struct tg_json_span v)
+{
+    if (v.p == NULL) {
+        return K_ABSENT;
+    }
+    switch (v.p[0]) {
+    case 'n':
+        return K_NULL;
+    case 't':
+        return K_TRUE;
+    case 'f':
+        return K_FALSE;
+    case '"':
+        return K_STRING;
+    case '[':
+        return K_ARRAY;
+    case '{':
+        return K_OBJECT;
+    default:
+        break;
+    }
+    /* Digits only, and few enough to fit an int64 as jansson would read it. */
+    bool is_uint = v.len <= 18;
+    for (size_t i = 0; i < v.len && is_uint; i++) {
+        is_uint = v.p[i] >= '0' && v.p[i] <= '9';
+    }
+    return is_uint ? K_UINT : K_NUMBER;
+}
+
+static enum kind
+kind_of_json(const json_t *v)
+{
+    switch (v == NULL ? JSON_NULL : json_typeof(v)) {
+    case JSON_NULL:
+        return v == NULL ? K_ABSENT : K_NULL;
+    case JSON_TRUE:
+        return K_TRUE;
+    case JSON_FALSE:
+        return K_FALSE;
+    case JSON_STRING:
+        return K_STRING;
+    case JSON_ARRAY:
+        return K_ARRAY;
+    case JSON_OBJECT:
+        return K_OBJECT;
+    case JSON_INTEGER:
+        return json_integer_value(v) >= 0 ? K_UINT : K_NUMBER;
+    default:
+        return K_NUMBER;
+    }
+}
+
+static enum kind
+field_kind(const struct call *c, enum field f)
+{
+    return c->body != NULL ? kind_of_json(json_object_get(c->body, field_names[f]))
+                           : kind_of_span(c->fields[f]);
+}
+
+/* stream_options.include_usage is true (stream_options already checked to be an object). */
+static bool
+include_usage_is_true(const struct call *c)
+{
+    if (c->body != NULL) {
+        return json_is_true(
+            json_object_get(json_object_get(c->body, "stream_options"), "include_usage"));
+    }
+    static const char *const name[1] = {"include_usage"};
+    struct tg_json_span v;
+    struct tg_json_span so = c->fields[F_STREAM_OPTIONS];
+    return tg_json_members(so.p, so.len, name, 1, &v) >= 0 && kind_of_span(v) == K_TRUE;
+}
+
 /* Checks the types of the fields the gateway reads. Returns false after answering 400. */
 static bool
 check_fields(struct call *c)
 {
     struct tg_http_req *req = c->req;
-    json_t *b = c->body;
-    json_t *v = json_object_get(b, "stream");
-    if (v != NULL && !json_is_boolean(v) && !json_is_null(v)) {
+    enum kind k = field_kind(c, F_STREAM);
+    if (k != K_ABSENT && k != K_NULL && k != K_TRUE && k != K_FALSE) {
         bad_request(req, "Invalid type for 'stream': expected a boolean.", "stream");
         return false;
     }
-    c->is_stream = json_is_true(v);
+    c->is_stream = k == K_TRUE;
     if (c->is_stream && (c->api == TG_API_EMBEDDINGS || c->api == TG_API_MODERATIONS)) {
         bad_request(req, "Streaming is not supported on this endpoint.", "stream");
         return false;
     }
-    json_t *so = json_object_get(b, "stream_options");
-    if (so != NULL && !json_is_null(so)) {
+    k = field_kind(c, F_STREAM_OPTIONS);
+    if (k != K_ABSENT && k != K_NULL) {
         if (!c->is_stream) {
             bad_request(req,
                         "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
                         "stream_options");
             return false;
         }
-        if (!json_is_object(so)) {
+        if (k != K_OBJECT) {
             bad_request(req, "Invalid type for 'stream_options': expected an object.",
                         "stream_options");
             return false;
         }
-        c->wants_usage = json_is_true(json_object_get(so, "include_usage"));
+        c->wants_usage = include_usage_is_true(c);
     }
     /* The field each endpoint cannot do without, with the JSON types it takes: refused
      * here so a malformed call costs no upstream round trip. */
     static const struct {
-        const char *name;
+        enum field field;
         bool may_be_string;
     } required[TG_API_COUNT] = {
-        [TG_API_CHAT] = {"messages", false},    [TG_API_COMPLETIONS] = {"prompt", true},
-        [TG_API_EMBEDDINGS] = {"input", true},  [TG_API_RESPONSES] = {NULL, false},
-        [TG_API_MODERATIONS] = {"input", true},
+        [TG_API_CHAT] = {F_MESSAGES, false},    [TG_API_COMPLETIONS] = {F_PROMPT, true},
+        [TG_API_EMBEDDINGS] = {F_INPUT, true},  [TG_API_RESPONSES] = {F_COUNT, false},
+        [TG_API_MODERATIONS] = {F_INPUT, true},
     };
-    const char *need = required[c->api].name;
-    if (need != NULL) {
-        v = json_object_get(b, need);
-        bool ok = json_is_array(v) || (required[c->api].may_be_string && json_is_string(v));
-        if (!ok) {
+    enum field need = required[c->api].field;
+    if (need != F_COUNT) {
+        k = field_kind(c, need);
+        bool may_be_string = required[c->api].may_be_string;
+        if (k != K_ARRAY && !(may_be_string && k == K_STRING)) {
             char msg[160];
-            if (v == NULL) {
-                snprintf(msg, sizeof(msg), "Missing required parameter: '%s'.", need);
+            if (k == K_ABSENT) {
+                snprintf(msg, sizeof(msg), "Missing required parameter: '%s'.", field_names[need]);
             } else {
-                snprintf(msg, sizeof(msg), "Invalid type for '%s': expected %s.", need,
-                         required[c->api].may_be_string ? "a string or an array" : "an array");
+                snprintf(msg, sizeof(msg), "Invalid type for '%s': expected %s.", field_names[need],
+                         may_be_string ? "a string or an array" : "an array");
             }
-            bad_request(req, msg, need);
+            bad_request(req, msg, field_names[need]);
             return false;
         }
     }
-    static const char *const int_fields[] = {"n", "max_tokens", "max_completion_tokens",
-                                             "max_output_tokens"};
-    for (size_t i = 0; i < sizeof(int_fields) / sizeof(int_fields[0]); i++) {
-        v = json_object_get(b, int_fields[i]);
-        if (v != NULL && !json_is_null(v) && (!json_is_integer(v) || json_integer_value(v) < 0)) {
+    for (enum field f = F_N; f <= F_MAX_OUTPUT_TOKENS; f++) {
+        k = field_kind(c, f);
+        if (k != K_ABSENT && k != K_NULL && k != K_UINT) {
             char msg[128];
             snprintf(msg, sizeof(msg), "Invalid value for '%s': expected a non-negative integer.",
-                     int_fields[i]);
-            bad_request(req, msg, int_fields[i]);
+                     field_names[f]);
+            bad_request(req, msg, field_names[f]);
             return false;
         }
     }
     return true;
+}
+
+/* Parses the body with jansson (the fast path's fallback). Returns false after answering. */
+static bool
+parse_body(struct call *c)
+{
+    char err[256];
+    c->body = tg_json_parse(c->req->body.data, c->req->body.len, c->state->config->max_json_depth,
+                            err, sizeof(err));
+    if (c->body == NULL) {
+        char msg[320];
+        snprintf(msg, sizeof(msg), "We could not parse the JSON body of your request. (%s)", err);
+        bad_request(c->req, msg, NULL);
+        return false;
+    }
+    if (!json_is_object(c->body)) {
+        bad_request(c->req, "The request body must be a JSON object.", NULL);
+        return false;
+    }
+    return true;
+}
+
+/* The fast path's rewrite: the client's bytes with the model's value replaced and/or
+ * stream_options inserted, without a parse tree. */
+static int
+splice_upstream_body(struct call *c, bool rename, bool add_usage)
+{
+    const char *text = c->req->body.data;
+    size_t len = c->req->body.len;
+    const char *open = memchr(text, '{', len); /* the scan saw an object, so it is there */
+    struct tg_buf *o = &c->rewritten;
+    int rc = tg_buf_append(o, text, (size_t)(open + 1 - text));
+    if (add_usage) {
+        rc = rc < 0 ? rc : tg_buf_append_str(o, "\"stream_options\":{\"include_usage\":true},");
+    }
+    const char *rest = open + 1;
+    if (rename) {
+        struct tg_json_span m = c->fields[F_MODEL];
+        rc = rc < 0 ? rc : tg_buf_append(o, rest, (size_t)(m.p - rest));
+        rc = rc < 0 ? rc : tg_json_quote(o, c->upstream_model);
+        rest = m.p + m.len;
+    }
+    return rc < 0 ? rc : tg_buf_append(o, rest, (size_t)(text + len - rest));
 }
 
 /* Rewrites the body for the provider when needed; otherwise sends the client's bytes. */
@@ -212,18 +363,27 @@ prepare_upstream_body(struct call *c)
         c->upstream_body_len = c->req->body.len;
         return 0;
     }
-    if (rename) {
-        json_object_set_new(c->body, "model", json_string(c->upstream_model));
-    }
-    if (add_usage) {
-        json_t *so = json_object_get(c->body, "stream_options");
-        if (!json_is_object(so)) {
-            so = json_object();
-            json_object_set_new(c->body, "stream_options", so);
+    int rc;
+    if (c->body == NULL && !(add_usage && c->fields[F_STREAM_OPTIONS].p != NULL)) {
+        rc = splice_upstream_body(c, rename, add_usage);
+    } else {
+        /* stream_options given without include_usage: merged by jansson (rare). */
+        if (c->body == NULL && !parse_body(c)) {
+            return TG_EPARSE;
         }
-        json_object_set_new(so, "include_usage", json_true());
+        if (rename) {
+            json_object_set_new(c->body, "model", json_string(c->upstream_model));
+        }
+        if (add_usage) {
+            json_t *so = json_object_get(c->body, "stream_options");
+            if (!json_is_object(so)) {
+                so = json_object();
+                json_object_set_new(c->body, "stream_options", so);
+            }
+            json_object_set_new(so, "include_usage", json_true());
+        }
+        rc = tg_json_dump_buf(c->body, &c->rewritten);
     }
-    int rc = tg_json_dump_buf(c->body, &c->rewritten);
     c->upstream_body = c->rewritten.data;
     c->upstream_body_len = c->rewritten.len;
     return rc;
@@ -523,6 +683,19 @@ answer_buffered(struct call *c)
     const char *body = c->resp.data ? c->resp.data : "";
     size_t len = c->resp.len;
     int status = c->upstream_status;
+    static const char *const usage_name[1] = {"usage"};
+    struct tg_json_span usage;
+    if (status >= 200 && status < 300 && tg_json_members(body, len, usage_name, 1, &usage) >= 0) {
+        /* A valid object: only its usage member is parsed. */
+        json_t *u = usage.p ? json_loadb(usage.p, usage.len, 0, NULL) : NULL;
+        if (c->api != TG_API_MODERATIONS) {
+            tg_usage_parse(c->api, u, &c->usage);
+        }
+        json_decref(u);
+        c->error[0] = '\0';
+        c->client_status = status;
+        return;
+    }
     json_t *j = tg_json_parse(body, len, 512, c->error, sizeof(c->error));
     if (j == NULL || !json_is_object(j)) {
         char msg[160];
@@ -609,35 +782,43 @@ static bool
 decode(struct call *c)
 {
     struct tg_http_req *req = c->req;
-    const struct tg_config *cfg = c->state->config;
-    char err[256];
     if (req->body.len == 0) {
         bad_request(req, "The request body is empty; send a JSON object.", NULL);
         return false;
     }
-    c->body = tg_json_parse(req->body.data, req->body.len, cfg->max_json_depth, err, sizeof(err));
-    if (c->body == NULL) {
-        char msg[320];
-        snprintf(msg, sizeof(msg), "We could not parse the JSON body of your request. (%s)", err);
-        bad_request(req, msg, NULL);
-        return false;
+    const char *model = NULL;
+    size_t model_len = 0;
+    bool is_fast =
+        tg_json_depth_ok(req->body.data, req->body.len, c->state->config->max_json_depth) &&
+        tg_json_members(req->body.data, req->body.len, field_names, F_COUNT, c->fields) == 1 &&
+        (c->fields[F_MODEL].p == NULL ||
+         tg_json_span_plain_string(c->fields[F_MODEL], &model, &model_len));
+    if (is_fast) {
+        if (model != NULL) {
+            char *m = tg_arena_alloc(&req->arena, model_len + 1);
+            memcpy(m, model, model_len);
+            m[model_len] = '\0';
+            model = m;
+        }
+    } else {
+        if (!parse_body(c)) {
+            return false;
+        }
+        model = tg_json_str(c->body, "model");
+        /* A copy: rewriting "model" for the provider frees the body's string. */
+        model = model != NULL ? tg_arena_strdup(&req->arena, model) : NULL;
     }
-    if (!json_is_object(c->body)) {
-        bad_request(req, "The request body must be a JSON object.", NULL);
-        return false;
-    }
-    json_t *model = json_object_get(c->body, "model");
-    if (model == NULL && c->api == TG_API_MODERATIONS) {
+    enum kind k = field_kind(c, F_MODEL);
+    if (k == K_ABSENT && c->api == TG_API_MODERATIONS) {
         c->model = "omni-moderation-latest";
-    } else if (!json_is_string(model)) {
+    } else if (k != K_STRING || model == NULL) {
         bad_request(req,
-                    model == NULL ? "You must provide a model parameter."
+                    k == K_ABSENT ? "You must provide a model parameter."
                                   : "Invalid type for 'model': expected a string.",
                     "model");
         return false;
     } else {
-        /* A copy: rewriting "model" for the provider frees the body's string. */
-        c->model = tg_arena_strdup(&req->arena, json_string_value(model));
+        c->model = model;
     }
     return check_fields(c);
 }

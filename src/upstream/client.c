@@ -742,6 +742,10 @@ tg_upstream_client_new(uv_loop_t *loop, struct tg_upstream_client **out)
     curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
     curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L); /* unlimited */
     curl_multi_setopt(c->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    /* Keep every idle upstream connection: curl's default cache (4 x the transfers in
+     * progress at that moment) closes connections whenever concurrency dips, and each one is
+     * then paid again as a new TCP (and TLS) handshake. */
+    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, 4096L);
     uv_timer_init(loop, &c->timer);
     c->timer.data = c;
     uv_idle_init(loop, &c->defer);

@@ -188,6 +188,59 @@ error_table(void **state)
     assert_string_equal(tg_strerror(-999), "unknown error");
 }
 
+static int
+members(const char *text, struct tg_json_span *out)
+{
+    static const char *const names[3] = {"model", "stream", "n"};
+    return tg_json_members(text, strlen(text), names, 3, out);
+}
+
+static bool
+span_is(struct tg_json_span s, const char *want)
+{
+    return s.p != NULL && s.len == strlen(want) && memcmp(s.p, want, s.len) == 0;
+}
+
+static void
+json_members_finds_top_level_values(void **state)
+{
+    struct tg_json_span v[3];
+    assert_int_equal(members(" {\"model\" : \"gpt\", \"x\": {\"n\": 1}, \"stream\":true} ", v), 1);
+    assert_true(span_is(v[0], "\"gpt\""));
+    assert_true(span_is(v[1], "true"));
+    assert_null(v[2].p); /* "n" inside x is not a top-level member */
+    /* The last occurrence wins, as with jansson. */
+    assert_int_equal(members("{\"n\":1,\"n\":[2, 3]}", v), 1);
+    assert_true(span_is(v[2], "[2, 3]"));
+    assert_int_equal(members("{}", v), 1);
+    assert_null(v[0].p);
+    const char *s;
+    size_t len;
+    assert_int_equal(members("{\"model\":\"a\\\"b\"}", v), 1);
+    assert_false(tg_json_span_plain_string(v[0], &s, &len)); /* escaped: not plain */
+    assert_int_equal(members("{\"model\":\"m-1\"}", v), 1);
+    assert_true(tg_json_span_plain_string(v[0], &s, &len));
+    assert_int_equal(len, 3);
+    assert_memory_equal(s, "m-1", 3);
+}
+
+static void
+json_members_refuses_what_a_parser_would(void **state)
+{
+    struct tg_json_span v[3];
+    assert_int_equal(members("{\"mod\\u0065l\":\"x\"}", v), 0); /* valid, but needs a parse */
+    assert_int_equal(members("[1]", v), -1);
+    assert_int_equal(members("{\"a\":1} x", v), -1);
+    assert_int_equal(members("{\"a\":1,}", v), -1);
+    assert_int_equal(members("{\"a\" 1}", v), -1);
+    assert_int_equal(members("{\"a\":\"\xff\"}", v), -1);         /* not UTF-8 */
+    assert_int_equal(members("{\"a\":\"\xc0\xaf\"}", v), -1);     /* overlong */
+    assert_int_equal(members("{\"a\":\"\xed\xa0\x80\"}", v), -1); /* surrogate */
+    assert_int_equal(members("{\"a\":\"\xe2\x82\"}", v), -1);     /* cut sequence */
+    assert_int_equal(members("{\"a\":\"\xe2\x82\xac \xf0\x9f\x98\x80\"}", v), 1);
+    assert_int_equal(members("{\"a\":tru}", v), -1);
+}
+
 int
 main(void)
 {
@@ -202,6 +255,8 @@ main(void)
         cmocka_unit_test(base64_encodings),
         cmocka_unit_test(ids_are_prefixed_and_distinct),
         cmocka_unit_test(error_table),
+        cmocka_unit_test(json_members_finds_top_level_values),
+        cmocka_unit_test(json_members_refuses_what_a_parser_would),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
