@@ -41,6 +41,7 @@ static const struct admin_route *const tables[] = {
     tg_admin_routes_service_accounts,
     tg_admin_routes_audit,
     tg_admin_routes_history,
+    tg_admin_routes_rate_limits,
 };
 
 /* Routes reachable without an admin key, matched by worker.c before authentication. */

@@ -108,6 +108,7 @@ extern const struct admin_route tg_admin_routes_users[];
 extern const struct admin_route tg_admin_routes_service_accounts[];
 extern const struct admin_route tg_admin_routes_audit[];
 extern const struct admin_route tg_admin_routes_history[];
+extern const struct admin_route tg_admin_routes_rate_limits[];
 
 /* The public route POST /v1/organization/invites/accept (admin_users.c): runs with key NULL,
  * inside a transaction like every other change. */
