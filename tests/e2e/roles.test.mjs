@@ -84,6 +84,7 @@ function fixture(row) {
         'invites/accept': { token: 'tginv-doesnotexist' },
         admin_api_keys: { name: `walk-${n}` },
         'config_versions/{number}/rollback': {},
+        'projects/{project_id}/rate_limits/{rate_limit_id}': { max_requests_per_1_minute: 600 },
         apply: { yaml: 'not_a_section: [1' },
     };
     if (row.method !== 'POST') return { query: '' };
@@ -97,6 +98,7 @@ const PARAMS = {
     invite_id: 'invite-doesnotexist',
     service_account_id: 'svc_acct_doesnotexist',
     number: '999999',
+    rate_limit_id: 'rl-gpt-4o-mini',
 };
 
 const keys = {}; // owner, member, nonMember, project: key values
