@@ -585,12 +585,69 @@ read_account(struct reader *r, yaml_node_t *n)
  * that add members (limits, budgets, deployments) add them to this table, so a misspelt
  * member is a 400 naming its line rather than a setting nobody reads.
  */
-static const char *const settings_keys[] = {"models", NULL};
+static const char *const settings_keys[] = {"models", "rate_limits", NULL};
+
+/* The members of one model's rate limits (admin_rate_limits.c), each a non-negative integer
+ * up to 2^53 - 1 as the admin API takes them; a model with none is left out, not empty. */
+static const char *const rate_limit_keys[] = {"max_requests_per_1_minute",
+                                              "max_tokens_per_1_minute", "max_requests_per_1_day",
+                                              "max_tokens_per_1_day", NULL};
+#define RATE_LIMIT_MAX 9007199254740991LL
+
+/* settings.rate_limits, when given: {model: {member: integer, ...}, ...}. */
+static bool
+check_rate_limits(struct reader *r, yaml_node_t *settings_node, const json_t *settings)
+{
+    yaml_node_t *n = map_get(r, settings_node, "rate_limits");
+    if (n == NULL) {
+        return true;
+    }
+    if (n->type != YAML_MAPPING_NODE) {
+        return fail(r, n, "settings.rate_limits must be a mapping of model names to limits");
+    }
+    const json_t *all = json_object_get(settings, "rate_limits");
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = node_at(r, p->key);
+        yaml_node_t *v = node_at(r, p->value);
+        const char *model = scalar(k);
+        if (model == NULL || model[0] == '\0') {
+            return fail(r, k, "settings.rate_limits must be keyed by model names");
+        }
+        for (yaml_node_pair_t *q = n->data.mapping.pairs.start; q < p; q++) {
+            const char *other = scalar(node_at(r, q->key));
+            if (other != NULL && strcmp(other, model) == 0) {
+                return fail(r, k, "model \"%.95s\" appears twice in settings.rate_limits", model);
+            }
+        }
+        char what[160];
+        snprintf(what, sizeof(what), "settings.rate_limits.%.95s", model);
+        if (!check_mapping(r, v, what, rate_limit_keys)) {
+            return false;
+        }
+        if (v->data.mapping.pairs.top == v->data.mapping.pairs.start) {
+            return fail(r, v, "%s names no limit (leave the model out instead)", what);
+        }
+        const json_t *limits = json_object_get(all, model);
+        for (size_t i = 0; rate_limit_keys[i] != NULL; i++) {
+            const json_t *x = json_object_get(limits, rate_limit_keys[i]);
+            if (x != NULL && (!json_is_integer(x) || json_integer_value(x) < 0 ||
+                              json_integer_value(x) > RATE_LIMIT_MAX)) {
+                return fail(r, map_get(r, v, rate_limit_keys[i]),
+                            "%s.%s must be an integer from 0 to %lld (leave it out for no limit)",
+                            what, rate_limit_keys[i], RATE_LIMIT_MAX);
+            }
+        }
+    }
+    return true;
+}
 
 /* settings.models, when given, must be a list of model names. */
 static bool
 check_settings(struct reader *r, yaml_node_t *n, const json_t *settings)
 {
+    if (!check_rate_limits(r, n, settings)) {
+        return false;
+    }
     const json_t *models = json_object_get(settings, "models");
     n = map_get(r, n, "models") != NULL ? map_get(r, n, "models") : n;
     size_t i;
