@@ -1,6 +1,6 @@
 /*
  * cli_cmds_org.c: the commands for the organization's projects, project members, users,
- * invites, admin keys and service accounts (rows of the command table in cli.c).
+ * invites, admin keys, service accounts and rate limits (rows of the command table in cli.c).
  *
  * Each command is one admin API call (a user named by e-mail costs one more: the user list,
  * to find the id the API's paths take). Reads print a table; changes print one line saying
@@ -646,4 +646,45 @@ tg_cli_cmd_svc_key_create(struct tg_cli *cli)
     free(what);
     json_decref(ans);
     return 0;
+}
+
+/* ---- rate limits ---------------------------------------------------------------------------- */
+
+int
+tg_cli_cmd_rate_limits_list(struct tg_cli *cli)
+{
+    char *path = tg_cli_path("projects/%s/rate_limits", project_opt(cli));
+    int rc = tg_cli_show_list(cli, path, tg_cli_rate_limits_table);
+    free(path);
+    return rc;
+}
+
+int
+tg_cli_cmd_rate_limits_set(struct tg_cli *cli)
+{
+    char err[160];
+    json_t *body = NULL;
+    json_t *ans = NULL;
+    if (tg_cli_rate_limits_body(cli->args, &body, err, sizeof(err)) < 0) {
+        return usage_error(cli, err);
+    }
+    /* The API names a project's limit for a model "rl-<model>" (OpenAI's id form). */
+    char *id = tg_xasprintf("rl-%s", cli->args->opt[TG_CLI_OPT_MODEL]);
+    char *path = tg_cli_path("projects/%s/rate_limits/%s", project_opt(cli), id);
+    int rc = call(cli, "POST", path, body, &ans);
+    free(path);
+    free(id);
+    if (rc < 0) {
+        return 1;
+    }
+    if (cli->is_json) {
+        tg_cli_json_print(cli, ans);
+        json_decref(ans);
+        return 0;
+    }
+    /* The changed limit as the one row of the list's table. */
+    json_t *list = json_pack("{s:[o]}", "data", ans);
+    rc = tg_cli_print(cli, list, tg_cli_rate_limits_table);
+    json_decref(list);
+    return rc;
 }

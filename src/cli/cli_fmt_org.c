@@ -164,6 +164,85 @@ tg_cli_service_accounts_table(const json_t *list, struct tg_buf *out)
     return list_table(list, 4, titles, svc_row, out);
 }
 
+/* ---- rate limits ----------------------------------------------------------------------------- */
+
+static const char *const rate_limit_fields[] = {"max_requests_per_1_minute",
+                                                "max_tokens_per_1_minute", "max_requests_per_1_day",
+                                                "max_tokens_per_1_day"};
+#define N_RATE_LIMIT_FIELDS (sizeof(rate_limit_fields) / sizeof(rate_limit_fields[0]))
+
+int
+tg_cli_rate_limits_table(const json_t *list, struct tg_buf *out)
+{
+    static const char *const titles[] = {"model", "requests/min", "tokens/min", "requests/day",
+                                         "tokens/day"};
+    const json_t *data = json_object_get(list, "data");
+    if (!json_is_array(data)) {
+        return TG_EPARSE;
+    }
+    struct tg_cli_table t;
+    tg_cli_table_init(&t, 1 + N_RATE_LIMIT_FIELDS, titles, 0x1Eu); /* numbers to the right */
+    size_t i;
+    const json_t *item;
+    json_array_foreach(data, i, item)
+    {
+        char *cells[N_RATE_LIMIT_FIELDS];
+        for (size_t k = 0; k < N_RATE_LIMIT_FIELDS; k++) {
+            cells[k] = value_cell(json_object_get(item, rate_limit_fields[k]));
+        }
+        const char *row[] = {tg_json_str(item, "model"), cells[0], cells[1], cells[2], cells[3]};
+        tg_cli_table_add(&t, row);
+        for (size_t k = 0; k < N_RATE_LIMIT_FIELDS; k++) {
+            free(cells[k]);
+        }
+    }
+    tg_cli_table_render(&t, out);
+    tg_cli_table_deinit(&t);
+    return 0;
+}
+
+int
+tg_cli_rate_limits_body(const struct tg_cli_args *a, json_t **out, char *err, size_t err_cap)
+{
+    static const struct {
+        enum tg_cli_opt_id opt;
+        const char *name;
+    } opts[] = {{TG_CLI_OPT_RPM, "--rpm"},
+                {TG_CLI_OPT_TPM, "--tpm"},
+                {TG_CLI_OPT_RPD, "--rpd"},
+                {TG_CLI_OPT_TPD, "--tpd"}};
+    _Static_assert(sizeof(opts) / sizeof(opts[0]) == N_RATE_LIMIT_FIELDS, "one option a field");
+    json_t *body = json_object();
+    *out = NULL;
+    for (size_t k = 0; k < N_RATE_LIMIT_FIELDS; k++) {
+        const char *v = a->opt[opts[k].opt];
+        if (v == NULL) {
+            continue;
+        }
+        if (strcmp(v, "none") == 0) {
+            json_object_set_new(body, rate_limit_fields[k], json_null());
+            continue;
+        }
+        /* Digits only: no sign, no spaces; at most 15 of them, within what the API takes. */
+        size_t n = strspn(v, "0123456789");
+        if (n == 0 || v[n] != '\0' || n > 15) {
+            snprintf(err, err_cap,
+                     "%s wants a whole number of 0 or more (at most 15 digits), or none",
+                     opts[k].name);
+            json_decref(body);
+            return TG_EINVAL;
+        }
+        json_object_set_new(body, rate_limit_fields[k], json_integer(strtoll(v, NULL, 10)));
+    }
+    if (json_object_size(body) == 0) {
+        snprintf(err, err_cap, "give at least one of --rpm, --tpm, --rpd, --tpd");
+        json_decref(body);
+        return TG_EINVAL;
+    }
+    *out = body;
+    return 0;
+}
+
 /* ---- audit log and history ---------------------------------------------------------------- */
 
 static void

@@ -42,7 +42,7 @@
     X(BUCKET, "bucket", 0, "WIDTH", false, "bucket width: 1m, 1h or 1d (default: 1d)")             \
     X(GROUP_BY, "group-by", 0, "LIST", false,                                                      \
       "comma-separated columns to group by: project, key, model")                                  \
-    X(MODEL, "model", 0, "MODEL", false, "only this model")                                        \
+    X(MODEL, "model", 0, "MODEL", false, "a model (usage: show only this one)")                    \
     X(ENDPOINT, "endpoint", 0, "KIND", false,                                                      \
       "completions (the default; chat and responses too), embeddings or moderations")              \
     X(CONFIG, "config", 0, "FILE", false, "gateway config file (YAML)")                            \
@@ -64,7 +64,11 @@
       "from this time: YYYY-MM-DD[THH:MM[:SS]] UTC or Unix seconds")                               \
     X(UNTIL, "until", 0, "WHEN", false, "before this time; a bare date includes that whole day")   \
     X(LIMIT, "limit", 0, "N", false, "at most N entries, newest first (default: 20; 0: all)")      \
-    X(DRY_RUN, "dry-run", 0, NULL, false, "print the changes without making them")
+    X(DRY_RUN, "dry-run", 0, NULL, false, "print the changes without making them")                 \
+    X(RPM, "rpm", 0, "N|none", false, "requests per minute (none: no limit)")                      \
+    X(TPM, "tpm", 0, "N|none", false, "tokens per minute (none: no limit)")                        \
+    X(RPD, "rpd", 0, "N|none", false, "requests per day (none: no limit)")                         \
+    X(TPD, "tpd", 0, "N|none", false, "tokens per day (none: no limit)")
 
 enum tg_cli_opt_id {
 #define TG_CLI_OPT_ENUM(id, name, letter, arg, is_global, help) TG_CLI_OPT_##id,
@@ -250,6 +254,16 @@ int tg_cli_service_accounts_table(const json_t *list, struct tg_buf *out);
 int tg_cli_audit_table(const json_t *list, struct tg_buf *out);
 int tg_cli_versions_table(const json_t *list, struct tg_buf *out);
 
+/* Table of a project's rate limits (a list of project.rate_limit): model, then requests per
+ * minute, tokens per minute, requests per day, tokens per day ("-": no limit). 0 or
+ * TG_EPARSE. */
+int tg_cli_rate_limits_table(const json_t *list, struct tg_buf *out);
+
+/* The body of `rate-limits set` from --rpm, --tpm, --rpd, --tpd: each a non-negative integer
+ * or "none" (JSON null: no limit). Returns 0 and *out (the caller decrefs), or TG_EINVAL with
+ * a reason naming the option (a bad number, or none of the four given). */
+int tg_cli_rate_limits_body(const struct tg_cli_args *a, json_t **out, char *err, size_t err_cap);
+
 /* Table of a config version diff ({"changes": [{path, change, old, new}]}): path, change,
  * old, new (values as compact JSON), or "No differences.\n". 0 or TG_EPARSE. */
 int tg_cli_diff_table(const json_t *diff, struct tg_buf *out);
@@ -344,7 +358,8 @@ int tg_cli_cmd_keys_revoke(struct tg_cli *cli);
 int tg_cli_cmd_usage(struct tg_cli *cli);
 int tg_cli_cmd_keys_get(struct tg_cli *cli);
 
-/* cli_cmds_org.c: projects, members, users, invites, admin keys, service accounts. */
+/* cli_cmds_org.c: projects, members, users, invites, admin keys, service accounts, rate
+ * limits. */
 int tg_cli_cmd_projects_get(struct tg_cli *cli);
 int tg_cli_cmd_projects_create(struct tg_cli *cli);
 int tg_cli_cmd_projects_modify(struct tg_cli *cli);
@@ -375,6 +390,8 @@ int tg_cli_cmd_svc_get(struct tg_cli *cli);
 int tg_cli_cmd_svc_rename(struct tg_cli *cli);
 int tg_cli_cmd_svc_delete(struct tg_cli *cli);
 int tg_cli_cmd_svc_key_create(struct tg_cli *cli);
+int tg_cli_cmd_rate_limits_list(struct tg_cli *cli);
+int tg_cli_cmd_rate_limits_set(struct tg_cli *cli);
 
 /* cli_cmds_config.c: audit log, config history, export and apply. */
 int tg_cli_cmd_audit_list(struct tg_cli *cli);
