@@ -2,9 +2,11 @@
 // list shape and which models it covers, partial updates read back, a config version and an
 // audit entry per change (none for a change that changes nothing), rollback restoring them,
 // export carrying them and apply round-tripping them, readers refused on POST, and bad input
-// refused with nothing applied.
+// refused with nothing applied; the CLI's `rate-limits list` and `rate-limits set`.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { useGateway, shutdownTest, T } from './lib/setup.mjs';
 import { ALL_MODELS, DEV_MODELS } from './lib/gateway.mjs';
 
@@ -265,6 +267,49 @@ test('bad input: 400 naming the field, 404 for an unknown id, nothing applied', 
     const archived = await setLimit(gw, p.id, 'gpt-4o-mini', { max_requests_per_1_minute: 1 });
     assert.equal(archived.status, 400, archived.text);
     assert.equal(archived.json.error.code, 'project_archived');
+});
+
+// Runs `tollgate ARGS` against the gateway; never throws on a non-zero exit.
+async function tg(args, key) {
+    const env = { ...process.env, TOLLGATE_URL: ctx.gw.url, TOLLGATE_ADMIN_KEY: key ?? ctx.gw.adminKey };
+    try {
+        const { stdout, stderr } = await promisify(execFile)(process.env.TOLLGATE_BIN, args, { env });
+        return { code: 0, stdout, stderr };
+    } catch (e) {
+        if (typeof e.code !== 'number') throw e;
+        return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+    }
+}
+
+test('CLI: rate-limits list shows the table, set changes and removes limits', T, async () => {
+    const { gw } = ctx;
+    const p = await newProject(gw, { models: ['gpt-4o-mini', 'mock-small'] });
+    const set = await tg(['rate-limits', 'set', '--project', p.name, '--model', 'gpt-4o-mini', '--rpm', '500', '--tpd', '2000000']);
+    assert.equal(set.code, 0, set.stderr);
+    assert.match(set.stdout, /^model\s+requests\/min\s+tokens\/min\s+requests\/day\s+tokens\/day\n/);
+    assert.match(set.stdout, /\ngpt-4o-mini\s+500\s+-\s+-\s+2000000\n$/);
+
+    const list = await tg(['rate-limits', 'list', '--project', p.id]);
+    assert.equal(list.code, 0, list.stderr);
+    assert.deepEqual(list.stdout.trim().split('\n').slice(1).map((l) => l.split(/\s+/)), [
+        ['gpt-4o-mini', '500', '-', '-', '2000000'],
+        ['mock-small', '-', '-', '-', '-'],
+    ]);
+    const json = await tg(['--json', 'rate-limits', 'set', '--project', p.id, '--model', 'gpt-4o-mini', '--rpm', 'none']);
+    assert.equal(json.code, 0, json.stderr);
+    assert.equal(JSON.parse(json.stdout).max_requests_per_1_minute, null);
+    assert.equal(JSON.parse(json.stdout).max_tokens_per_1_day, 2000000);
+    assert.equal((await limits(gw, p.id)).data[0].max_requests_per_1_minute, null);
+
+    for (const [args, code, re] of [
+        [['--model', 'gpt-4o-mini', '--rpm', '-1'], 2, /--rpm/],
+        [['--model', 'gpt-4o-mini'], 2, /at least one/],
+        [['--model', 'nope', '--rpm', '1'], 1, /404/],
+    ]) {
+        const r = await tg(['rate-limits', 'set', '--project', p.id, ...args]);
+        assert.equal(r.code, code, `${args.join(' ')}: ${r.stderr}`);
+        assert.match(r.stderr, re);
+    }
 });
 
 shutdownTest(ctx);
