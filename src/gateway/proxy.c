@@ -546,25 +546,47 @@ on_headers(int status, const struct tg_upstream_header *headers, size_t n, void 
     }
 }
 
-static void
-note_usage_event(struct call *c, const struct tg_sse_event *ev, bool *drop)
+static bool
+span_is_empty_array(struct tg_json_span v)
 {
-    json_t *j = json_loadb(ev->data, ev->data_len, 0, NULL);
-    if (j == NULL) {
-        return;
+    if (v.p == NULL || v.p[0] != '[') {
+        return false;
     }
-    json_t *u = json_object_get(j, "usage");
-    if (json_is_object(u)) {
-        tg_usage_parse(c->api, u, &c->usage);
-        json_t *choices = json_object_get(j, "choices");
-        if (json_is_array(choices) && json_array_size(choices) == 0 && !c->wants_usage) {
-            *drop = true;
+    for (size_t i = 1; i < v.len; i++) {
+        if (v.p[i] != ' ' && v.p[i] != '\t' && v.p[i] != '\n' && v.p[i] != '\r') {
+            return v.p[i] == ']';
         }
     }
-    if (json_is_object(json_object_get(j, "error"))) {
+    return false;
+}
+
+/*
+ * One chat/completions stream event: validated and read by one scan (every chunk of a real
+ * stream carries "usage": null, so looking for the word would parse them all). Only a usage
+ * object is parsed. Returns false when the event is not a JSON object.
+ */
+static bool
+note_chunk(struct call *c, const struct tg_sse_event *ev, bool *drop)
+{
+    static const char *const names[3] = {"usage", "choices", "error"};
+    struct tg_json_span v[3];
+    if (tg_json_members(ev->data, ev->data_len, names, 3, v) < 0) {
+        return false;
+    }
+    if (v[0].p != NULL && v[0].p[0] == '{') {
+        json_t *u = json_loadb(v[0].p, v[0].len, 0, NULL);
+        tg_usage_parse(c->api, u, &c->usage);
+        json_decref(u);
+    }
+    if (span_is_empty_array(v[1])) {
+        *drop = v[0].p != NULL && v[0].p[0] == '{' && !c->wants_usage;
+    } else if (v[1].p != NULL) {
+        c->delivered_chunks++;
+    }
+    if (v[2].p != NULL && v[2].p[0] == '{') {
         c->is_stream_failed = true;
     }
-    json_decref(j);
+    return true;
 }
 
 static bool
@@ -618,14 +640,9 @@ on_event(const struct tg_sse_event *ev, void *arg)
         note_responses_event(c, ev);
     } else if (ev->data_len == 6 && memcmp(ev->data, "[DONE]", 6) == 0) {
         c->saw_terminal = true;
-    } else if (!tg_json_is_valid(ev->data, ev->data_len)) {
+    } else if (!note_chunk(c, ev, &drop)) {
         stream_fail(c, "The upstream sent a malformed stream event.");
         return TG_EPARSE;
-    } else if (memmem(ev->data, ev->data_len, "\"usage\"", 7) != NULL ||
-               memmem(ev->data, ev->data_len, "\"error\"", 7) != NULL) {
-        note_usage_event(c, ev, &drop);
-    } else {
-        c->delivered_chunks++;
     }
     if (!drop && !c->is_client_gone) {
         c->events_sent++;
