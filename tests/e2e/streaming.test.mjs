@@ -178,6 +178,23 @@ test('chat stream cut by the upstream: the SDK iterator throws an APIError (serv
     for (const k of ['message', 'type', 'param', 'code']) assert.ok(k in errs[0].error, `error.${k}`);
 });
 
+test('a cut stream is billed for its prompt and the chunks delivered, marked as estimated', T, async () => {
+    const { gw } = ctx;
+    const key = await gw.createKey('staging', 's-cut-bill');
+    const body = { model: 'cut-stream', messages: msg('a b c d e f'), stream: true };
+    const r = await rawStream(gw, key, '/chat/completions', body);
+    const chunks = dataLines(r.text)
+        .filter((d) => d !== '[DONE]')
+        .map((d) => JSON.parse(d))
+        .filter((j) => Array.isArray(j.choices) && j.choices.length > 0);
+    assert.ok(chunks.length >= 2, `relayed ${chunks.length} chunks`);
+    const [row] = await gw.waitLedger(r.headers.get('x-request-id'));
+    assert.equal(Number(row.is_usage_estimated), 1);
+    assert.equal(Number(row.completion_tokens), chunks.length, 'one token per chunk delivered');
+    assert.ok(Number(row.prompt_tokens) > 0, 'the prompt is billed');
+    assert.notEqual(row.error, '');
+});
+
 test('completions stream cut by the upstream ends with an error event', T, async () => {
     const { gw } = ctx;
     const key = await gw.createKey('staging', 's-cut-cmpl');
