@@ -36,7 +36,7 @@ const struct tg_cli_opt tg_cli_opts[TG_CLI_N_OPTS] = {
 #define AUDIT_OPTS (O(TYPE) | O(ACTOR) | O(PROJECT) | O(SINCE) | O(UNTIL) | O(LIMIT))
 #define MAX_MODELS (TG_CLI_MAX_ARGS - 1)
 
-_Static_assert(TG_CLI_N_OPTS <= 32, "option masks are 32 bits");
+_Static_assert(TG_CLI_N_OPTS <= 64, "option masks are 64 bits");
 
 /* name, positional args, min, max, options, required options, summary, function */
 const struct tg_cli_cmd tg_cli_cmds[] = {
@@ -262,11 +262,11 @@ check_command(const struct tg_cli_args *a, char *err, size_t err_cap)
     const struct tg_cli_cmd *c = a->cmd;
     for (int i = 0; i < TG_CLI_N_OPTS; i++) {
         const struct tg_cli_opt *o = &tg_cli_opts[i];
-        if (a->opt[i] != NULL && !o->is_global && !(c->opts & (1u << i))) {
+        if (a->opt[i] != NULL && !o->is_global && !(c->opts & (UINT64_C(1) << i))) {
             snprintf(err, err_cap, "'%s' does not take --%s", c->name, o->name);
             return TG_EINVAL;
         }
-        if (a->opt[i] == NULL && (c->required & (1u << i))) {
+        if (a->opt[i] == NULL && (c->required & (UINT64_C(1) << i))) {
             snprintf(err, err_cap, "'%s' needs --%s %s", c->name, o->name, o->arg);
             return TG_EINVAL;
         }
@@ -333,10 +333,10 @@ append_synopsis(struct tg_buf *out, const struct tg_cli_cmd *c, bool is_full)
     bool has_optional = false;
     tg_buf_append_str(out, c->name);
     for (int i = 0; i < TG_CLI_N_OPTS; i++) {
-        if (!(c->opts & (1u << i))) {
+        if (!(c->opts & (UINT64_C(1) << i))) {
             continue;
         }
-        bool is_required = (c->required & (1u << i)) != 0;
+        bool is_required = (c->required & (UINT64_C(1) << i)) != 0;
         if (is_required || is_full) {
             tg_buf_append_str(out, is_required ? " " : " [");
             append_opt_usage(out, &tg_cli_opts[i]);
@@ -351,7 +351,7 @@ append_synopsis(struct tg_buf *out, const struct tg_cli_cmd *c, bool is_full)
 
 /* Aligned "  --name ARG  help" lines for the options whose bit is set in mask. */
 static void
-append_opt_lines(struct tg_buf *out, uint32_t mask, uint32_t required)
+append_opt_lines(struct tg_buf *out, uint64_t mask, uint64_t required)
 {
     struct tg_buf left;
     size_t width = 0;
@@ -359,7 +359,7 @@ append_opt_lines(struct tg_buf *out, uint32_t mask, uint32_t required)
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < TG_CLI_N_OPTS; i++) {
             const struct tg_cli_opt *o = &tg_cli_opts[i];
-            if (!(mask & (1u << i))) {
+            if (!(mask & (UINT64_C(1) << i))) {
                 continue;
             }
             tg_buf_reset(&left);
@@ -372,18 +372,18 @@ append_opt_lines(struct tg_buf *out, uint32_t mask, uint32_t required)
                 continue;
             }
             tg_buf_appendf(out, "  %-*s  %s%s\n", (int)width, left.data, o->help,
-                           (required & (1u << i)) ? " (required)" : "");
+                           (required & (UINT64_C(1) << i)) ? " (required)" : "");
         }
     }
     tg_buf_deinit(&left);
 }
 
-static uint32_t
+static uint64_t
 global_mask(void)
 {
-    uint32_t mask = 0;
+    uint64_t mask = 0;
     for (int i = 0; i < TG_CLI_N_OPTS; i++) {
-        mask |= tg_cli_opts[i].is_global ? 1u << i : 0;
+        mask |= tg_cli_opts[i].is_global ? UINT64_C(1) << i : 0;
     }
     return mask;
 }
@@ -500,13 +500,13 @@ append_md_cell(struct tg_buf *out, const char *s)
 }
 
 static void
-append_md_opts(struct tg_buf *out, uint32_t mask, uint32_t required)
+append_md_opts(struct tg_buf *out, uint64_t mask, uint64_t required)
 {
     struct tg_buf u;
     tg_buf_init(&u, 0);
     tg_buf_append_str(out, "| option | meaning |\n| --- | --- |\n");
     for (int i = 0; i < TG_CLI_N_OPTS; i++) {
-        if (!(mask & (1u << i))) {
+        if (!(mask & (UINT64_C(1) << i))) {
             continue;
         }
         tg_buf_reset(&u);
@@ -518,7 +518,7 @@ append_md_opts(struct tg_buf *out, uint32_t mask, uint32_t required)
         append_md_cell(out, u.data);
         tg_buf_append_str(out, "` | ");
         append_md_cell(out, tg_cli_opts[i].help);
-        tg_buf_append_str(out, (required & (1u << i)) ? " (required) |\n" : " |\n");
+        tg_buf_append_str(out, (required & (UINT64_C(1) << i)) ? " (required) |\n" : " |\n");
     }
     tg_buf_deinit(&u);
 }

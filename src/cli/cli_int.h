@@ -78,7 +78,7 @@ enum tg_cli_opt_id {
 };
 
 /* Bit of an option in a command's opts / required masks. */
-#define TG_CLI_O(id) (1u << TG_CLI_OPT_##id)
+#define TG_CLI_O(id) (UINT64_C(1) << TG_CLI_OPT_##id)
 
 struct tg_cli_opt {
     const char *name; /* long name without the dashes */
@@ -100,8 +100,8 @@ struct tg_cli_cmd {
     const char *args;  /* positional arguments for help, e.g. "KEY_ID", or "" */
     unsigned min_args; /* positional arguments after the command words */
     unsigned max_args;
-    uint32_t opts;       /* TG_CLI_O() bits of the command's own options */
-    uint32_t required;   /* the subset of opts that must be given */
+    uint64_t opts;       /* TG_CLI_O() bits of the command's own options */
+    uint64_t required;   /* the subset of opts that must be given */
     const char *summary; /* one line, for the command list and the command's help */
     tg_cli_run_fn run;   /* NULL for `serve`, which main.c runs before the CLI */
 };

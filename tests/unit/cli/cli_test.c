@@ -178,7 +178,7 @@ args_organization_commands(void **state)
             argv[argc++] = second;
         }
         for (int o = 0; o < TG_CLI_N_OPTS; o++) {
-            if (c->required & (1u << o)) {
+            if (c->required & (UINT64_C(1) << o)) {
                 static char opt[TG_CLI_N_OPTS][40];
                 snprintf(opt[o], sizeof(opt[o]), "--%s=x", tg_cli_opts[o].name);
                 argv[argc++] = opt[o];
@@ -246,7 +246,7 @@ help_lists_every_command_and_option(void **state)
         /* The overview shows the global options; the others appear in their commands. */
         assert_true(is_listed || !tg_cli_opts[i].is_global);
         for (size_t c = 0; c < tg_cli_n_cmds; c++) {
-            if (!(tg_cli_cmds[c].opts & (1u << i))) {
+            if (!(tg_cli_cmds[c].opts & (UINT64_C(1) << i))) {
                 continue;
             }
             struct tg_buf cb;
