@@ -135,6 +135,23 @@ static const char *const migrations[] = {
     "  reason TEXT,"
     "  settings TEXT NOT NULL,"
     "  PRIMARY KEY (org_id, number));",
+    /* 3: the notification outbox. The unique triple makes "once per event and channel" a
+     * property of the table, so a notifier that decides twice (after a restart, say) still
+     * delivers once; due rows are found by (delivered_ms, next_attempt_ms). */
+    "CREATE TABLE outbox ("
+    "  id INTEGER PRIMARY KEY,"
+    "  org_id TEXT NOT NULL,"
+    "  event_key TEXT NOT NULL,"
+    "  channel TEXT NOT NULL,"
+    "  target TEXT NOT NULL,"
+    "  payload TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  next_attempt_ms INTEGER NOT NULL,"
+    "  delivered_ms INTEGER NOT NULL DEFAULT 0,"
+    "  last_error TEXT,"
+    "  UNIQUE (event_key, channel, target));"
+    "CREATE INDEX outbox_due ON outbox (delivered_ms, next_attempt_ms);",
 };
 
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
@@ -187,6 +204,10 @@ static const char *const migrations[] = {
 
 #define VERSION_COLUMNS "number, org_id, project_id, time_ms, actor_id, reason, settings"
 
+#define OUTBOX_COLUMNS                                                                             \
+    "id, org_id, event_key, channel, target, payload, created_ms, attempts, next_attempt_ms, "     \
+    "delivered_ms, last_error"
+
 #define STATEMENTS(X)                                                                              \
     X(BEGIN, "BEGIN IMMEDIATE")                                                                    \
     X(COMMIT, "COMMIT")                                                                            \
@@ -234,7 +255,14 @@ static const char *const migrations[] = {
     X(VERSION_INSERT, "INSERT INTO versions (" VERSION_COLUMNS ") VALUES (?, ?, ?, ?, ?, ?, ?)")   \
     X(VERSION_LIST, "SELECT " VERSION_COLUMNS " FROM versions WHERE org_id = ?1 "                  \
                     "AND (?2 IS NULL OR project_id = ?2) ORDER BY number DESC")                    \
-    X(VERSION_GET, "SELECT " VERSION_COLUMNS " FROM versions WHERE org_id = ? AND number = ?")
+    X(VERSION_GET, "SELECT " VERSION_COLUMNS " FROM versions WHERE org_id = ? AND number = ?")   \
+    X(OUTBOX_PUT, "INSERT OR IGNORE INTO outbox (org_id, event_key, channel, target, payload, "    \
+                  "created_ms, next_attempt_ms) VALUES (?, ?, ?, ?, ?, ?, ?)")                     \
+    X(OUTBOX_DUE, "SELECT " OUTBOX_COLUMNS " FROM outbox WHERE delivered_ms = 0 "                  \
+                  "AND next_attempt_ms <= ?1 ORDER BY next_attempt_ms, id LIMIT ?2")               \
+    X(OUTBOX_DELIVERED, "UPDATE outbox SET delivered_ms = ?2, last_error = NULL WHERE id = ?1")    \
+    X(OUTBOX_FAILED, "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, "                \
+                     "next_attempt_ms = ?3 WHERE id = ?1")
 
 enum stmt_id {
 #define STMT_ENUM(name, sql) S_##name,
@@ -1243,6 +1271,100 @@ sq_version_get(struct tg_store *store, const char *org_id, int64_t number, tg_st
     return rc == 0 && w.n == 0 ? TG_ENOTFOUND : rc;
 }
 
+/* ---- notification outbox ------------------------------------------------------------------- */
+
+static int
+sq_outbox_put(struct tg_store *store, const struct tg_outbox_rec *r, bool *inserted)
+{
+    struct sq *s = sq_of(store);
+    lock(s);
+    sqlite3_stmt *st = stmt(s, S_OUTBOX_PUT);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    if (rc == 0) {
+        bind_text(st, 1, r->org_id);
+        bind_text(st, 2, r->event_key);
+        bind_text(st, 3, r->channel);
+        bind_text(st, 4, r->target);
+        bind_text(st, 5, r->payload);
+        sqlite3_bind_int64(st, 6, r->created_ms);
+        sqlite3_bind_int64(st, 7, r->next_attempt_ms);
+        rc = run(s, st, "put outbox row");
+    }
+    if (inserted != NULL) {
+        *inserted = rc == 0 && sqlite3_changes(s->db) > 0;
+    }
+    unlock(s);
+    return rc;
+}
+
+struct outbox_walk {
+    tg_store_outbox_cb cb;
+    void *arg;
+};
+
+static int
+outbox_row(sqlite3_stmt *st, void *arg)
+{
+    struct outbox_walk *w = arg;
+    struct tg_outbox_rec r = {
+        .id = sqlite3_column_int64(st, 0),
+        .org_id = col_text(st, 1),
+        .event_key = col_text(st, 2),
+        .channel = col_text(st, 3),
+        .target = col_text(st, 4),
+        .payload = col_text(st, 5),
+        .created_ms = sqlite3_column_int64(st, 6),
+        .attempts = sqlite3_column_int(st, 7),
+        .next_attempt_ms = sqlite3_column_int64(st, 8),
+        .delivered_ms = sqlite3_column_int64(st, 9),
+        .last_error = col_text(st, 10),
+    };
+    return w->cb(&r, w->arg);
+}
+
+static int
+sq_outbox_due(struct tg_store *store, int64_t now_ms, size_t limit, tg_store_outbox_cb cb,
+              void *arg)
+{
+    struct sq *s = sq_of(store);
+    struct outbox_walk w = {cb, arg};
+    lock(s);
+    sqlite3_stmt *st = stmt(s, S_OUTBOX_DUE);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    if (rc == 0) {
+        sqlite3_bind_int64(st, 1, now_ms);
+        sqlite3_bind_int64(st, 2, limit == 0 || limit > INT64_MAX ? -1 : (sqlite3_int64)limit);
+        rc = each_row(s, st, outbox_row, &w, "list due outbox rows");
+    }
+    unlock(s);
+    return rc;
+}
+
+static int
+sq_outbox_mark(struct tg_store *store, int64_t id, int64_t delivered_ms, const char *error,
+               int64_t next_attempt_ms)
+{
+    struct sq *s = sq_of(store);
+    lock(s);
+    sqlite3_stmt *st = stmt(s, delivered_ms > 0 ? S_OUTBOX_DELIVERED : S_OUTBOX_FAILED);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    if (rc == 0) {
+        sqlite3_bind_int64(st, 1, id);
+        if (delivered_ms > 0) {
+            sqlite3_bind_int64(st, 2, delivered_ms);
+        } else {
+            bind_text(st, 2, error);
+            sqlite3_bind_int64(st, 3, next_attempt_ms);
+        }
+        rc = run(s, st, "mark outbox row");
+    }
+    if (rc == 0 && sqlite3_changes(s->db) == 0) {
+        rc = TG_ENOTFOUND;
+    }
+    unlock(s);
+    return rc;
+}
+
 /* ---- open and close ------------------------------------------------------------------------ */
 
 static void
@@ -1286,6 +1408,9 @@ static const struct tg_store_ops sqlite_ops = {
     .version_append = sq_version_append,
     .version_list = sq_version_list,
     .version_get = sq_version_get,
+    .outbox_put = sq_outbox_put,
+    .outbox_due = sq_outbox_due,
+    .outbox_mark = sq_outbox_mark,
 };
 
 static int

@@ -183,6 +183,27 @@ struct tg_version_rec {
     const char *settings; /* JSON text of the whole settings object at this version */
 };
 
+/*
+ * One notification to deliver: an event (event_key names it, e.g.
+ * "budget:project:proj_x:1767225600000:80") for one channel and target. The outbox is durable
+ * so a restart neither loses nor repeats a notification: (event_key, channel, target) is
+ * unique, and a row stays due, with back-off, until a delivery succeeds.
+ */
+struct tg_outbox_rec {
+    int64_t id; /* assigned by outbox_put */
+    const char *org_id;
+    const char *event_key;
+    const char *channel; /* "webhook" | "email" */
+    const char *target;  /* URL or e-mail address */
+    const char *payload; /* JSON object text */
+    int64_t created_ms;
+    int attempts;            /* failed deliveries so far */
+    int64_t next_attempt_ms; /* due from then */
+    int64_t delivered_ms;    /* 0 until delivered */
+    const char *last_error;  /* NULL when none */
+};
+
+typedef int (*tg_store_outbox_cb)(const struct tg_outbox_rec *r, void *arg);
 typedef int (*tg_store_org_cb)(const struct tg_org_rec *r, void *arg);
 typedef int (*tg_store_project_cb)(const struct tg_project_rec *r, void *arg);
 typedef int (*tg_store_key_cb)(const struct tg_key_rec *r, void *arg);
@@ -250,6 +271,18 @@ struct tg_store_ops {
                         tg_store_version_cb cb, void *arg);
     int (*version_get)(struct tg_store *s, const char *org_id, int64_t number,
                        tg_store_version_cb cb, void *arg);
+
+    /* Notification outbox. put inserts r (id, attempts, delivered_ms and last_error are
+     * ignored) unless a row with its (event_key, channel, target) exists; *inserted says
+     * which (may be NULL). due lists undelivered rows with next_attempt_ms <= now_ms, earliest
+     * first, at most limit (0 = no limit). mark records one delivery attempt of row id: with
+     * delivered_ms > 0 it is delivered; otherwise attempts grows by one, error is kept and the
+     * row is due again at next_attempt_ms. TG_ENOTFOUND when no such row. */
+    int (*outbox_put)(struct tg_store *s, const struct tg_outbox_rec *r, bool *inserted);
+    int (*outbox_due)(struct tg_store *s, int64_t now_ms, size_t limit, tg_store_outbox_cb cb,
+                      void *arg);
+    int (*outbox_mark)(struct tg_store *s, int64_t id, int64_t delivered_ms, const char *error,
+                       int64_t next_attempt_ms);
 };
 
 /* The chain hash of r (over r->prev_hash and every field except seq and hash). */
