@@ -255,7 +255,7 @@ static const char *const migrations[] = {
     X(VERSION_INSERT, "INSERT INTO versions (" VERSION_COLUMNS ") VALUES (?, ?, ?, ?, ?, ?, ?)")   \
     X(VERSION_LIST, "SELECT " VERSION_COLUMNS " FROM versions WHERE org_id = ?1 "                  \
                     "AND (?2 IS NULL OR project_id = ?2) ORDER BY number DESC")                    \
-    X(VERSION_GET, "SELECT " VERSION_COLUMNS " FROM versions WHERE org_id = ? AND number = ?")   \
+    X(VERSION_GET, "SELECT " VERSION_COLUMNS " FROM versions WHERE org_id = ? AND number = ?")     \
     X(OUTBOX_PUT, "INSERT OR IGNORE INTO outbox (org_id, event_key, channel, target, payload, "    \
                   "created_ms, next_attempt_ms) VALUES (?, ?, ?, ?, ?, ?, ?)")                     \
     X(OUTBOX_DUE, "SELECT " OUTBOX_COLUMNS " FROM outbox WHERE delivered_ms = 0 "                  \
