@@ -182,6 +182,16 @@ static const char *const migrations[] = {
     " GROUP BY bucket, gp, gk, gm"                                                                 \
     " ORDER BY bucket, gp, gk, gm"
 
+/* Spend per key, per project and for the org since a period start, in one pass over the
+ * (org_id, time_ms) index range; the org total comes last and always (coalesce). */
+#define SPEND_SQL                                                                                  \
+    "SELECT key_id, NULL, sum(cost_micros) FROM ledger"                                            \
+    " WHERE org_id = ?1 AND time_ms >= ?2 GROUP BY key_id"                                         \
+    " UNION ALL SELECT NULL, project_id, sum(cost_micros) FROM ledger"                             \
+    " WHERE org_id = ?1 AND time_ms >= ?2 GROUP BY project_id"                                     \
+    " UNION ALL SELECT NULL, NULL, coalesce(sum(cost_micros), 0) FROM ledger"                      \
+    " WHERE org_id = ?1 AND time_ms >= ?2"
+
 #define DOC_COLUMNS "kind, id, org_id, project_id, data, created_ms, updated_ms"
 
 #define AUDIT_COLUMNS                                                                              \
@@ -237,6 +247,7 @@ static const char *const migrations[] = {
                      "is_usage_estimated, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "  \
                      "?, ?, ?, ?, ?, ?, ?, ?, ?)")                                                 \
     X(USAGE, USAGE_SQL)                                                                            \
+    X(SPEND, SPEND_SQL)                                                                            \
     X(DOC_GET, "SELECT " DOC_COLUMNS " FROM docs WHERE kind = ? AND id = ?")                       \
     /* An upsert, not INSERT OR REPLACE: the row keeps its rowid, the tie-break of the list */     \
     X(DOC_PUT, "INSERT INTO docs (" DOC_COLUMNS ") VALUES (?, ?, ?, ?, ?, ?, ?) "                  \
@@ -836,6 +847,36 @@ sq_usage_query(struct tg_store *store, const struct tg_usage_query *q, tg_store_
     return rc;
 }
 
+static int
+sq_spend_by_level(struct tg_store *store, const char *org_id, int64_t since_ms,
+                  tg_store_spend_cb cb, void *arg)
+{
+    if (org_id == NULL) {
+        return TG_EINVAL;
+    }
+    struct sq *s = sq_of(store);
+    lock(s);
+    sqlite3_stmt *st = stmt(s, S_SPEND);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    int step = SQLITE_DONE;
+    if (rc == 0) {
+        bind_text(st, 1, org_id);
+        sqlite3_bind_int64(st, 2, since_ms);
+    }
+    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        struct tg_spend_rec r = {col_text(st, 0), col_text(st, 1), sqlite3_column_int64(st, 2)};
+        rc = cb(&r, arg);
+    }
+    if (rc == 0 && step != SQLITE_DONE) {
+        rc = fail(s, sqlite3_extended_errcode(s->db), "spend query");
+    }
+    if (st != NULL) {
+        done(st);
+    }
+    unlock(s);
+    return rc;
+}
+
 /* ---- transactions ------------------------------------------------------------------------- */
 
 static int
@@ -1395,6 +1436,7 @@ static const struct tg_store_ops sqlite_ops = {
     .keys_list = sq_keys_list,
     .ledger_append = sq_ledger_append,
     .usage_query = sq_usage_query,
+    .spend_by_level = sq_spend_by_level,
     .transact = sq_transact,
     .project_update = sq_project_update,
     .keys_set_role_by_user = sq_keys_set_role_by_user,

@@ -115,6 +115,14 @@ struct tg_usage_result {
     int64_t cost_micros;
 };
 
+/* Settled spend of one budget level (spend_by_level): a key (key_id set), a project
+ * (project_id set) or the whole organization (both NULL). */
+struct tg_spend_rec {
+    const char *key_id;
+    const char *project_id;
+    int64_t cost_micros;
+};
+
 /* Listing callbacks run on the calling thread while the store is locked: they must not call
  * back into the store. A non-zero return stops the listing, and the op returns that value. */
 /*
@@ -208,6 +216,7 @@ typedef int (*tg_store_org_cb)(const struct tg_org_rec *r, void *arg);
 typedef int (*tg_store_project_cb)(const struct tg_project_rec *r, void *arg);
 typedef int (*tg_store_key_cb)(const struct tg_key_rec *r, void *arg);
 typedef int (*tg_store_usage_cb)(const struct tg_usage_result *r, void *arg);
+typedef int (*tg_store_spend_cb)(const struct tg_spend_rec *r, void *arg);
 typedef int (*tg_store_doc_cb)(const struct tg_doc *d, void *arg);
 typedef int (*tg_store_audit_cb)(const struct tg_audit_rec *r, void *arg);
 typedef int (*tg_store_version_cb)(const struct tg_version_rec *r, void *arg);
@@ -234,6 +243,11 @@ struct tg_store_ops {
     int (*ledger_append)(struct tg_store *s, const struct tg_ledger_row *rows, size_t n);
     int (*usage_query)(struct tg_store *s, const struct tg_usage_query *q, tg_store_usage_cb cb,
                        void *arg);
+    /* Sums cost_micros of the org's ledger rows with time_ms >= since_ms (a budget period's
+     * start, to seed admission at start-up): cb once per key, once per project, then once for
+     * the organization (always, 0 when no row). */
+    int (*spend_by_level)(struct tg_store *s, const char *org_id, int64_t since_ms,
+                          tg_store_spend_cb cb, void *arg);
 
     /* Runs fn(s, arg) in one transaction: every op fn calls joins it; a negative return from
      * fn (or a failed commit) rolls everything back and is returned. Transactions nest (an
