@@ -34,7 +34,9 @@ enum tg_scope {
 /* "key", "project", "organization" */
 const char *tg_scope_name(enum tg_scope s);
 
-/* Rate limits of one level; 0 = unlimited. */
+/* Rate limits of one level; 0 = unlimited; a limit above TG_RATE_LIMIT_MAX counts as that
+ * (the counters' exact arithmetic needs limit x window to fit in 64 bits). */
+#define TG_RATE_LIMIT_MAX INT64_C(100000000000)
 struct tg_rate_limit {
     int64_t rpm; /* requests per minute */
     int64_t tpm; /* tokens per minute */
@@ -70,7 +72,11 @@ struct tg_admit_result {
     bool is_model_limit; /* the model's limit (else the all-models one) */
     bool is_tokens;      /* tokens (else requests) */
     bool is_daily;       /* per day (else per minute) */
-    int64_t limit;       /* the limit that refused (requests, tokens or micro-dollars) */
+    /* The request's tokens exceed the whole limit: no wait admits it (answer 429 tokens, as
+     * OpenAI does for a request larger than TPM, with x-should-retry: false); retry_after_ms
+     * is then 0. */
+    bool is_too_large;
+    int64_t limit; /* the limit that refused (requests, tokens or micro-dollars) */
     int64_t retry_after_ms;
     /* For x-ratelimit-* headers (OpenAI's): the tightest per-minute limit among the levels,
      * what remains of it after this request, and when it is whole again. -1 when no level has
