@@ -579,7 +579,13 @@ tg_serve_main(int argc, char **argv)
     rc = rc < 0 ? rc : load_prices(&s);
     rc = rc < 0 ? rc : bootstrap(&s);
     if (rc == 0) {
-        struct tg_state_env env = {s.config, s.prices, s.store, pepper(&s), s.pepper_len};
+        struct tg_state_env env = {
+            .config = s.config,
+            .prices = s.prices,
+            .store = s.store,
+            .pepper = pepper(&s),
+            .pepper_len = s.pepper_len,
+        };
         tg_state_env_set(&env);
         rc = tg_state_reload();
     }

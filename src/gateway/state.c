@@ -3,7 +3,9 @@
  *
  * A snapshot is built whole from the store on the thread pool and never changed afterwards,
  * so requests read it without locks. Project settings are parsed here, once per reload, so
- * the per-request model check is a short string comparison loop and never touches JSON.
+ * the per-request model check is a short string comparison loop and never touches JSON. The
+ * limits of every level (organization, projects, keys) are parsed here too; key limits are
+ * sorted by key id so a request finds its key's with one binary search.
  */
 #include "gateway/state.h"
 
@@ -47,8 +49,15 @@ state_free(struct tg_state *s)
             free(s->projects[i].models[m]);
         }
         free(s->projects[i].models);
+        tg_level_limits_free(&s->projects[i].limits);
     }
     free(s->projects);
+    tg_level_limits_free(&s->org_limits);
+    for (size_t i = 0; i < s->n_key_limits; i++) {
+        free(s->key_limits[i].key_id);
+        tg_level_limits_free(&s->key_limits[i].limits);
+    }
+    free(s->key_limits);
     free(s->org_id);
     free(s->org_name);
     if (s->keys != NULL) {
@@ -74,6 +83,20 @@ add_org(const struct tg_org_rec *r, void *arg)
         s->org_name = tg_xstrdup(r->name);
     }
     return 0;
+}
+
+/*
+ * Reads a level's limits. The admin API stores only settings this same parser accepted, so a
+ * failure means the store was edited by hand: it is logged loudly and the level runs without
+ * limits of its own rather than failing the reload (which would freeze every key change).
+ */
+static void
+parse_limits(const json_t *root, const char *what, const char *id, struct tg_level_limits *out)
+{
+    char err[200];
+    if (tg_level_limits_parse(root, out, err, sizeof(err)) < 0) {
+        tg_log_error("state: %s %s: limits ignored: %s", what, id, err);
+    }
 }
 
 /*
@@ -107,6 +130,7 @@ parse_settings(struct tg_project *p, const char *settings)
             }
         }
     }
+    parse_limits(root, "project", p->id, &p->limits);
     json_decref(root);
 }
 
@@ -126,6 +150,7 @@ add_project(const struct tg_project_rec *r, void *arg)
     p->settings = NULL;
     p->models = NULL;
     p->n_models = 0;
+    memset(&p->limits, 0, sizeof(p->limits));
     parse_settings(p, r->settings);
     p->conf = NULL;
     for (size_t i = 0; i < env.config->n_projects; i++) {
@@ -134,6 +159,71 @@ add_project(const struct tg_project_rec *r, void *arg)
         }
     }
     return 0;
+}
+
+/* The JSON object of a settings document, or NULL (logged) when it is not one. */
+static json_t *
+doc_root(const struct tg_doc *d)
+{
+    char err[160];
+    json_t *root = tg_json_parse(d->data, strlen(d->data), 16, err, sizeof(err));
+    if (!json_is_object(root)) {
+        tg_log_error("state: %s %s: not a JSON object; ignored", d->kind, d->id);
+        json_decref(root);
+        return NULL;
+    }
+    return root;
+}
+
+static int
+add_org_settings(const struct tg_doc *d, void *arg)
+{
+    struct tg_state *s = arg;
+    json_t *root = doc_root(d);
+    if (root != NULL) {
+        tg_level_limits_free(&s->org_limits);
+        parse_limits(root, "organization", d->id, &s->org_limits);
+        json_decref(root);
+    }
+    return 0;
+}
+
+static int
+add_key_settings(const struct tg_doc *d, void *arg)
+{
+    struct tg_state *s = arg;
+    json_t *root = doc_root(d);
+    if (root == NULL) {
+        return 0;
+    }
+    s->key_limits = tg_xrealloc(s->key_limits, (s->n_key_limits + 1) * sizeof(*s->key_limits));
+    struct tg_key_limits *k = &s->key_limits[s->n_key_limits++];
+    k->key_id = tg_xstrdup(d->id);
+    parse_limits(root, "key", d->id, &k->limits);
+    json_decref(root);
+    return 0;
+}
+
+static int
+key_limits_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct tg_key_limits *)a)->key_id,
+                  ((const struct tg_key_limits *)b)->key_id);
+}
+
+/* Reads the organization's and the keys' settings documents into s. */
+static int
+load_limits(struct tg_store *st, struct tg_state *s)
+{
+    int rc = st->ops->doc_get(st, "org_settings", s->org_id, add_org_settings, s);
+    if (rc == TG_ENOTFOUND) {
+        rc = 0;
+    }
+    rc = rc < 0 ? rc : st->ops->doc_list(st, "key_settings", s->org_id, NULL, add_key_settings, s);
+    if (rc == 0 && s->n_key_limits > 1) {
+        qsort(s->key_limits, s->n_key_limits, sizeof(*s->key_limits), key_limits_cmp);
+    }
+    return rc;
 }
 
 static int
@@ -158,6 +248,7 @@ tg_state_reload(void)
     }
     rc = rc < 0 ? rc : st->ops->projects_list(st, s->org_id, add_project, s);
     rc = rc < 0 ? rc : st->ops->keys_list(st, s->org_id, add_key, s->keys);
+    rc = rc < 0 ? rc : load_limits(st, s);
     if (rc < 0) {
         tg_log_error("state: reload failed: %s", tg_strerror(rc));
         state_free(s);
@@ -211,6 +302,18 @@ tg_state_project(const struct tg_state *s, const char *id_or_name)
         }
     }
     return NULL;
+}
+
+const struct tg_level_limits *
+tg_state_key_limits(const struct tg_state *s, const char *key_id)
+{
+    if (s == NULL || key_id == NULL || s->n_key_limits == 0) {
+        return NULL;
+    }
+    struct tg_key_limits want = {.key_id = (char *)key_id};
+    const struct tg_key_limits *k =
+        bsearch(&want, s->key_limits, s->n_key_limits, sizeof(*s->key_limits), key_limits_cmp);
+    return k != NULL ? &k->limits : NULL;
 }
 
 bool

@@ -20,6 +20,7 @@
 
 #include "gateway/config.h"
 #include "policy/keys.h"
+#include "policy/limits.h"
 #include "policy/price.h"
 #include "store/store.h"
 
@@ -41,6 +42,13 @@ struct tg_project {
     char **models;                      /* settings' allowed models; NULL when not set */
     size_t n_models;                    /* 0: the settings name no model (fall back) */
     const struct tg_project_conf *conf; /* config settings by name, or NULL */
+    struct tg_level_limits limits;      /* settings' rate_limits and budget (none if bad) */
+};
+
+/* A key's limits (document kind "key_settings", id = key id), sorted by key id. */
+struct tg_key_limits {
+    char *key_id;
+    struct tg_level_limits limits;
 };
 
 struct tg_state {
@@ -53,6 +61,9 @@ struct tg_state {
     struct tg_project *projects;
     size_t n_projects;
     struct tg_keyring *keys;
+    struct tg_level_limits org_limits; /* document "org_settings" (id = org id) */
+    struct tg_key_limits *key_limits;  /* sorted by key_id, for tg_state_key_limits */
+    size_t n_key_limits;
 };
 
 /* Process-wide pieces the snapshots borrow; set once at start-up before tg_state_reload. */
@@ -62,6 +73,9 @@ struct tg_state_env {
     struct tg_store *store;
     const unsigned char *pepper;
     size_t pepper_len;
+    /* Rate limits and budgets (policy/admission.h), or NULL when not wired; set by serve.c
+     * before the first request, owned by it. */
+    struct tg_admission *admission;
 };
 
 void tg_state_env_set(const struct tg_state_env *env);
@@ -83,6 +97,10 @@ void tg_state_shutdown(void);
 
 /* Project lookups by id or by name. NULL when absent. */
 const struct tg_project *tg_state_project(const struct tg_state *s, const char *id_or_name);
+
+/* The limits of key key_id (document "key_settings"), or NULL when it has none. A binary
+ * search: cheap enough for every request. */
+const struct tg_level_limits *tg_state_key_limits(const struct tg_state *s, const char *key_id);
 
 /* True when the project may use model: the settings' list when it names any model, else the
  * config's list when it names any, else any model the config routes. */

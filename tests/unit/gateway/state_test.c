@@ -1,7 +1,9 @@
 /*
  * state_test.c: snapshot building from the store (gateway/state.h), in particular which models
  * a project may use: its settings' list first, then the config's list, then every routed model;
- * and that malformed settings from the store fall back instead of failing the reload.
+ * and that malformed settings from the store fall back instead of failing the reload; and the
+ * limits of the organization, the projects and the keys (settings documents), key limits found
+ * by id whatever the order the store lists them in.
  *
  * The store is a small fake (one org, the projects a test sets, no keys), so these tests do not
  * depend on the SQLite backend; the config is built by hand with three routes.
@@ -62,11 +64,47 @@ fake_keys_list(struct tg_store *s, const char *org_id, tg_store_key_cb cb, void 
     return 0;
 }
 
+/* Settings documents: "org_settings" and "key_settings" rows a test sets. */
+static const struct tg_doc *fake_docs;
+static size_t fake_n_docs;
+
+static int
+fake_doc_get(struct tg_store *s, const char *kind, const char *id, tg_store_doc_cb cb, void *arg)
+{
+    (void)s;
+    for (size_t i = 0; i < fake_n_docs; i++) {
+        if (strcmp(fake_docs[i].kind, kind) == 0 && strcmp(fake_docs[i].id, id) == 0) {
+            return cb(&fake_docs[i], arg);
+        }
+    }
+    return TG_ENOTFOUND;
+}
+
+static int
+fake_doc_list(struct tg_store *s, const char *kind, const char *org_id, const char *project_id,
+              tg_store_doc_cb cb, void *arg)
+{
+    (void)s;
+    assert_string_equal(org_id, "org-test");
+    assert_null(project_id);
+    for (size_t i = 0; i < fake_n_docs; i++) {
+        if (strcmp(fake_docs[i].kind, kind) == 0) {
+            int rc = cb(&fake_docs[i], arg);
+            if (rc != 0) {
+                return rc;
+            }
+        }
+    }
+    return 0;
+}
+
 static const struct tg_store_ops fake_ops = {
     .name = "fake",
     .orgs_list = fake_orgs_list,
     .projects_list = fake_projects_list,
     .keys_list = fake_keys_list,
+    .doc_get = fake_doc_get,
+    .doc_list = fake_doc_list,
 };
 
 static struct tg_store fake_store = {.ops = &fake_ops};
@@ -104,6 +142,8 @@ setup(void **state)
     fake_projects = NULL;
     fake_n_projects = 0;
     fake_projects_rc = 0;
+    fake_docs = NULL;
+    fake_n_docs = 0;
     return 0;
 }
 
@@ -287,6 +327,83 @@ test_failed_reload_keeps_snapshot(void **state)
     tg_state_unref(s);
 }
 
+static void
+test_limits_of_every_level(void **state)
+{
+    (void)state;
+    struct tg_project_rec recs[] = {
+        {.id = "proj_1",
+         .org_id = "org-test",
+         .name = "limited",
+         .environment = "x",
+         .settings = "{\"rate_limits\":{\"*\":{\"max_requests_per_1_minute\":60},"
+                     "\"o3\":{\"max_tokens_per_1_day\":1000}},"
+                     "\"budget\":{\"monthly_limit_micros\":5000000}}"},
+        /* a limit the parser refuses: the project runs without limits of its own */
+        {.id = "proj_2",
+         .org_id = "org-test",
+         .name = "bad",
+         .environment = "x",
+         .settings = "{\"models\":[\"o3\"],\"budget\":{\"monthly_limit_micros\":-1}}"},
+    };
+    /* Keys listed out of order: the lookup must still find each (sorted at reload). */
+    struct tg_doc docs[] = {
+        {.kind = "org_settings",
+         .id = "org-test",
+         .org_id = "org-test",
+         .data = "{\"budget\":{\"monthly_limit_micros\":100000000}}"},
+        {.kind = "key_settings",
+         .id = "key_zz",
+         .org_id = "org-test",
+         .data = "{\"rate_limits\":{\"*\":{\"max_tokens_per_1_minute\":7}}}"},
+        {.kind = "key_settings",
+         .id = "key_aa",
+         .org_id = "org-test",
+         .data = "{\"budget\":{\"monthly_limit_micros\":1}}"},
+        {.kind = "key_settings", .id = "key_mm", .org_id = "org-test", .data = "[1]"},
+    };
+    fake_docs = docs;
+    fake_n_docs = 4;
+    reload_with(recs, 2);
+    struct tg_state *s = tg_state_acquire();
+    assert_true(s->org_limits.has_budget);
+    assert_int_equal(s->org_limits.budget.monthly_limit_micros, 100000000);
+
+    const struct tg_project *p1 = tg_state_project(s, "limited");
+    assert_int_equal(p1->limits.all_models.rpm, 60);
+    assert_int_equal(tg_level_model_limit(&p1->limits, "o3").tpd, 1000);
+    assert_int_equal(tg_level_model_limit(&p1->limits, "gpt-4o").tpd, 0);
+    assert_true(p1->limits.has_budget);
+    assert_int_equal(p1->limits.budget.monthly_limit_micros, 5000000);
+
+    const struct tg_project *p2 = tg_state_project(s, "bad");
+    assert_false(p2->limits.has_budget);
+    assert_int_equal(p2->n_models, 1); /* the rest of the settings still applies */
+
+    const struct tg_level_limits *zz = tg_state_key_limits(s, "key_zz");
+    assert_non_null(zz);
+    assert_int_equal(zz->all_models.tpm, 7);
+    const struct tg_level_limits *aa = tg_state_key_limits(s, "key_aa");
+    assert_non_null(aa);
+    assert_int_equal(aa->budget.monthly_limit_micros, 1);
+    assert_null(tg_state_key_limits(s, "key_mm")); /* not an object: no entry */
+    assert_null(tg_state_key_limits(s, "key_00"));
+    assert_null(tg_state_key_limits(s, NULL));
+    tg_state_unref(s);
+}
+
+static void
+test_no_org_settings(void **state)
+{
+    (void)state;
+    reload_with(NULL, 0);
+    struct tg_state *s = tg_state_acquire();
+    assert_false(s->org_limits.has_budget);
+    assert_int_equal(s->n_key_limits, 0);
+    assert_null(tg_state_key_limits(s, "key_aa"));
+    tg_state_unref(s);
+}
+
 int
 main(void)
 {
@@ -295,6 +412,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_allows_precedence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_settings_fall_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_reload_keeps_snapshot, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_limits_of_every_level, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_org_settings, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
