@@ -417,7 +417,10 @@ refuse_inline(const char *what, char *err, size_t err_cap)
 {
     char key[32];
     last_key(what, key, sizeof(key));
-    const char *example = strcmp(key, "pepper") == 0 ? "TOLLGATE_PEPPER" : "OPENAI_API_KEY";
+    const char *example = strcmp(key, "pepper") == 0     ? "TOLLGATE_PEPPER"
+                          : strcmp(key, "username") == 0 ? "SMTP_USERNAME"
+                          : strcmp(key, "password") == 0 ? "SMTP_PASSWORD"
+                                                         : "OPENAI_API_KEY";
     snprintf(err, err_cap,
              "%s: inline secrets are refused; put the key in an environment variable and write "
              "`%s: env:%s`, or in a file and write `%s: file:/path`",
@@ -599,6 +602,39 @@ static const struct field keys_fields[] = {
     NUM("pepper", parse_ref, CF(pepper_ref), 0, 0),
 };
 
+/* true/false (YAML 1.1's yes/no/on/off too: people write them). */
+static int
+parse_bool(struct ctx *cx, const struct ynode *v, const char *path, const struct field *f,
+           void *dst)
+{
+    static const char *const yes[] = {"true", "True", "TRUE", "yes", "on"};
+    static const char *const no[] = {"false", "False", "FALSE", "no", "off"};
+    for (size_t i = 0; v->kind == Y_SCALAR && i < sizeof(yes) / sizeof(yes[0]); i++) {
+        if (strcmp(v->str, yes[i]) == 0 || strcmp(v->str, no[i]) == 0) {
+            *(bool *)dst = strcmp(v->str, yes[i]) == 0;
+            return 0;
+        }
+    }
+    return fail(cx, v, "%s: expected true or false", path);
+}
+
+static const struct field smtp_fields[] = {
+    NUM("host", parse_str, CF(smtp.host), 0, 0),
+    NUM("port", parse_int, CF(smtp.port), 1, 65535),
+    NUM("starttls", parse_bool, CF(smtp.starttls), 0, 0),
+    NUM("tls", parse_bool, CF(smtp.is_tls), 0, 0),
+    NUM("username", parse_ref, CF(smtp.username), 0, 0),
+    NUM("password", parse_ref, CF(smtp.password), 0, 0),
+    NUM("from", parse_str, CF(smtp.from), 0, 0),
+    NUM("timeout_ms", parse_u64, CF(smtp.timeout_ms), 100, DAY_MS),
+};
+
+static const struct field notifications_fields[] = {
+    SECTION("smtp", 0, smtp_fields),
+    NUM("interval_ms", parse_u64, CF(notify_interval_ms), 10, 3600000),
+    NUM("webhook_timeout_ms", parse_u64, CF(webhook_timeout_ms), 100, DAY_MS),
+};
+
 static const struct field top_fields[] = {
     NUM("listen", parse_listen, 0, 0, 0),
     NUM("workers", parse_int, CF(workers), 0, 1024),
@@ -609,6 +645,7 @@ static const struct field top_fields[] = {
     NUM("shutdown_grace_ms", parse_u64, CF(shutdown_grace_ms), 0, DAY_MS),
     SECTION("ledger", 0, ledger_fields),
     SECTION("keys", 0, keys_fields),
+    SECTION("notifications", 0, notifications_fields),
     NUM("providers", parse_node, offsetof(struct load, providers), 0, 0),
     NUM("models", parse_node, offsetof(struct load, models), 0, 0),
     NUM("projects", parse_node, offsetof(struct load, projects), 0, 0),
@@ -1039,6 +1076,11 @@ set_defaults(struct tg_config *c)
     c->shutdown_grace_ms = 30000;
     c->ledger_batch_rows = 512;
     c->ledger_flush_ms = 200;
+    c->smtp.port = 25;
+    c->smtp.from = tg_xstrdup("tollgate@localhost");
+    c->smtp.timeout_ms = 30000;
+    c->notify_interval_ms = 1000;
+    c->webhook_timeout_ms = 10000;
 }
 
 /* The environment's providers and routes: openai for every model when OPENAI_API_KEY is set
@@ -1223,6 +1265,10 @@ tg_config_free(struct tg_config *c)
     free(c->data_dir);
     free(c->log_level);
     free(c->pepper_ref);
+    free(c->smtp.host);
+    free(c->smtp.username);
+    free(c->smtp.password);
+    free(c->smtp.from);
     for (size_t i = 0; i < c->n_providers; i++) {
         provider_deinit(&c->providers[i]);
     }

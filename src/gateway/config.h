@@ -32,6 +32,18 @@ struct tg_project_conf {
     size_t n_models;
 };
 
+/* notifications.smtp: how spend alerts are mailed (notify/notifier.h). host NULL: no e-mail. */
+struct tg_smtp_conf {
+    char *host;
+    int port;            /* 25 */
+    bool starttls;       /* require STARTTLS on a plain connection */
+    bool is_tls;         /* implicit TLS from the first byte (smtps, usually port 465) */
+    char *username;      /* "env:NAME" / "file:PATH" reference, or NULL */
+    char *password;      /* reference, or NULL */
+    char *from;          /* sender address; "tollgate@localhost" */
+    uint64_t timeout_ms; /* one message, connection to QUIT; 30000 */
+};
+
 struct tg_config {
     char *source; /* file path, or "environment" */
 
@@ -63,6 +75,10 @@ struct tg_config {
     size_t n_projects;
     struct tg_price *prices; /* overrides of the built-in table */
     size_t n_prices;
+
+    struct tg_smtp_conf smtp;    /* notifications.smtp */
+    uint64_t notify_interval_ms; /* notifications.interval_ms: notifier tick, 1000 */
+    uint64_t webhook_timeout_ms; /* notifications.webhook_timeout_ms, 10000 */
 
     bool is_mock_default; /* made from the environment with no OPENAI_API_KEY */
 };
