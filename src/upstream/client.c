@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "core/buf.h"
 #include "core/err.h"
@@ -58,6 +59,8 @@ struct sock {
     struct tg_upstream_client *client;
     uv_poll_t poll;
     curl_socket_t fd;
+    int events;   /* what the poll watches now (UV_READABLE | UV_WRITABLE), 0 = stopped */
+    bool is_idle; /* curl does not watch it (a kept-alive connection between transfers) */
 };
 
 struct header_off {
@@ -111,6 +114,8 @@ struct tg_upstream_client {
     struct tg_upstream_call *pool;
     struct tg_upstream_call *deferred;
     struct sock *socks;
+    struct sock **by_fd; /* the watched socket of each descriptor curl has open */
+    size_t by_fd_cap;
     size_t n_active;
     size_t n_pool;
     size_t n_open;   /* uv handles not yet closed; the client is freed when it reaches 0 */
@@ -175,6 +180,9 @@ static void
 sock_close(struct sock *s)
 {
     struct tg_upstream_client *c = s->client;
+    if (s->fd >= 0 && (size_t)s->fd < c->by_fd_cap && c->by_fd[s->fd] == s) {
+        c->by_fd[s->fd] = NULL;
+    }
     if (s->prev != NULL) {
         s->prev->next = s->next;
     } else {
@@ -194,6 +202,13 @@ on_poll(uv_poll_t *p, int status, int events)
 {
     struct sock *s = p->data;
     struct tg_upstream_client *c = s->client;
+    if (s->is_idle) {
+        /* An idle connection woke (the server closed it, most likely): stop watching; curl
+         * finds it dead when it next considers reusing it, and closes it. */
+        uv_poll_stop(&s->poll);
+        s->events = 0;
+        return;
+    }
     int flags = 0;
     if (status < 0) {
         flags = CURL_CSELECT_ERR;
@@ -206,6 +221,40 @@ on_poll(uv_poll_t *p, int status, int events)
     check_info(c);
 }
 
+/*
+ * A socket's poll handle lives as long as the socket, not as long as curl watches it: curl
+ * stops watching a kept-alive connection after every transfer (CURL_POLL_REMOVE) and watches
+ * it again on reuse. Making a new uv_poll each time costs three system calls (libuv tests the
+ * descriptor with epoll_ctl ADD and DEL, and sets it non-blocking), and even restarting one
+ * costs an epoll_ctl. So REMOVE only marks the socket idle and leaves it watched for reading;
+ * reuse for reading then changes nothing in the kernel. The handle is closed when curl closes
+ * the socket (on_close_socket).
+ */
+static int
+on_close_socket(void *clientp, curl_socket_t fd)
+{
+    struct tg_upstream_client *c = clientp;
+    if (fd >= 0 && (size_t)fd < c->by_fd_cap && c->by_fd[fd] != NULL) {
+        sock_close(c->by_fd[fd]); /* libuv drops the descriptor from epoll before close */
+    }
+    return close(fd);
+}
+
+static void
+remember_sock(struct tg_upstream_client *c, struct sock *s)
+{
+    if ((size_t)s->fd >= c->by_fd_cap) {
+        size_t cap = c->by_fd_cap ? c->by_fd_cap : 64;
+        while (cap <= (size_t)s->fd) {
+            cap *= 2;
+        }
+        c->by_fd = tg_xrealloc(c->by_fd, cap * sizeof(*c->by_fd));
+        memset(c->by_fd + c->by_fd_cap, 0, (cap - c->by_fd_cap) * sizeof(*c->by_fd));
+        c->by_fd_cap = cap;
+    }
+    c->by_fd[s->fd] = s;
+}
+
 static int
 on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
@@ -214,9 +263,17 @@ on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socket
     if (what == CURL_POLL_REMOVE) {
         if (s != NULL) {
             curl_multi_assign(c->multi, fd, NULL);
-            sock_close(s);
+            s->is_idle = true;
+            if (s->events != UV_READABLE) {
+                uv_poll_start(&s->poll, UV_READABLE, on_poll);
+                s->events = UV_READABLE;
+            }
         }
         return 0;
+    }
+    if (s == NULL && fd >= 0 && (size_t)fd < c->by_fd_cap && c->by_fd[fd] != NULL) {
+        s = c->by_fd[fd];
+        curl_multi_assign(c->multi, fd, s);
     }
     if (s == NULL) {
         s = tg_xcalloc(1, sizeof(*s));
@@ -236,12 +293,17 @@ on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socket
             s->next->prev = s;
         }
         c->socks = s;
+        remember_sock(c, s);
         curl_multi_assign(c->multi, fd, s);
     }
     int events = 0;
     events |= (what & CURL_POLL_IN) ? UV_READABLE : 0;
     events |= (what & CURL_POLL_OUT) ? UV_WRITABLE : 0;
-    uv_poll_start(&s->poll, events, on_poll);
+    s->is_idle = false;
+    if (events != s->events) {
+        uv_poll_start(&s->poll, events, on_poll);
+        s->events = events;
+    }
     return 0;
 }
 
@@ -779,6 +841,9 @@ client_teardown(struct tg_upstream_client *c)
     while (c->socks != NULL) {
         sock_close(c->socks);
     }
+    free(c->by_fd);
+    c->by_fd = NULL;
+    c->by_fd_cap = 0;
     uv_close((uv_handle_t *)&c->timer, on_client_handle_closed);
     uv_close((uv_handle_t *)&c->defer, on_client_handle_closed);
     curl_global_cleanup();
@@ -918,6 +983,8 @@ set_options(struct tg_upstream_call *call, const struct tg_upstream_request *req
     curl_easy_setopt(e, CURLOPT_PROXY, ""); /* an http_proxy variable must not reroute us */
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)call->t.connect_ms);
     curl_easy_setopt(e, CURLOPT_PRIVATE, call);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, call->client);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, call->errbuf);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, call);
