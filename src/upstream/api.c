@@ -10,6 +10,8 @@
 
 #include <string.h>
 
+#include "core/json.h"
+
 struct api_info {
     const char *path;
     const char *name;
@@ -116,4 +118,62 @@ tg_usage_from_response(enum tg_api api, const json_t *body, struct tg_usage *out
         return false;
     }
     return tg_usage_parse(api, json_object_get(body, "usage"), out);
+}
+
+/* A count written as JSON: digits only (an integer, not negative), few enough for int64. */
+static bool
+span_count(struct tg_json_span v, int64_t *out)
+{
+    if (v.p == NULL || v.len == 0 || v.len > 18) {
+        return false;
+    }
+    int64_t n = 0;
+    for (size_t i = 0; i < v.len; i++) {
+        if (v.p[i] < '0' || v.p[i] > '9') {
+            return false;
+        }
+        n = n * 10 + (v.p[i] - '0');
+    }
+    *out = n;
+    return true;
+}
+
+/* The text variant of read_detail: details.key, clamped to [0, total]; 0 when absent or odd. */
+static int64_t
+span_detail(struct tg_json_span details, const char *key, int64_t total)
+{
+    struct tg_json_span v;
+    int64_t n = 0;
+    if (details.p == NULL || details.p[0] != '{' ||
+        tg_json_members(details.p, details.len, &key, 1, &v) < 0 || !span_count(v, &n)) {
+        return 0;
+    }
+    return n > total ? total : n;
+}
+
+bool
+tg_usage_parse_text(enum tg_api api, const char *text, size_t len, struct tg_usage *out)
+{
+    if ((unsigned)api >= TG_API_COUNT || apis[api].input == NULL) {
+        return false;
+    }
+    const struct api_info *a = &apis[api];
+    const char *names[4] = {a->input, a->output ? a->output : "",
+                            a->input_details ? a->input_details : "",
+                            a->output_details ? a->output_details : ""};
+    struct tg_json_span v[4];
+    if (text == NULL || tg_json_members(text, len, names, 4, v) < 0) {
+        return false;
+    }
+    struct tg_usage u = {0};
+    if (!span_count(v[0], &u.prompt_tokens) ||
+        (a->output != NULL && !span_count(v[1], &u.completion_tokens))) {
+        return false;
+    }
+    u.cached_tokens = a->input_details ? span_detail(v[2], "cached_tokens", u.prompt_tokens) : 0;
+    u.reasoning_tokens =
+        a->output_details ? span_detail(v[3], "reasoning_tokens", u.completion_tokens) : 0;
+    u.is_known = true;
+    *out = u;
+    return true;
 }

@@ -45,6 +45,10 @@ struct tg_usage {
  */
 bool tg_usage_parse(enum tg_api api, const json_t *usage, struct tg_usage *out);
 
+/* The same as tg_usage_parse, from the usage object's JSON text (the hot path reads it
+ * without a parse tree). */
+bool tg_usage_parse_text(enum tg_api api, const char *text, size_t len, struct tg_usage *out);
+
 /*
  * Reads usage from a whole response body (JSON object) of api. For Responses that is
  * body.usage; for chat, completions and embeddings body.usage; moderations report none

@@ -224,11 +224,51 @@ usage_from_whole_responses(void **state)
     assert_false(tg_usage_from_response(TG_API_CHAT, NULL, &u));
 }
 
+/* The text parser (hot path) and the tree parser agree on every shape, odd ones included. */
+static void
+text_parser_agrees_with_tree_parser(void **state)
+{
+    static const char *const texts[] = {
+        "{\"prompt_tokens\":10,\"completion_tokens\":5,\"total_tokens\":15}",
+        "{\"prompt_tokens\":10,\"completion_tokens\":5,\"prompt_tokens_details\":"
+        "{\"cached_tokens\":4},\"completion_tokens_details\":{\"reasoning_tokens\":2}}",
+        "{\"prompt_tokens\":3,\"completion_tokens\":1,\"prompt_tokens_details\":"
+        "{\"cached_tokens\":99},\"completion_tokens_details\":{\"reasoning_tokens\":7}}",
+        "{\"input_tokens\":8,\"output_tokens\":2,\"input_tokens_details\":{\"cached_tokens\":1},"
+        "\"output_tokens_details\":{\"reasoning_tokens\":1},\"total_tokens\":10}",
+        "{\"prompt_tokens\":7,\"total_tokens\":7}",
+        "{\"prompt_tokens\":-1,\"completion_tokens\":5}",
+        "{\"prompt_tokens\":1.0,\"completion_tokens\":5}",
+        "{\"prompt_tokens\":\"4\",\"completion_tokens\":5}",
+        "{\"prompt_tokens\":4,\"completion_tokens\":null}",
+        "{\"prompt_tokens\":4,\"completion_tokens\":2,\"prompt_tokens_details\":null}",
+        "{\"prompt_tokens\":4,\"completion_tokens\":2,\"prompt_tokens_details\":"
+        "{\"cached_tokens\":-3}}",
+        "{\"prompt_tokens\":4,\"completion_tokens\":2,\"prompt_tokens\":9}",
+        "{}",
+        "[]",
+        "null",
+    };
+    for (size_t t = 0; t < sizeof(texts) / sizeof(texts[0]); t++) {
+        json_t *j = json_loads(texts[t], JSON_DECODE_ANY, NULL);
+        assert_non_null(j);
+        for (int api = 0; api < TG_API_COUNT; api++) {
+            struct tg_usage a = {0}, b = {0};
+            bool ok_tree = tg_usage_parse((enum tg_api)api, j, &a);
+            bool ok_text = tg_usage_parse_text((enum tg_api)api, texts[t], strlen(texts[t]), &b);
+            assert_int_equal(ok_tree, ok_text);
+            assert_memory_equal(&a, &b, sizeof(a));
+        }
+        json_decref(j);
+    }
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(paths_names_and_from_path_agree),
+        cmocka_unit_test(text_parser_agrees_with_tree_parser),
         cmocka_unit_test(from_path_rejects_everything_else),
         cmocka_unit_test(chat_usage_with_details),
         cmocka_unit_test(chat_usage_without_details_has_zero_subsets),
