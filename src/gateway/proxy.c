@@ -574,9 +574,7 @@ note_chunk(struct call *c, const struct tg_sse_event *ev, bool *drop)
         return false;
     }
     if (v[0].p != NULL && v[0].p[0] == '{') {
-        json_t *u = json_loadb(v[0].p, v[0].len, 0, NULL);
-        tg_usage_parse(c->api, u, &c->usage);
-        json_decref(u);
+        tg_usage_parse_text(c->api, v[0].p, v[0].len, &c->usage);
     }
     if (span_is_empty_array(v[1])) {
         *drop = v[0].p != NULL && v[0].p[0] == '{' && !c->wants_usage;
@@ -703,12 +701,10 @@ answer_buffered(struct call *c)
     static const char *const usage_name[1] = {"usage"};
     struct tg_json_span usage;
     if (status >= 200 && status < 300 && tg_json_members(body, len, usage_name, 1, &usage) >= 0) {
-        /* A valid object: only its usage member is parsed. */
-        json_t *u = usage.p ? json_loadb(usage.p, usage.len, 0, NULL) : NULL;
-        if (c->api != TG_API_MODERATIONS) {
-            tg_usage_parse(c->api, u, &c->usage);
+        /* A valid object: only its usage member is read. */
+        if (usage.p != NULL) {
+            tg_usage_parse_text(c->api, usage.p, usage.len, &c->usage);
         }
-        json_decref(u);
         c->error[0] = '\0';
         c->client_status = status;
         return;
