@@ -635,6 +635,52 @@ static const struct field notifications_fields[] = {
     NUM("webhook_timeout_ms", parse_u64, CF(webhook_timeout_ms), 100, DAY_MS),
 };
 
+/* A whole monthly budget in USD, quoted or plain, at most six decimals and $1,000,000 (the
+ * limit of a budget in settings, policy/limits.h). */
+static int
+parse_budget_usd(struct ctx *cx, const struct ynode *v, const char *path, const struct field *f,
+                 void *dst)
+{
+    (void)f;
+    int64_t micros = 0;
+    if (v->kind != Y_SCALAR || tg_price_parse_usd(v->str, &micros) < 0 ||
+        micros > INT64_C(1000000000000)) {
+        return fail(cx, v,
+                    "%s: expected USD, a non-negative decimal with at most six decimals and at "
+                    "most 1000000, such as \"100\" (0: no budget)",
+                    path);
+    }
+    *(int64_t *)dst = micros;
+    return 0;
+}
+
+/* Minutes east of UTC, -840 to 840 (UTC-14:00 to UTC+14:00). */
+static int
+parse_tz_offset(struct ctx *cx, const struct ynode *v, const char *path, const struct field *f,
+                void *dst)
+{
+    (void)f;
+    const char *s = v->kind == Y_SCALAR ? v->str : "";
+    bool is_neg = s[0] == '-';
+    const char *d = is_neg || s[0] == '+' ? s + 1 : s;
+    long x = 0;
+    bool is_ok = d[0] != '\0' && strlen(d) <= 3;
+    for (const char *p = d; is_ok && *p != '\0'; p++) {
+        is_ok = *p >= '0' && *p <= '9';
+        x = x * 10 + (*p - '0');
+    }
+    if (!is_ok || x > 840) {
+        return fail(cx, v, "%s: expected minutes east of UTC, from -840 to 840", path);
+    }
+    *(int *)dst = (int)(is_neg ? -x : x);
+    return 0;
+}
+
+static const struct field budgets_fields[] = {
+    NUM("default_org_monthly_usd", parse_budget_usd, CF(default_org_budget_micros), 0, 0),
+    NUM("timezone_offset_minutes", parse_tz_offset, CF(budget_tz_offset_minutes), 0, 0),
+};
+
 static const struct field top_fields[] = {
     NUM("listen", parse_listen, 0, 0, 0),
     NUM("workers", parse_int, CF(workers), 0, 1024),
@@ -646,6 +692,7 @@ static const struct field top_fields[] = {
     SECTION("ledger", 0, ledger_fields),
     SECTION("keys", 0, keys_fields),
     SECTION("notifications", 0, notifications_fields),
+    SECTION("budgets", 0, budgets_fields),
     NUM("providers", parse_node, offsetof(struct load, providers), 0, 0),
     NUM("models", parse_node, offsetof(struct load, models), 0, 0),
     NUM("projects", parse_node, offsetof(struct load, projects), 0, 0),
@@ -1081,6 +1128,8 @@ set_defaults(struct tg_config *c)
     c->smtp.timeout_ms = 30000;
     c->notify_interval_ms = 1000;
     c->webhook_timeout_ms = 10000;
+    c->default_org_budget_micros = 100000000; /* $100, as the OpenAI platform starts an org */
+    c->budget_tz_offset_minutes = 0;
 }
 
 /* The environment's providers and routes: openai for every model when OPENAI_API_KEY is set

@@ -80,6 +80,9 @@ struct tg_config {
     uint64_t notify_interval_ms; /* notifications.interval_ms: notifier tick, 1000 */
     uint64_t webhook_timeout_ms; /* notifications.webhook_timeout_ms, 10000 */
 
+    int64_t default_org_budget_micros; /* budgets.default_org_monthly_usd: "100" (first start) */
+    int budget_tz_offset_minutes;      /* budgets.timezone_offset_minutes: month boundary, 0 */
+
     bool is_mock_default; /* made from the environment with no OPENAI_API_KEY */
 };
 
