@@ -3,6 +3,15 @@
  * embeddings,moderations}): time buckets of token and request sums, optionally grouped by
  * project, key and model.
  *
+ * As OpenAI's: start_time (required), end_time, bucket_width 1m | 1h | 1d (default 1d),
+ * project_ids, api_key_ids, models (each repeatable), group_by project_id | api_key_id |
+ * model, limit in buckets (1d: default 7, at most 31; 1h: 24, 168; 1m: 60, 1440) and the
+ * page cursor (next_page). Every bucket of the page is listed, empty ones with no results.
+ * Results carry cost_micros besides OpenAI's members (the ledger's exact sum).
+ *
+ * ?format=csv answers text/csv instead: a header row, then one row per bucket and group
+ * (empty buckets have none) over the whole window, unpaged (admin_report.h).
+ *
  * Usage spans every project and carries spend, so it is an owner route (billing); readers see
  * no usage, which also keeps one project's spend hidden from another project's members.
  */
@@ -10,16 +19,8 @@
 #include <string.h>
 
 #include "admin/admin_int.h"
-#include "core/clock.h"
+#include "admin/admin_report.h"
 #include "core/json.h"
-
-struct usage_scan {
-    struct admin_job *j;
-    const char *kind;
-    int64_t bucket_ms;
-    int64_t open_bucket;
-    size_t n_results;
-};
 
 static void
 append_nullable(struct tg_buf *b, const char *s)
@@ -31,30 +32,16 @@ append_nullable(struct tg_buf *b, const char *s)
     }
 }
 
-static int
-scan_usage(const struct tg_usage_result *r, void *arg)
+static void
+result_json(struct tg_buf *b, const char *kind, const struct admin_report_row *r)
 {
-    struct usage_scan *s = arg;
-    struct tg_buf *b = &s->j->out;
-    if (r->bucket_start_ms != s->open_bucket) {
-        if (s->open_bucket >= 0) {
-            tg_buf_append_str(b, "]},");
-        }
-        s->open_bucket = r->bucket_start_ms;
-        s->n_results = 0;
-        tg_buf_appendf(b,
-                       "{\"object\":\"bucket\",\"start_time\":%lld,\"end_time\":%lld,"
-                       "\"results\":[",
-                       (long long)(r->bucket_start_ms / 1000),
-                       (long long)((r->bucket_start_ms + s->bucket_ms) / 1000));
-    }
-    tg_buf_append_str(b, s->n_results++ ? "," : "");
     tg_buf_appendf(b,
                    "{\"object\":\"organization.usage.%s.result\",\"input_tokens\":%lld,"
-                   "\"input_cached_tokens\":%lld,\"output_tokens\":%lld,"
-                   "\"output_reasoning_tokens\":%lld,\"num_model_requests\":%lld,"
-                   "\"cost_micros\":%lld,\"project_id\":",
-                   s->kind, (long long)r->prompt_tokens, (long long)r->cached_tokens,
+                   "\"input_cached_tokens\":%lld,\"input_uncached_tokens\":%lld,"
+                   "\"output_tokens\":%lld,\"output_reasoning_tokens\":%lld,"
+                   "\"num_model_requests\":%lld,\"cost_micros\":%lld,\"project_id\":",
+                   kind, (long long)r->prompt_tokens, (long long)r->cached_tokens,
+                   (long long)(r->prompt_tokens - r->cached_tokens),
                    (long long)r->completion_tokens, (long long)r->reasoning_tokens,
                    (long long)r->requests, (long long)r->cost_micros);
     append_nullable(b, r->project_id);
@@ -63,77 +50,114 @@ scan_usage(const struct tg_usage_result *r, void *arg)
     tg_buf_append_str(b, ",\"model\":");
     append_nullable(b, r->model);
     tg_buf_append_str(b, "}");
-    return 0;
 }
 
-static bool
-has_group(struct tg_http_req *req, const char *name)
+static void
+page_json(struct admin_job *j, const char *kind, const struct admin_report_window *w,
+          const struct admin_report *rep)
 {
-    const char *vals[8];
-    size_t n = tg_http_req_query_all(req, "group_by", vals, 8);
-    for (size_t i = 0; i < n && i < 8; i++) {
-        /* Accept both repeated parameters and a comma-separated list. */
-        const char *p = strstr(vals[i], name);
-        size_t len = strlen(name);
-        if (p != NULL && (p == vals[i] || p[-1] == ',') && (p[len] == '\0' || p[len] == ',')) {
-            return true;
+    struct tg_buf *b = &j->out;
+    size_t k = 0;
+    tg_buf_append_str(b, "{\"object\":\"page\",\"data\":[");
+    for (int64_t i = 0; i < w->n_buckets; i++) {
+        int64_t start = w->first_ms + i * w->bucket_ms;
+        tg_buf_appendf(b,
+                       "%s{\"object\":\"bucket\",\"start_time\":%lld,\"end_time\":%lld,"
+                       "\"results\":[",
+                       i ? "," : "", (long long)(start / 1000),
+                       (long long)((start + w->bucket_ms) / 1000));
+        for (size_t n = 0; k < rep->n_rows && rep->rows[k].bucket_ms == start; k++, n++) {
+            tg_buf_append_str(b, n ? "," : "");
+            result_json(b, kind, &rep->rows[k]);
         }
+        tg_buf_append_str(b, "]}");
     }
-    return false;
+    tg_buf_appendf(b, "],\"has_more\":%s,\"next_page\":", w->has_more ? "true" : "false");
+    if (w->has_more) {
+        char cursor[24];
+        admin_report_cursor(w->next_s, cursor);
+        tg_json_quote(b, cursor);
+    } else {
+        tg_buf_append_str(b, "null");
+    }
+    tg_buf_append_str(b, "}");
+}
+
+static void
+page_csv(struct admin_job *j, const struct admin_report_window *w, const struct admin_report *rep)
+{
+    struct tg_buf *b = &j->out;
+    tg_buf_append_str(b, "start_time,end_time,bucket_start,project_id,api_key_id,model,"
+                         "num_model_requests,input_tokens,input_cached_tokens,output_tokens,"
+                         "output_reasoning_tokens,cost_micros\r\n");
+    for (size_t k = 0; k < rep->n_rows; k++) {
+        const struct admin_report_row *r = &rep->rows[k];
+        tg_buf_appendf(b, "%lld,%lld,", (long long)(r->bucket_ms / 1000),
+                       (long long)((r->bucket_ms + w->bucket_ms) / 1000));
+        admin_iso_time(b, r->bucket_ms);
+        tg_buf_append_str(b, ",");
+        admin_csv_field(b, r->project_id);
+        tg_buf_append_str(b, ",");
+        admin_csv_field(b, r->key_id);
+        tg_buf_append_str(b, ",");
+        admin_csv_field(b, r->model);
+        tg_buf_appendf(b, ",%lld,%lld,%lld,%lld,%lld,%lld\r\n", (long long)r->requests,
+                       (long long)r->prompt_tokens, (long long)r->cached_tokens,
+                       (long long)r->completion_tokens, (long long)r->reasoning_tokens,
+                       (long long)r->cost_micros);
+    }
+    j->content_type = "text/csv; charset=utf-8";
 }
 
 static void
 usage(struct admin_job *j, const char *kind)
 {
-    struct tg_http_req *req = j->req;
-    const char *start = admin_query(j, "start_time");
-    const char *end = admin_query(j, "end_time");
+    /* OpenAI's other groupings (user_id, batch, service_tier) are accepted and show null. */
+    static const char *const groups[] = {"project_id", "api_key_id",   "model", "user_id",
+                                         "batch",      "service_tier", NULL};
     const char *width = admin_query(j, "bucket_width");
-    if (start == NULL) {
-        admin_error(j, 400, "start_time is required (Unix seconds).", "start_time", NULL);
-        return;
-    }
     int64_t bucket_ms = 86400000;
+    int64_t def_limit = 7;
+    int64_t max_limit = 31;
     if (width != NULL && strcmp(width, "1m") == 0) {
         bucket_ms = 60000;
+        def_limit = 60;
+        max_limit = 1440;
     } else if (width != NULL && strcmp(width, "1h") == 0) {
         bucket_ms = 3600000;
+        def_limit = 24;
+        max_limit = 168;
     } else if (width != NULL && strcmp(width, "1d") != 0) {
         admin_error(j, 400, "bucket_width must be 1m, 1h or 1d.", "bucket_width", NULL);
         return;
     }
+    struct admin_report_window w;
+    struct admin_report_spec spec = {0};
+    bool is_csv = false;
+    if (!admin_report_groups_check(j, groups) ||
+        !admin_report_params(j, bucket_ms, def_limit, max_limit, true, &w, &spec, &is_csv)) {
+        return;
+    }
+    spec.by_project = admin_report_has_group(j, "project_id");
+    spec.by_key = admin_report_has_group(j, "api_key_id");
+    spec.by_model = admin_report_has_group(j, "model");
     /* OpenAI's completions usage covers every text-generation endpoint; the others are one
      * endpoint each, named as the ledger names them (tg_api_name). */
     static const char *const generation[] = {"chat.completions", "completions", "responses"};
     bool is_generation = strcmp(kind, "completions") == 0;
-    struct tg_usage_query q = {
-        .org_id = j->state->org_id,
-        .start_ms = strtoll(start, NULL, 10) * 1000,
-        .end_ms = end ? strtoll(end, NULL, 10) * 1000 : tg_clock_unix_ms() + 1,
-        .bucket_ms = bucket_ms,
-        .project_id = admin_query(j, "project_ids"),
-        .key_id = admin_query(j, "api_key_ids"),
-        .model = admin_query(j, "models"),
-        .endpoint = is_generation ? NULL : kind,
-        .endpoints = is_generation ? generation : NULL,
-        .n_endpoints = is_generation ? sizeof(generation) / sizeof(generation[0]) : 0,
-        .group_by_project = has_group(req, "project_id"),
-        .group_by_key = has_group(req, "api_key_id"),
-        .group_by_model = has_group(req, "model"),
-    };
-    if (q.project_id != NULL) {
-        const struct tg_project *p = tg_state_project(j->state, q.project_id);
-        q.project_id = p ? p->id : q.project_id;
-    }
-    struct usage_scan s = {.j = j, .kind = kind, .bucket_ms = bucket_ms, .open_bucket = -1};
-    tg_buf_append_str(&j->out, "{\"object\":\"page\",\"data\":[");
-    int rc = j->store->ops->usage_query(j->store, &q, scan_usage, &s);
+    struct admin_report rep;
+    admin_report_init(&rep, &spec);
+    int rc = admin_report_load(&rep, j->store, j->state->org_id, &w, is_generation ? NULL : kind,
+                               is_generation ? generation : NULL,
+                               is_generation ? sizeof(generation) / sizeof(generation[0]) : 0);
     if (rc < 0) {
         admin_store_error(j, rc, "usage");
-        return;
+    } else if (is_csv) {
+        page_csv(j, &w, &rep);
+    } else {
+        page_json(j, kind, &w, &rep);
     }
-    tg_buf_append_str(&j->out, s.open_bucket >= 0 ? "]}" : "");
-    tg_buf_append_str(&j->out, "],\"has_more\":false,\"next_page\":null}");
+    admin_report_deinit(&rep);
 }
 
 static void
