@@ -238,9 +238,31 @@ struct first_start {
     const struct tg_key_rec *admin;
     const char *user_id;
     bool created;
+    int64_t budget_micros; /* the org's monthly budget (config); 0: none */
 };
 
-/* The org, its projects, the owner's admin key and the owner user: all or nothing. */
+/* The organization's settings document with its first budget (policy/limits.h), so nothing
+ * runs unbounded by default, as on the OpenAI platform. */
+static int
+put_org_budget(struct tg_store *st, const char *org_id, int64_t micros)
+{
+    if (micros <= 0) {
+        return 0;
+    }
+    char data[96];
+    snprintf(data, sizeof(data), "{\"budget\":{\"monthly_limit_micros\":%lld}}", (long long)micros);
+    int64_t now = tg_clock_unix_ms();
+    struct tg_doc d = {.kind = "org_settings",
+                       .id = org_id,
+                       .org_id = org_id,
+                       .data = data,
+                       .created_ms = now,
+                       .updated_ms = now};
+    return st->ops->doc_put(st, &d);
+}
+
+/* The org, its projects, the owner's admin key, the owner user and the org's budget: all or
+ * nothing. */
 static int
 first_start_tx(struct tg_store *st, void *arg)
 {
@@ -248,6 +270,7 @@ first_start_tx(struct tg_store *st, void *arg)
     int rc = st->ops->bootstrap(st, fs->org, fs->projects, fs->n_projects, fs->admin, &fs->created);
     if (rc == 0 && fs->created) {
         rc = put_owner_user(st, fs->org->id, fs->user_id);
+        rc = rc < 0 ? rc : put_org_budget(st, fs->org->id, fs->budget_micros);
     }
     return rc;
 }
@@ -388,7 +411,14 @@ bootstrap(struct serve *s)
     char user_id[40];
     tg_id_new(user_id, sizeof(user_id), "user-", 24);
     admin.owner_user_id = user_id;
-    struct first_start fs = {&org, projects, 3, &admin, user_id, false};
+    struct first_start fs = {
+        .org = &org,
+        .projects = projects,
+        .n_projects = 3,
+        .admin = &admin,
+        .user_id = user_id,
+        .budget_micros = s->config->default_org_budget_micros,
+    };
     rc = s->store->ops->transact(s->store, first_start_tx, &fs);
     bool created = fs.created;
     if (rc < 0) {
