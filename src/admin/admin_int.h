@@ -109,6 +109,7 @@ extern const struct admin_route tg_admin_routes_service_accounts[];
 extern const struct admin_route tg_admin_routes_audit[];
 extern const struct admin_route tg_admin_routes_history[];
 extern const struct admin_route tg_admin_routes_rate_limits[];
+extern const struct admin_route tg_admin_routes_costs[];
 
 /* The public route POST /v1/organization/invites/accept (admin_users.c): runs with key NULL,
  * inside a transaction like every other change. */
