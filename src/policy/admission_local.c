@@ -329,6 +329,12 @@ add_micros(int64_t a, int64_t b)
     return a > INT64_MAX - b ? INT64_MAX : a + b;
 }
 
+static int64_t
+spend_of(const struct entry *e)
+{
+    return add_micros(e->u.budget.settled, e->u.budget.reserved);
+}
+
 /* ---- the table ------------------------------------------------------------------------- */
 
 static uint64_t
@@ -606,7 +612,7 @@ check_budgets(const struct tg_admit_request *r, const struct probe *bp, size_t n
         if (limit == 0) {
             continue;
         }
-        int64_t spend = bp[i].e->u.budget.settled + bp[i].e->u.budget.reserved;
+        int64_t spend = spend_of(bp[i].e);
         if (spend > limit || r->cost_bound_micros > limit - spend) {
             return (int)i;
         }
@@ -664,7 +670,7 @@ charge(struct local *l, const struct tg_admit_request *r, struct probe *rp, size
         v->rate[i].a_ms = rp[i].e->u.rate.tat.ms;
     }
     for (size_t i = 0; i < n_b; i++) {
-        bp[i].e->u.budget.reserved += r->cost_bound_micros;
+        bp[i].e->u.budget.reserved = add_micros(bp[i].e->u.budget.reserved, r->cost_bound_micros);
         bp[i].e->n_pending++;
         v->budget[i] = bp[i].e;
     }
@@ -679,7 +685,7 @@ budget_remaining(const struct probe *bp, size_t n_b)
         if (bp[i].limit == 0) {
             continue;
         }
-        int64_t left = bp[i].limit - bp[i].e->u.budget.settled - bp[i].e->u.budget.reserved;
+        int64_t left = bp[i].limit - spend_of(bp[i].e);
         if (left < 0) {
             left = 0;
         }
@@ -854,7 +860,7 @@ local_spend(struct tg_admission *a, enum tg_scope scope, const char *id, int64_t
     pthread_mutex_lock(&l->mu);
     struct entry *e = lookup(l, &p);
     if (e != NULL) {
-        spend = e->u.budget.settled + e->u.budget.reserved;
+        spend = spend_of(e);
     }
     pthread_mutex_unlock(&l->mu);
     return spend;
