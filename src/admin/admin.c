@@ -42,6 +42,7 @@ static const struct admin_route *const tables[] = {
     tg_admin_routes_audit,
     tg_admin_routes_history,
     tg_admin_routes_rate_limits,
+    tg_admin_routes_budgets,
     tg_admin_routes_costs,
 };
 

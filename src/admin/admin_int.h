@@ -109,6 +109,7 @@ extern const struct admin_route tg_admin_routes_service_accounts[];
 extern const struct admin_route tg_admin_routes_audit[];
 extern const struct admin_route tg_admin_routes_history[];
 extern const struct admin_route tg_admin_routes_rate_limits[];
+extern const struct admin_route tg_admin_routes_budgets[];
 extern const struct admin_route tg_admin_routes_costs[];
 
 /* The public route POST /v1/organization/invites/accept (admin_users.c): runs with key NULL,
@@ -174,6 +175,43 @@ void admin_page_end(struct admin_page *pg);
 bool admin_body_only(struct admin_job *j, const char *const *allowed);
 bool admin_body_string(struct admin_job *j, const char *name, bool required, size_t max_len,
                        const char **out);
+
+/*
+ * The settings of one limits level (policy/limits.h), shared by the budget and rate-limit
+ * routes (admin_budgets.c): the organization's (document "org_settings", id = org id), the
+ * path's project's (its settings column) or the path's key's (document "key_settings", id =
+ * key id, project_id = the key's project). load reads it inside the handler's transaction
+ * (false after answering 404 or 500; deinit either way); writable answers 400 for an archived
+ * project; check parses settings as admission will (false after a 400 naming the member);
+ * save writes settings back (an empty object deletes a document) with, at project level, a
+ * config version, and one audit entry of type for target_id. 0 or a store error.
+ */
+struct admin_level {
+    enum tg_scope scope;
+    char *id;         /* org, project or key id */
+    char *project_id; /* project and key levels, else NULL */
+    char *settings;   /* the stored JSON object text, "{}" when none */
+    bool is_found;    /* project level: the row was found */
+    bool has_doc;     /* org and key levels: a document exists */
+    char *org_id;     /* project level: the rest of the row, to write it back */
+    char *name;
+    char *environment;
+    int64_t created_ms;
+    int64_t archived_ms;
+};
+
+bool admin_level_load(struct admin_job *j, enum tg_scope scope, struct admin_level *l);
+void admin_level_deinit(struct admin_level *l);
+bool admin_level_writable(struct admin_job *j, const struct admin_level *l);
+bool admin_level_check(struct admin_job *j, const char *settings);
+int admin_level_save(struct admin_job *j, const struct admin_level *l, const char *settings,
+                     const char *type, const char *target_id, const char *before,
+                     const char *after);
+
+/* Settings text as a JSON object (a malformed or absent text reads as {}); caller owns it. */
+json_t *admin_settings_root(const char *settings);
+/* The canonical text of settings (compact, keys sorted: equal settings, equal texts). */
+char *admin_settings_text(const json_t *root);
 
 /* Unix seconds from milliseconds, or JSON null when ms is 0, appended to out. */
 void admin_append_time(struct tg_buf *out, int64_t ms);

@@ -1,31 +1,43 @@
 /*
- * admin_rate_limits.c: a project's per-model rate limits (OpenAI's project.rate_limit).
+ * admin_rate_limits.c: per-model rate limits of the organization, a project (OpenAI's
+ * project.rate_limit) and a project's key.
  *
  * Routes (under /v1/organization/):
  *
- *   GET  projects/{project_id}/rate_limits
- *       OpenAI's list shape, one item per model the project may use (its models setting, else
- *       the config's list for a project of its name, else every routed model but "*"), then
- *       any other model that still has limits stored (so they can be seen and cleared):
+ *   GET  projects/{project_id}/rate_limits                                owners, members
+ *   GET  rate_limits                                                      any admin key
+ *   GET  projects/{project_id}/api_keys/{key_id}/rate_limits              owners, members
+ *       OpenAI's list shape: first the all-models entry when it holds a limit, then one item
+ *       per model the level may use (a project or key: the project's models setting, else the
+ *       config's list for a project of its name, else every routed model but "*"; the
+ *       organization: every routed model but "*"), then any other model that still has limits
+ *       stored (so they can be seen and cleared):
  *         {"object":"project.rate_limit","id":"rl-<model>","model":"<model>",
  *          "max_requests_per_1_minute":N|null,"max_tokens_per_1_minute":N|null,
  *          "max_requests_per_1_day":N|null,"max_tokens_per_1_day":N|null}
- *       null means no limit at this level.
+ *       object is "organization.rate_limit" and "project.api_key.rate_limit" at the other two
+ *       levels. null means no limit at this level. The all-models entry limits every request
+ *       of the level whatever its model (its own counters): id "rl-all-models", model "*".
  *   POST projects/{project_id}/rate_limits/{rate_limit_id}
- *       A partial body of those four members, each a non-negative integer (at most 2^53 - 1,
- *       so every JSON reader holds it exactly) or null to remove it. Owners only (billing).
+ *   POST rate_limits/{rate_limit_id}
+ *   POST projects/{project_id}/api_keys/{key_id}/rate_limits/{rate_limit_id}
+ *       A partial body of those four members, each a non-negative integer (at most 10^12, the
+ *       limit policy/limits.h accepts) or null to remove it. Owners only (billing).
+ *       rl-all-models is always accepted.
  *
- * Storage: the project's settings (store.h tg_project_rec.settings) hold
- *   "rate_limits": {"<model>": {"max_requests_per_1_minute": N, ...}}
+ * Storage: the level's settings (admin_level_*: a project's settings column, the documents
+ * "org_settings" and "key_settings") hold
+ *   "rate_limits": {"<model>" | "*": {"max_requests_per_1_minute": N, ...}}
  * with only the members that are set; a model whose members are all removed leaves the map,
  * and an empty map leaves the settings, so equal limits always have equal settings texts (the
- * config history compares them). Enforcement (issue 4) reads them from the state snapshot;
- * export, apply, history and rollback carry them with the rest of the settings.
+ * config history compares them). Enforcement reads them from the state snapshot; export,
+ * apply, history and rollback carry a project's with the rest of its settings.
  *
- * Each change is one transaction (admin.c) with a numbered config version and one audit entry:
- * "rate_limit.updated" (before and after objects, so the entry's changes_requested lists the
- * members that changed) or "rate_limit.deleted" when a model's last limit is removed. A POST
- * that changes nothing writes neither.
+ * Each change is one transaction (admin.c) with one audit entry, "rate_limit.updated" (before
+ * and after objects, so the entry's changes_requested lists the members that changed) or
+ * "rate_limit.deleted" when a model's last limit is removed, whose target is the rate limit's
+ * id (prefixed by "<key_id>/" at key level); at project level also a numbered config version.
+ * A POST that changes nothing writes neither.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +49,9 @@
 #include "core/mem.h"
 
 #define RL_ID_PREFIX "rl-"
-#define RL_VALUE_MAX 9007199254740991LL /* 2^53 - 1 */
+#define RL_ALL_ID "rl-all-models"
+#define RL_ALL_MODEL "*"
+#define RL_VALUE_MAX 1000000000000LL /* 10^12, as policy/limits.h */
 
 /* The members of a rate limit, in the order the answers show them. */
 static const char *const limit_fields[] = {
@@ -48,71 +62,28 @@ static const char *const limit_fields[] = {
     NULL,
 };
 
-/* A stored project, copied out of the listing callback (which must not call the store). */
-struct project_copy {
-    const char *want_id;
-    bool is_found;
-    char *id;
-    char *org_id;
-    char *name;
-    char *environment;
-    char *settings;
-    int64_t created_ms;
-    int64_t archived_ms;
-};
-
-static int
-copy_project(const struct tg_project_rec *p, void *arg)
+static const char *
+object_name(enum tg_scope scope)
 {
-    struct project_copy *c = arg;
-    if (c->is_found || strcmp(p->id, c->want_id) != 0) {
-        return 0;
+    switch (scope) {
+    case TG_SCOPE_ORG:
+        return "organization.rate_limit";
+    case TG_SCOPE_KEY:
+        return "project.api_key.rate_limit";
+    default:
+        return "project.rate_limit";
     }
-    c->is_found = true;
-    c->id = tg_xstrdup(p->id);
-    c->org_id = tg_xstrdup(p->org_id);
-    c->name = tg_xstrdup(p->name);
-    c->environment = tg_xstrdup(p->environment != NULL ? p->environment : "");
-    c->settings = tg_xstrdup(p->settings != NULL && p->settings[0] != '\0' ? p->settings : "{}");
-    c->created_ms = p->created_ms;
-    c->archived_ms = p->archived_ms;
-    return 0;
 }
 
+/* The rate limit's id of model ("rl-all-models" for "*"). */
 static void
-project_copy_deinit(struct project_copy *c)
+limit_id(const char *model, char *out, size_t cap)
 {
-    free(c->id);
-    free(c->org_id);
-    free(c->name);
-    free(c->environment);
-    free(c->settings);
-}
-
-/* Reads the project of the path from the store (the snapshot may be older than this
- * transaction); answers 404 when it is gone. */
-static bool
-load_project(struct admin_job *j, struct project_copy *c)
-{
-    c->want_id = j->project->id;
-    int rc = j->store->ops->projects_list(j->store, j->state->org_id, copy_project, c);
-    if (rc < 0 || !c->is_found) {
-        admin_store_error(j, rc < 0 ? rc : TG_ENOTFOUND, "project");
-        return false;
+    if (strcmp(model, RL_ALL_MODEL) == 0) {
+        snprintf(out, cap, "%s", RL_ALL_ID);
+    } else {
+        snprintf(out, cap, RL_ID_PREFIX "%s", model);
     }
-    return true;
-}
-
-/* The settings as a JSON object (a malformed text reads as {}). The caller owns it. */
-static json_t *
-settings_root(const char *settings)
-{
-    json_t *root = json_loads(settings, 0, NULL);
-    if (!json_is_object(root)) {
-        json_decref(root);
-        root = json_object();
-    }
-    return root;
 }
 
 /* settings.rate_limits, borrowed from root; NULL when absent or not an object. */
@@ -126,7 +97,7 @@ stored_limits(json_t *root)
 static void
 add_model(json_t *models, const char *name)
 {
-    if (name == NULL || name[0] == '\0' || strcmp(name, "*") == 0) {
+    if (name == NULL || name[0] == '\0' || strcmp(name, RL_ALL_MODEL) == 0) {
         return;
     }
     size_t i;
@@ -141,34 +112,34 @@ add_model(json_t *models, const char *name)
 }
 
 /*
- * The models the project has a rate limit entry for, in list order: those it may use (as
- * tg_project_allows decides: the settings' list, else the config's, else every route but "*"),
- * then models that still have stored limits. The caller owns the array.
+ * The models the level has a rate limit entry for, in list order: "*" when it holds limits;
+ * those the level may use (for a project or key, as tg_project_allows decides: the project's
+ * settings' list, else the config's, else every route but "*"; for the organization every
+ * route but "*"); then models that still have stored limits. The caller owns the array.
  */
 static json_t *
-limit_models(struct admin_job *j, json_t *root)
+limit_models(struct admin_job *j, enum tg_scope scope, json_t *root)
 {
     json_t *models = json_array();
-    json_t *set = json_object_get(root, "models");
-    const struct tg_project_conf *conf = j->project->conf;
+    json_t *rl = stored_limits(root);
+    if (json_object_get(rl, RL_ALL_MODEL) != NULL) {
+        json_array_append_new(models, json_string(RL_ALL_MODEL));
+    }
     const struct tg_config *cfg = j->state->config;
-    if (json_is_array(set) && json_array_size(set) > 0) {
-        size_t i;
-        json_t *m;
-        json_array_foreach(set, i, m)
-        {
-            add_model(models, json_string_value(m));
+    const struct tg_project *p = scope == TG_SCOPE_ORG ? NULL : j->project;
+    if (p != NULL && p->n_models > 0) {
+        for (size_t i = 0; i < p->n_models; i++) {
+            add_model(models, p->models[i]);
         }
-    } else if (conf != NULL && conf->n_models > 0) {
-        for (size_t i = 0; i < conf->n_models; i++) {
-            add_model(models, conf->models[i]);
+    } else if (p != NULL && p->conf != NULL && p->conf->n_models > 0) {
+        for (size_t i = 0; i < p->conf->n_models; i++) {
+            add_model(models, p->conf->models[i]);
         }
     } else {
         for (size_t i = 0; i < cfg->n_models; i++) {
             add_model(models, cfg->models[i].name);
         }
     }
-    json_t *rl = stored_limits(root);
     const char *name;
     json_t *v;
     json_object_foreach(rl, name, v)
@@ -178,13 +149,13 @@ limit_models(struct admin_job *j, json_t *root)
     return models;
 }
 
-/* Appends the project.rate_limit object of model, limits being its stored members or NULL. */
+/* Appends the rate limit object of model, limits being its stored members or NULL. */
 static void
-append_limit(struct tg_buf *b, const char *model, const json_t *limits)
+append_limit(struct tg_buf *b, enum tg_scope scope, const char *model, const json_t *limits)
 {
-    tg_buf_append_str(b, "{\"object\":\"project.rate_limit\",\"id\":");
     char id[160];
-    snprintf(id, sizeof(id), RL_ID_PREFIX "%s", model);
+    limit_id(model, id, sizeof(id));
+    tg_buf_appendf(b, "{\"object\":\"%s\",\"id\":", object_name(scope));
     tg_json_quote(b, id);
     tg_buf_append_str(b, ",\"model\":");
     tg_json_quote(b, model);
@@ -201,25 +172,25 @@ append_limit(struct tg_buf *b, const char *model, const json_t *limits)
 }
 
 static char *
-limit_json(const char *model, const json_t *limits)
+limit_json(enum tg_scope scope, const char *model, const json_t *limits)
 {
     struct tg_buf b;
     tg_buf_init(&b, 0);
-    append_limit(&b, model, limits);
+    append_limit(&b, scope, model, limits);
     return tg_buf_steal(&b, NULL);
 }
 
 static void
-list_rate_limits(struct admin_job *j)
+list_rate_limits(struct admin_job *j, enum tg_scope scope)
 {
-    struct project_copy c = {0};
+    struct admin_level l;
     struct admin_page pg;
-    if (!load_project(j, &c) || !admin_page_begin(&pg, j)) {
-        project_copy_deinit(&c);
+    if (!admin_level_load(j, scope, &l) || !admin_page_begin(&pg, j)) {
+        admin_level_deinit(&l);
         return;
     }
-    json_t *root = settings_root(c.settings);
-    json_t *models = limit_models(j, root);
+    json_t *root = admin_settings_root(l.settings);
+    json_t *models = limit_models(j, scope, root);
     json_t *rl = stored_limits(root);
     struct tg_buf item;
     tg_buf_init(&item, 0);
@@ -229,9 +200,9 @@ list_rate_limits(struct admin_job *j)
     {
         const char *model = json_string_value(m);
         char id[160];
-        snprintf(id, sizeof(id), RL_ID_PREFIX "%s", model);
+        limit_id(model, id, sizeof(id));
         tg_buf_reset(&item);
-        append_limit(&item, model, json_object_get(rl, model));
+        append_limit(&item, scope, model, json_object_get(rl, model));
         if (!admin_page_add(&pg, id, item.data)) {
             break;
         }
@@ -240,7 +211,7 @@ list_rate_limits(struct admin_job *j)
     tg_buf_deinit(&item);
     json_decref(models);
     json_decref(root);
-    project_copy_deinit(&c);
+    admin_level_deinit(&l);
 }
 
 /* Checks the body: only the four members, each null or an integer 0..RL_VALUE_MAX. */
@@ -274,13 +245,16 @@ read_body(struct admin_job *j)
     return true;
 }
 
-/* The model the path's rate_limit_id names, when the project has that entry; else NULL after
- * answering 404. */
+/* The model the path's rate_limit_id names, when the level has that entry ("*" for
+ * rl-all-models, always); else NULL after answering 404. */
 static const char *
 find_model(struct admin_job *j, json_t *models)
 {
     const char *id = admin_param(j, "rate_limit_id");
     size_t n = strlen(RL_ID_PREFIX);
+    if (id != NULL && strcmp(id, RL_ALL_ID) == 0) {
+        return RL_ALL_MODEL;
+    }
     if (id != NULL && strncmp(id, RL_ID_PREFIX, n) == 0) {
         size_t i;
         json_t *m;
@@ -292,8 +266,8 @@ find_model(struct admin_job *j, json_t *models)
         }
     }
     admin_error(j, 404,
-                "No such rate limit in this project (ids are rl-<model>, for the models the "
-                "project may use).",
+                "No such rate limit here (ids are rl-<model>, for the models this level may use, "
+                "and rl-all-models).",
                 "rate_limit_id", "not_found");
     return NULL;
 }
@@ -338,76 +312,57 @@ settings_with_limits(json_t *root, const char *model, json_t *limits)
     if (json_object_size(rl) == 0) {
         json_object_del(root, "rate_limits");
     }
-    char *text = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
-    return text != NULL ? text : tg_xstrdup("{}");
-}
-
-/* Stores settings and records the version and the audit entry. 0 or a store error. */
-static int
-save(struct admin_job *j, const struct project_copy *c, const char *settings, const char *model,
-     const char *before, const char *after, bool is_deleted)
-{
-    struct tg_project_rec rec = {
-        .id = c->id,
-        .org_id = c->org_id,
-        .name = c->name,
-        .environment = c->environment,
-        .created_ms = c->created_ms,
-        .archived_ms = c->archived_ms,
-        .settings = settings,
-    };
-    const char *type = is_deleted ? "rate_limit.deleted" : "rate_limit.updated";
-    char id[160];
-    snprintf(id, sizeof(id), RL_ID_PREFIX "%s", model);
-    int rc = j->store->ops->project_update(j->store, &rec);
-    rc = rc < 0 ? rc : admin_version(j, c->id, settings, type);
-    rc = rc < 0 ? rc : admin_audit(j, type, c->id, id, before, is_deleted ? NULL : after);
-    return rc;
+    return admin_settings_text(root);
 }
 
 static void
-modify_rate_limit(struct admin_job *j)
+modify_rate_limit(struct admin_job *j, enum tg_scope scope)
 {
-    struct project_copy c = {0};
+    struct admin_level l;
+    memset(&l, 0, sizeof(l));
     json_t *root = NULL;
     json_t *models = NULL;
     json_t *limits = NULL;
     char *settings = NULL;
     char *before = NULL;
     char *after = NULL;
-    if (!read_body(j) || !load_project(j, &c)) {
+    if (!read_body(j) || !admin_level_load(j, scope, &l) || !admin_level_writable(j, &l)) {
         goto out;
     }
-    if (c.archived_ms != 0) {
-        admin_error(j, 400, "The project is archived and can no longer be changed.", NULL,
-                    "project_archived");
-        goto out;
-    }
-    root = settings_root(c.settings);
-    models = limit_models(j, root);
+    root = admin_settings_root(l.settings);
+    models = limit_models(j, scope, root);
     const char *model = find_model(j, models);
     if (model == NULL) {
         goto out;
     }
     json_t *old = json_object_get(stored_limits(root), model);
     old = json_is_object(old) ? old : NULL;
-    before = limit_json(model, old);
+    before = limit_json(scope, model, old);
     limits = changed_limits(j, old);
-    after = limit_json(model, limits);
+    after = limit_json(scope, model, limits);
     if (strcmp(before, after) == 0) {
         tg_buf_append_str(&j->out, after); /* nothing to change: no version, no entry */
         goto out;
     }
     bool is_deleted = json_object_size(limits) == 0;
     settings = settings_with_limits(root, model, limits);
-    int rc = save(j, &c, settings, model, before, after, is_deleted);
+    if (!admin_level_check(j, settings)) {
+        goto out;
+    }
+    char id[160];
+    limit_id(model, id, sizeof(id));
+    char target[256];
+    snprintf(target, sizeof(target), "%s%s%s", scope == TG_SCOPE_KEY ? l.id : "",
+             scope == TG_SCOPE_KEY ? "/" : "", id);
+    const char *type = is_deleted ? "rate_limit.deleted" : "rate_limit.updated";
+    int rc = admin_level_save(j, &l, settings, type, target, before, is_deleted ? NULL : after);
     if (rc < 0) {
         admin_store_error(j, rc, "rate limit");
         goto out;
     }
     tg_buf_append_str(&j->out, after);
     j->reload = true; /* enforcement reads the limits from the snapshot */
-    tg_log_info("admin: rate limit %s%s of project %s %s by %s", RL_ID_PREFIX, model, c.id,
+    tg_log_info("admin: rate limit %s of %s %s %s by %s", id, tg_scope_name(scope), l.id,
                 is_deleted ? "removed" : "updated", j->key->id);
 out:
     json_decref(limits);
@@ -416,14 +371,61 @@ out:
     free(settings);
     free(before);
     free(after);
-    project_copy_deinit(&c);
+    admin_level_deinit(&l);
+}
+
+static void
+list_project_limits(struct admin_job *j)
+{
+    list_rate_limits(j, TG_SCOPE_PROJECT);
+}
+
+static void
+list_org_limits(struct admin_job *j)
+{
+    list_rate_limits(j, TG_SCOPE_ORG);
+}
+
+static void
+list_key_limits(struct admin_job *j)
+{
+    list_rate_limits(j, TG_SCOPE_KEY);
+}
+
+static void
+modify_project_limit(struct admin_job *j)
+{
+    modify_rate_limit(j, TG_SCOPE_PROJECT);
+}
+
+static void
+modify_org_limit(struct admin_job *j)
+{
+    modify_rate_limit(j, TG_SCOPE_ORG);
+}
+
+static void
+modify_key_limit(struct admin_job *j)
+{
+    modify_rate_limit(j, TG_SCOPE_KEY);
 }
 
 const struct admin_route tg_admin_routes_rate_limits[] = {
     {TG_HTTP_GET, "projects/{project_id}/rate_limits", ADMIN_PROJECT,
-     "List a project's rate limits, one per model it may use", list_rate_limits},
+     "List a project's rate limits, one per model it may use", list_project_limits},
     {TG_HTTP_POST, "projects/{project_id}/rate_limits/{rate_limit_id}", ADMIN_OWNER,
-     "Change a project's rate limits for one model (partial body; null removes a limit)",
-     modify_rate_limit},
+     "Change a project's rate limits for one model, or all (partial body; null removes a "
+     "limit)",
+     modify_project_limit},
+    {TG_HTTP_GET, "rate_limits", ADMIN_ORG_READ,
+     "List the organization's rate limits, one per routed model", list_org_limits},
+    {TG_HTTP_POST, "rate_limits/{rate_limit_id}", ADMIN_OWNER,
+     "Change the organization's rate limits for one model, or all (partial body)",
+     modify_org_limit},
+    {TG_HTTP_GET, "projects/{project_id}/api_keys/{key_id}/rate_limits", ADMIN_PROJECT,
+     "List a project API key's rate limits, one per model its project may use", list_key_limits},
+    {TG_HTTP_POST, "projects/{project_id}/api_keys/{key_id}/rate_limits/{rate_limit_id}",
+     ADMIN_OWNER, "Change a project API key's rate limits for one model, or all (partial body)",
+     modify_key_limit},
     {0, NULL, 0, NULL, NULL},
 };
