@@ -11,6 +11,14 @@
  *   SSE     a 2xx event stream for a streaming request: events are parsed on the side and
  *           forwarded verbatim, batched into one write per upstream read;
  *   BUFFER  everything else: the body is collected (capped), validated and answered whole.
+ *
+ * Limits and budgets (policy/admission.h): after routing, the request's token count and cost
+ * bound are computed (gateway/quota.h says how), a budgeted request gets its output cap
+ * injected or clamped and n clamped (so the bound is real), and admission decides at the key,
+ * project and organization levels at once. A refused request never reaches the provider and
+ * changes no counter. An admitted one is settled in finish() with the usage the ledger row
+ * gets (the same cost), released when the provider did no work, or billed at its bound (the
+ * row flagged as estimated) when the provider answered 2xx without readable usage.
  */
 #include "gateway/proxy.h"
 
@@ -21,11 +29,15 @@
 #include "core/err.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "gateway/quota.h"
+#include "policy/admission.h"
+#include "policy/limits.h"
 #include "upstream/provider.h"
 
 enum relay_mode { RELAY_NONE, RELAY_SSE, RELAY_BUFFER };
 
 #define MAX_PASS_HEADERS 16
+#define N_RL_HEADERS 6
 
 /*
  * The top-level request members the relay reads. On the hot path they are located by one
@@ -44,6 +56,7 @@ enum field {
     F_MESSAGES,
     F_PROMPT,
     F_INPUT,
+    F_INSTRUCTIONS,
     F_COUNT
 };
 
@@ -58,6 +71,7 @@ static const char *const field_names[F_COUNT] = {
     "messages",
     "prompt",
     "input",
+    "instructions",
 };
 
 /* What a member's value is, as far as the checks care. */
@@ -103,6 +117,21 @@ struct call {
     struct tg_http_header pass[MAX_PASS_HEADERS];
     size_t n_pass;
 
+    /* Limits and budgets. */
+    struct tg_admission *admission; /* NULL when not wired */
+    uint64_t reservation;
+    bool is_admitted;          /* settle or release in finish() */
+    bool is_budgeted;          /* some level has a budget */
+    bool has_own_rl;           /* our x-ratelimit-* headers replace the upstream's */
+    bool write_field[F_COUNT]; /* fast path: output caps and n to write upstream */
+    int64_t field_value[F_COUNT];
+    int64_t n;                /* choices asked (after clamping), >= 1 */
+    int64_t max_out;          /* output cap per choice (0 for embeddings, moderations) */
+    int64_t prompt_bound;     /* budget bound of the prompt, tokens */
+    int64_t completion_bound; /* max_out x n */
+    int64_t cost_bound;       /* micro-dollars */
+    int64_t rl_tokens;        /* charged to the token rate limits */
+
     int64_t admitted_ms;
     uint64_t first_byte_us;
     uint64_t gone_at_ms;
@@ -110,6 +139,22 @@ struct call {
 };
 
 /* ---- small helpers ------------------------------------------------------------------- */
+
+/* Products and sums of counts a client or a provider chose (non-negative), saturating
+ * instead of overflowing. */
+static int64_t
+mul_sat(int64_t a, int64_t b)
+{
+    int64_t r;
+    return __builtin_mul_overflow(a, b, &r) ? INT64_MAX : r;
+}
+
+static int64_t
+add_sat(int64_t a, int64_t b)
+{
+    int64_t r;
+    return __builtin_add_overflow(a, b, &r) ? INT64_MAX : r;
+}
 
 static void
 list_add(struct tg_worker *w, struct call *c)
@@ -328,8 +373,26 @@ parse_body(struct call *c)
     return true;
 }
 
-/* The fast path's rewrite: the client's bytes with the model's value replaced and/or
- * stream_options inserted, without a parse tree. */
+/* One change to the client's bytes: the span [at, at + len) becomes the model's new name
+ * (field F_MODEL) or an integer (an output cap, n). */
+struct edit {
+    const char *at;
+    size_t len;
+    enum field field;
+};
+
+static int
+append_edit(struct call *c, struct tg_buf *o, enum field f)
+{
+    if (f == F_MODEL) {
+        return tg_json_quote(o, c->upstream_model);
+    }
+    return tg_buf_appendf(o, "%lld", (long long)c->field_value[f]);
+}
+
+/* The fast path's rewrite: the client's bytes with members inserted after the opening brace
+ * (stream_options, an injected output cap) and values replaced in place (the model, a
+ * clamped cap or n), without a parse tree. */
 static int
 splice_upstream_body(struct call *c, bool rename, bool add_usage)
 {
@@ -341,12 +404,37 @@ splice_upstream_body(struct call *c, bool rename, bool add_usage)
     if (add_usage) {
         rc = rc < 0 ? rc : tg_buf_append_str(o, "\"stream_options\":{\"include_usage\":true},");
     }
-    const char *rest = open + 1;
+    struct edit edits[F_COUNT];
+    size_t n = 0;
     if (rename) {
-        struct tg_json_span m = c->fields[F_MODEL];
-        rc = rc < 0 ? rc : tg_buf_append(o, rest, (size_t)(m.p - rest));
-        rc = rc < 0 ? rc : tg_json_quote(o, c->upstream_model);
-        rest = m.p + m.len;
+        edits[n++] = (struct edit){c->fields[F_MODEL].p, c->fields[F_MODEL].len, F_MODEL};
+    }
+    for (enum field f = F_N; f <= F_MAX_OUTPUT_TOKENS; f++) {
+        if (!c->write_field[f]) {
+            continue;
+        }
+        if (c->fields[f].p == NULL) {
+            /* The object has members (model at least), so a trailing comma is right. */
+            rc = rc < 0 ? rc : tg_buf_appendf(o, "\"%s\":", field_names[f]);
+            rc = rc < 0 ? rc : append_edit(c, o, f);
+            rc = rc < 0 ? rc : tg_buf_append_str(o, ",");
+        } else {
+            edits[n++] = (struct edit){c->fields[f].p, c->fields[f].len, f};
+        }
+    }
+    /* Replacements in text order (a handful: insertion sort). */
+    for (size_t i = 1; i < n; i++) {
+        for (size_t j = i; j > 0 && edits[j].at < edits[j - 1].at; j--) {
+            struct edit e = edits[j];
+            edits[j] = edits[j - 1];
+            edits[j - 1] = e;
+        }
+    }
+    const char *rest = open + 1;
+    for (size_t i = 0; i < n; i++) {
+        rc = rc < 0 ? rc : tg_buf_append(o, rest, (size_t)(edits[i].at - rest));
+        rc = rc < 0 ? rc : append_edit(c, o, edits[i].field);
+        rest = edits[i].at + edits[i].len;
     }
     return rc < 0 ? rc : tg_buf_append(o, rest, (size_t)(text + len - rest));
 }
@@ -358,7 +446,11 @@ prepare_upstream_body(struct call *c)
     bool rename = strcmp(c->model, c->upstream_model) != 0;
     bool add_usage =
         c->is_stream && !c->wants_usage && (c->api == TG_API_CHAT || c->api == TG_API_COMPLETIONS);
-    if (!rename && !add_usage) {
+    bool rewrite = false;
+    for (enum field f = F_N; f <= F_MAX_OUTPUT_TOKENS; f++) {
+        rewrite = rewrite || c->write_field[f];
+    }
+    if (!rename && !add_usage && !rewrite) {
         c->upstream_body = c->req->body.data;
         c->upstream_body_len = c->req->body.len;
         return 0;
@@ -381,6 +473,11 @@ prepare_upstream_body(struct call *c)
                 json_object_set_new(c->body, "stream_options", so);
             }
             json_object_set_new(so, "include_usage", json_true());
+        }
+        for (enum field f = F_N; f <= F_MAX_OUTPUT_TOKENS; f++) {
+            if (c->write_field[f]) {
+                json_object_set_new(c->body, field_names[f], json_integer(c->field_value[f]));
+            }
         }
         rc = tg_json_dump_buf(c->body, &c->rewritten);
     }
@@ -425,11 +522,19 @@ settle(struct call *c)
     copy_field(row.provider, sizeof(row.provider), c->provider->name);
     copy_field(row.deployment, sizeof(row.deployment), c->upstream_model);
     struct tg_usage u = c->usage;
-    /* A stream that started but reported no usage (cut, or the client left and the drain
-     * bound ran out) is billed for its prompt and the chunks delivered: never zero. */
-    if (!u.is_known && c->mode == RELAY_SSE) {
+    bool is_upstream_2xx = c->upstream_status >= 200 && c->upstream_status < 300;
+    bool is_complete_stream = c->mode == RELAY_SSE && c->saw_terminal && !c->is_stream_failed;
+    if (!u.is_known && c->mode == RELAY_SSE && !is_complete_stream) {
+        /* A stream that started but was cut (or the client left and the drain bound ran
+         * out) is billed for its prompt and the chunks delivered: never zero. */
         u.prompt_tokens = estimate_prompt_tokens(c);
         u.completion_tokens = c->delivered_chunks;
+        row.is_usage_estimated = true;
+    } else if (!u.is_known && is_upstream_2xx && c->api != TG_API_MODERATIONS) {
+        /* The provider did the work but its usage is missing or garbled: bill the bound
+         * (what admission reserved), never a silent zero, and flag the row. */
+        u.prompt_tokens = c->prompt_bound;
+        u.completion_tokens = c->completion_bound;
         row.is_usage_estimated = true;
     }
     row.prompt_tokens = u.prompt_tokens;
@@ -443,6 +548,17 @@ settle(struct call *c)
     row.is_stream = c->is_stream;
     copy_field(row.error, sizeof(row.error), c->error);
     tg_ledger_push(c->w->ledger, &row);
+    if (c->is_admitted) {
+        c->is_admitted = false;
+        if (u.is_known || row.is_usage_estimated) {
+            /* The same cost as the ledger row: the budget and the ledger agree. */
+            int64_t tokens = add_sat(u.prompt_tokens, u.completion_tokens);
+            c->admission->ops->settle(c->admission, c->reservation, tokens, row.cost_micros);
+        } else {
+            /* No work done (connect error, an error status, nothing delivered). */
+            c->admission->ops->release(c->admission, c->reservation);
+        }
+    }
 }
 
 /* ---- answering --------------------------------------------------------------------- */
@@ -528,6 +644,8 @@ on_headers(int status, const struct tg_upstream_header *headers, size_t n, void 
     for (size_t i = 0; i < n; i++) {
         if (strcasecmp(headers[i].name, "content-type") == 0) {
             is_sse = strstr(headers[i].value, "text/event-stream") != NULL;
+        } else if (c->has_own_rl && strncasecmp(headers[i].name, "x-ratelimit-", 12) == 0) {
+            continue; /* ours (admit_call) describe the client's limits */
         } else if (is_pass_header(headers[i].name) && c->n_pass < MAX_PASS_HEADERS) {
             c->pass[c->n_pass].name = tg_arena_strdup(&c->req->arena, headers[i].name);
             c->pass[c->n_pass].value = tg_arena_strdup(&c->req->arena, headers[i].value);
@@ -860,6 +978,390 @@ route(struct call *c)
     return c->provider != NULL;
 }
 
+/* ---- limits and budgets -------------------------------------------------------------- */
+
+/* The value of a member check_fields accepted as a non-negative integer; false when absent
+ * or null. */
+static bool
+field_uint(const struct call *c, enum field f, int64_t *out)
+{
+    if (c->body != NULL) {
+        json_t *v = json_object_get(c->body, field_names[f]);
+        if (!json_is_integer(v)) {
+            return false;
+        }
+        *out = json_integer_value(v);
+        return true;
+    }
+    struct tg_json_span v = c->fields[f];
+    if (kind_of_span(v) != K_UINT) {
+        return false;
+    }
+    int64_t x = 0;
+    for (size_t i = 0; i < v.len; i++) {
+        x = x * 10 + (v.p[i] - '0'); /* at most 18 digits: no overflow */
+    }
+    *out = x;
+    return true;
+}
+
+/* Characters of the request's text (for OpenAI's token estimate of rate limits). Only the
+ * members holding text are parsed, and only when a token limit needs the count. */
+static int64_t
+text_chars(const struct call *c)
+{
+    static const enum field members[] = {F_MESSAGES, F_PROMPT, F_INPUT, F_INSTRUCTIONS};
+    int64_t n = 0;
+    for (size_t i = 0; i < sizeof(members) / sizeof(members[0]); i++) {
+        enum field f = members[i];
+        if (c->body != NULL) {
+            n += tg_quota_text_chars(json_object_get(c->body, field_names[f]));
+        } else if (c->fields[f].p != NULL) {
+            json_t *v = json_loadb(c->fields[f].p, c->fields[f].len, JSON_DECODE_ANY, NULL);
+            n += tg_quota_text_chars(v);
+            json_decref(v);
+        }
+    }
+    return n;
+}
+
+/* The levels of a request: each one's limits (NULL when it has none) and id. */
+struct levels {
+    const struct tg_level_limits *l[TG_SCOPE_COUNT];
+    const char *id[TG_SCOPE_COUNT];
+};
+
+static bool
+has_budget(const struct tg_level_limits *l)
+{
+    return l != NULL && l->has_budget && l->budget.monthly_limit_micros > 0;
+}
+
+static bool
+has_token_limit(const struct levels *lv, const char *model)
+{
+    for (int s = 0; s < TG_SCOPE_COUNT; s++) {
+        const struct tg_level_limits *l = lv->l[s];
+        if (l == NULL) {
+            continue;
+        }
+        struct tg_rate_limit m = tg_level_model_limit(l, model);
+        if (l->all_models.tpm > 0 || l->all_models.tpd > 0 || m.tpm > 0 || m.tpd > 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The members that cap the output of api; the first is the one injected. */
+static size_t
+output_fields(enum tg_api api, enum field out[2])
+{
+    switch (api) {
+    case TG_API_CHAT:
+        out[0] = F_MAX_TOKENS;
+        out[1] = F_MAX_COMPLETION_TOKENS;
+        return 2;
+    case TG_API_COMPLETIONS:
+        out[0] = F_MAX_TOKENS;
+        return 1;
+    case TG_API_RESPONSES:
+        out[0] = F_MAX_OUTPUT_TOKENS;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* The output cap the client asked for (the largest of its cap members), or -1. */
+static int64_t
+asked_output(const struct call *c)
+{
+    enum field f[2];
+    size_t n = output_fields(c->api, f);
+    int64_t asked = -1;
+    for (size_t i = 0; i < n; i++) {
+        int64_t v;
+        if (field_uint(c, f[i], &v) && v > asked) {
+            asked = v;
+        }
+    }
+    return asked;
+}
+
+/* Makes max_out the cap the provider sees: every cap member above it is rewritten, and when
+ * the client set none, the first is injected. */
+static void
+write_output_cap(struct call *c, int64_t asked)
+{
+    enum field f[2];
+    size_t n = output_fields(c->api, f);
+    for (size_t i = 0; i < n; i++) {
+        int64_t v;
+        if (asked < 0 ? i == 0 : field_uint(c, f[i], &v) && v > c->max_out) {
+            c->write_field[f[i]] = true;
+            c->field_value[f[i]] = c->max_out;
+        }
+    }
+}
+
+/* Output cap and n: the client's, injected or clamped for a budgeted request. */
+static void
+plan_output(struct call *c, const struct levels *lv)
+{
+    int64_t cap = 0;
+    int64_t max_n = 0;
+    for (int s = 0; s < TG_SCOPE_COUNT; s++) {
+        if (has_budget(lv->l[s])) {
+            const struct tg_budget_conf *b = &lv->l[s]->budget;
+            int64_t bc = b->max_tokens_cap > 0 ? b->max_tokens_cap : TG_QUOTA_DEFAULT_MAX_TOKENS;
+            cap = cap == 0 || bc < cap ? bc : cap;
+            max_n = b->max_n > 0 && (max_n == 0 || b->max_n < max_n) ? b->max_n : max_n;
+        }
+    }
+    int64_t v;
+    c->n = 1;
+    if ((c->api == TG_API_CHAT || c->api == TG_API_COMPLETIONS) && field_uint(c, F_N, &v) &&
+        v > 0) {
+        c->n = v;
+    }
+    enum field f[2];
+    int64_t asked = asked_output(c);
+    if (output_fields(c->api, f) == 0) {
+        c->max_out = 0;
+    } else if (!c->is_budgeted) {
+        c->max_out = asked >= 0 ? asked : TG_QUOTA_DEFAULT_MAX_TOKENS;
+    } else {
+        c->max_out = asked >= 0 && asked <= cap ? asked : cap;
+        write_output_cap(c, asked);
+    }
+    if (c->is_budgeted && max_n > 0 && c->n > max_n) {
+        c->n = max_n;
+        c->write_field[F_N] = true;
+        c->field_value[F_N] = max_n;
+    }
+}
+
+static void
+compute_bounds(struct call *c, bool count_text)
+{
+    c->prompt_bound = (int64_t)c->req->body.len;
+    c->completion_bound = mul_sat(c->max_out, c->n);
+    c->cost_bound = tg_quota_cost_bound(c->price, c->prompt_bound, c->completion_bound);
+    int64_t prompt = count_text ? tg_quota_prompt_tokens(text_chars(c)) : 0;
+    c->rl_tokens = add_sat(prompt, c->completion_bound);
+}
+
+static void
+answer_429(struct call *c, const char *message, const char *type, const char *code,
+           const struct tg_http_header *h, size_t n_h)
+{
+    struct tg_buf b;
+    tg_buf_init(&b, 0);
+    tg_json_error_body(&b, message, type, NULL, code);
+    tg_http_respond(c->req, 429, "application/json", h, n_h, b.data, b.len);
+    tg_buf_deinit(&b);
+}
+
+/* x-ratelimit-* headers from an admission result (only the units some level limits per
+ * minute). vals holds the texts. Returns how many were written. */
+static size_t
+rl_headers(const struct tg_admit_result *r, struct tg_http_header *h, char vals[][32])
+{
+    static const char *const names[N_RL_HEADERS] = {
+        "x-ratelimit-limit-requests",   "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",   "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens",
+    };
+    const int64_t v[N_RL_HEADERS] = {r->limit_requests, r->remaining_requests, r->reset_requests_ms,
+                                     r->limit_tokens,   r->remaining_tokens,   r->reset_tokens_ms};
+    size_t n = 0;
+    for (size_t i = 0; i < N_RL_HEADERS; i++) {
+        if (v[i - i % 3] < 0) {
+            continue; /* no per-minute limit of this unit */
+        }
+        if (i % 3 == 2) {
+            tg_quota_duration(v[i], vals[n], 32);
+        } else {
+            snprintf(vals[n], 32, "%lld", (long long)(v[i] < 0 ? 0 : v[i]));
+        }
+        h[n].name = names[i];
+        h[n].value = vals[n];
+        n++;
+    }
+    return n;
+}
+
+static void
+refuse_rate(struct call *c, const struct tg_admit_result *r, const struct levels *lv)
+{
+    char msg[512];
+    tg_quota_rate_message(r, c->model, lv->id[r->scope], r->is_tokens ? c->rl_tokens : 1, msg,
+                          sizeof(msg));
+    struct tg_http_header h[N_RL_HEADERS + 3];
+    char vals[N_RL_HEADERS + 3][32];
+    size_t n = rl_headers(r, h, vals);
+    if (r->is_too_large) {
+        /* No wait admits it: tell the SDK not to retry. */
+        h[n++] = (struct tg_http_header){"x-should-retry", "false"};
+    } else {
+        int64_t ms = r->retry_after_ms > 0 ? r->retry_after_ms : 1;
+        snprintf(vals[n], 32, "%lld", (long long)((ms + 999) / 1000));
+        h[n] = (struct tg_http_header){"retry-after", vals[n]};
+        n++;
+        snprintf(vals[n], 32, "%lld", (long long)ms);
+        h[n] = (struct tg_http_header){"retry-after-ms", vals[n]};
+        n++;
+    }
+    answer_429(c, msg, r->is_tokens ? "tokens" : "requests", "rate_limit_exceeded", h, n);
+}
+
+static void
+refuse_budget(struct call *c, enum tg_scope scope, const struct levels *lv)
+{
+    char msg[512];
+    tg_quota_budget_message(scope, lv->id[scope], lv->l[scope]->budget.monthly_limit_micros, msg,
+                            sizeof(msg));
+    /* A spent budget stays spent for the month: the SDK must not retry (openai-wire.md 6.2). */
+    static const struct tg_http_header h[1] = {{"x-should-retry", "false"}};
+    answer_429(c, msg, "insufficient_quota", "insufficient_quota", h, 1);
+}
+
+/*
+ * on_exceed lower_max_tokens: lowers the output cap to what the least remaining budget
+ * allows. The spend read here may be stale by the time admit runs; admit then refuses, so
+ * the budget still holds. Returns false after refusing (not even one token fits).
+ */
+static bool
+lower_to_budget(struct call *c, const struct levels *lv, int64_t asked)
+{
+    bool wants = false;
+    for (int s = 0; s < TG_SCOPE_COUNT; s++) {
+        wants = wants || (has_budget(lv->l[s]) && lv->l[s]->budget.lower_max_tokens);
+    }
+    enum field f[2];
+    if (!wants || c->admission == NULL || output_fields(c->api, f) == 0) {
+        return true;
+    }
+    int64_t remaining = INT64_MAX;
+    enum tg_scope least = TG_SCOPE_PROJECT;
+    for (int s = 0; s < TG_SCOPE_COUNT; s++) {
+        if (!has_budget(lv->l[s])) {
+            continue;
+        }
+        int64_t spent =
+            c->admission->ops->spend(c->admission, (enum tg_scope)s, lv->id[s], c->admitted_ms);
+        int64_t left = lv->l[s]->budget.monthly_limit_micros - spent;
+        if (left < remaining) {
+            remaining = left;
+            least = (enum tg_scope)s;
+        }
+    }
+    int64_t k =
+        tg_quota_affordable_max_tokens(c->price, c->prompt_bound, c->n, c->max_out, remaining);
+    if (k >= c->max_out) {
+        return true;
+    }
+    if (k < 1) {
+        refuse_budget(c, least, lv);
+        return false;
+    }
+    c->max_out = k;
+    write_output_cap(c, asked);
+    return true;
+}
+
+/* Keeps the admitted request's x-ratelimit-* headers for its answer (they replace the
+ * upstream's, which describe tollgate's provider account, not the client's limits). */
+static void
+keep_rl_headers(struct call *c, const struct tg_admit_result *r)
+{
+    struct tg_http_header h[N_RL_HEADERS];
+    char vals[N_RL_HEADERS][32];
+    size_t n = rl_headers(r, h, vals);
+    for (size_t i = 0; i < n && c->n_pass < MAX_PASS_HEADERS; i++) {
+        c->pass[c->n_pass].name = h[i].name; /* static strings */
+        c->pass[c->n_pass].value = tg_arena_strdup(&c->req->arena, vals[i]);
+        c->n_pass++;
+    }
+    c->has_own_rl = n > 0;
+}
+
+/*
+ * Limits and budgets of the call (see the file comment). Returns false after answering
+ * (400/403 for a budgeted model without a price, 429 for a refusal, 503 when admission could
+ * not decide).
+ */
+static bool
+admit_call(struct call *c)
+{
+    const struct tg_state *st = c->state;
+    struct levels lv = {
+        {tg_state_key_limits(st, c->key->id), &c->project->limits, &st->org_limits},
+        {c->key->id, c->project->id, st->org_id},
+    };
+    for (int s = 0; s < TG_SCOPE_COUNT; s++) {
+        c->is_budgeted = c->is_budgeted || has_budget(lv.l[s]);
+    }
+    /* Moderations are free (OpenAI bills none), so they need no price. */
+    if (c->is_budgeted && c->price == NULL && c->api != TG_API_MODERATIONS) {
+        char msg[320];
+        snprintf(msg, sizeof(msg),
+                 "The model `%s` has no price in tollgate's price table, and this request is "
+                 "under a budget: it is refused until the model's price is set.",
+                 c->model);
+        tg_http_respond_error(c->req, 403, msg, "invalid_request_error", "model",
+                              "model_price_missing");
+        return false;
+    }
+    plan_output(c, &lv);
+    bool count_text = has_token_limit(&lv, c->model);
+    compute_bounds(c, count_text);
+    if (c->admission == NULL) {
+        return true;
+    }
+    if (c->is_budgeted) {
+        if (!lower_to_budget(c, &lv, asked_output(c))) {
+            return false;
+        }
+        compute_bounds(c, count_text);
+    }
+    struct tg_admit_request r = {.now_ms = c->admitted_ms,
+                                 .model = c->model,
+                                 .tokens = c->rl_tokens,
+                                 .cost_bound_micros = c->cost_bound};
+    for (int s = 0; s < TG_SCOPE_COUNT; s++) {
+        const struct tg_level_limits *l = lv.l[s];
+        r.levels[s].id = lv.id[s];
+        if (l != NULL) {
+            r.levels[s].all_models = l->all_models;
+            r.levels[s].model = tg_level_model_limit(l, c->model);
+            r.levels[s].budget_micros = has_budget(l) ? l->budget.monthly_limit_micros : 0;
+        }
+    }
+    struct tg_admit_result res;
+    int rc = c->admission->ops->admit(c->admission, &r, &res);
+    if (rc < 0) {
+        tg_log_error("admission failed for request %s: %s", c->req->id, tg_strerror(rc));
+        tg_http_respond_error(c->req, 503,
+                              "The gateway could not check this request's limits; try again.",
+                              "server_error", NULL, NULL);
+        return false;
+    }
+    if (res.verdict == TG_ADMIT_RATE_LIMITED) {
+        refuse_rate(c, &res, &lv);
+        return false;
+    }
+    if (res.verdict == TG_ADMIT_OVER_BUDGET) {
+        refuse_budget(c, res.scope, &lv);
+        return false;
+    }
+    c->is_admitted = true;
+    c->reservation = res.reservation;
+    keep_rl_headers(c, &res);
+    return true;
+}
+
 void
 tg_proxy_handle(struct tg_worker *w, struct tg_http_req *req, enum tg_api api,
                 struct tg_state *state, const struct tg_key_entry *key,
@@ -880,12 +1382,20 @@ tg_proxy_handle(struct tg_worker *w, struct tg_http_req *req, enum tg_api api,
     tg_sse_reader_init(&c->sse, state->config->max_sse_event_bytes);
     tg_arena_cleanup_add(&req->arena, call_cleanup, c);
 
-    if (!decode(c) || !route(c)) {
+    c->admission = tg_state_env_get()->admission;
+    if (!decode(c) || !route(c) || !admit_call(c)) {
         return;
     }
-    if (prepare_upstream_body(c) < 0) {
-        tg_http_respond_error(req, 500, "The request could not be prepared.", "server_error", NULL,
-                              NULL);
+    int prc = prepare_upstream_body(c);
+    if (prc < 0) {
+        if (c->is_admitted) {
+            c->is_admitted = false;
+            c->admission->ops->release(c->admission, c->reservation);
+        }
+        if (prc != TG_EPARSE) { /* parse_body answered already */
+            tg_http_respond_error(req, 500, "The request could not be prepared.", "server_error",
+                                  NULL, NULL);
+        }
         return;
     }
     struct tg_provider_request preq = {

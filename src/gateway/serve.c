@@ -29,6 +29,7 @@
 #include "gateway/config.h"
 #include "gateway/state.h"
 #include "gateway/worker.h"
+#include "policy/admission.h"
 #include "policy/keys.h"
 #include "store/ledger.h"
 
@@ -39,6 +40,7 @@ struct serve {
     struct tg_store *store;
     struct tg_price_table *prices;
     struct tg_ledger *ledger;
+    struct tg_admission *admission; /* limits and budgets, shared by every worker */
     struct tg_worker *workers;
     int n_workers;
     unsigned char pepper[PEPPER_BYTES];
@@ -558,6 +560,73 @@ wait_for_signal(void)
     uv_loop_close(&loop);
 }
 
+struct seed {
+    struct tg_admission *a;
+    const char *org_id;
+    int64_t period_start_ms;
+};
+
+static int
+seed_level(const struct tg_spend_rec *r, void *arg)
+{
+    struct seed *sd = arg;
+    enum tg_scope scope = r->key_id != NULL       ? TG_SCOPE_KEY
+                          : r->project_id != NULL ? TG_SCOPE_PROJECT
+                                                  : TG_SCOPE_ORG;
+    const char *id = r->key_id != NULL ? r->key_id : r->project_id ? r->project_id : sd->org_id;
+    if (r->cost_micros > 0) {
+        sd->a->ops->seed_spend(sd->a, scope, id, sd->period_start_ms, r->cost_micros);
+    }
+    return 0;
+}
+
+struct org_ids {
+    char **ids;
+    size_t n;
+};
+
+/* Store callbacks must not call back into the store: the ids are collected first. */
+static int
+collect_org_ids(const struct tg_org_rec *r, void *arg)
+{
+    struct org_ids *o = arg;
+    o->ids = tg_xrealloc(o->ids, (o->n + 1) * sizeof(*o->ids));
+    o->ids[o->n++] = tg_xstrdup(r->id);
+    return 0;
+}
+
+/*
+ * Admission (policy/admission.h), seeded with this month's spend from the ledger so that a
+ * restart keeps every budget's spend. Runs before the workers start, so nothing is admitted
+ * against an unseeded budget. (The ledger writer flushes every row at a clean stop.)
+ */
+static int
+start_admission(struct serve *s)
+{
+    int tz = s->config->budget_tz_offset_minutes;
+    int rc = tg_admission_local_new(tz, &s->admission);
+    if (rc < 0) {
+        tg_log_error("cannot create the admission counters: %s", tg_strerror(rc));
+        return rc;
+    }
+    struct seed sd = {s->admission, NULL, tg_period_start_ms(tg_clock_unix_ms(), tz)};
+    struct org_ids orgs = {NULL, 0};
+    rc = s->store->ops->orgs_list(s->store, collect_org_ids, &orgs);
+    for (size_t i = 0; i < orgs.n; i++) {
+        sd.org_id = orgs.ids[i];
+        if (rc == 0) {
+            rc = s->store->ops->spend_by_level(s->store, orgs.ids[i], sd.period_start_ms,
+                                               seed_level, &sd);
+        }
+        free(orgs.ids[i]);
+    }
+    free(orgs.ids);
+    if (rc < 0) {
+        tg_log_error("cannot read this month's spend from the ledger: %s", tg_strerror(rc));
+    }
+    return rc;
+}
+
 static void
 log_start(const struct serve *s)
 {
@@ -579,6 +648,10 @@ teardown(struct serve *s)
         tg_ledger_stop(s->ledger);
     }
     tg_state_shutdown();
+    if (s->admission != NULL) {
+        /* After the workers and the notifier, the only users, have stopped. */
+        s->admission->ops->free(s->admission);
+    }
     if (s->store != NULL) {
         s->store->ops->close(s->store);
     }
@@ -608,6 +681,7 @@ tg_serve_main(int argc, char **argv)
     rc = rc < 0 ? rc : load_pepper(&s);
     rc = rc < 0 ? rc : load_prices(&s);
     rc = rc < 0 ? rc : bootstrap(&s);
+    rc = rc < 0 ? rc : start_admission(&s);
     if (rc == 0) {
         struct tg_state_env env = {
             .config = s.config,
@@ -615,6 +689,7 @@ tg_serve_main(int argc, char **argv)
             .store = s.store,
             .pepper = pepper(&s),
             .pepper_len = s.pepper_len,
+            .admission = s.admission,
         };
         tg_state_env_set(&env);
         rc = tg_state_reload();
