@@ -29,6 +29,7 @@
 #include "gateway/config.h"
 #include "gateway/state.h"
 #include "gateway/worker.h"
+#include "notify/notifier.h"
 #include "policy/admission.h"
 #include "policy/keys.h"
 #include "store/ledger.h"
@@ -42,6 +43,7 @@ struct serve {
     struct tg_ledger *ledger;
     struct tg_admission *admission; /* limits and budgets, shared by every worker */
     struct tg_worker *workers;
+    struct tg_notifier *notifier;
     int n_workers;
     unsigned char pepper[PEPPER_BYTES];
     char *pepper_ext; /* pepper from keys.pepper, when configured */
@@ -640,10 +642,32 @@ log_start(const struct serve *s)
     tg_log_info("listening on %s:%d (%d workers)", c->listen_host, c->listen_port, s->n_workers);
 }
 
+/* The notifier: budget alerts from admission's spend, delivered from the store's outbox. */
+static int
+start_notifier(struct serve *s)
+{
+    const struct tg_config *c = s->config;
+    struct tg_notifier_opts o = {
+        .store = s->store,
+        .admission = tg_state_env_get()->admission,
+        .smtp = &c->smtp,
+        .tz_offset_minutes = c->budget_tz_offset_minutes,
+        .interval_ms = c->notify_interval_ms,
+        .webhook_timeout_ms = c->webhook_timeout_ms,
+    };
+    int rc = tg_notifier_start(&o, &s->notifier);
+    if (rc < 0) {
+        tg_log_error("cannot start the notifier: %s", tg_strerror(rc));
+    }
+    return rc;
+}
+
 static void
 teardown(struct serve *s)
 {
     stop_workers(s);
+    /* Before the store closes; undelivered rows stay in the outbox for the next start. */
+    tg_notifier_stop(s->notifier);
     if (s->ledger != NULL) {
         tg_ledger_stop(s->ledger);
     }
@@ -699,6 +723,7 @@ tg_serve_main(int argc, char **argv)
         rc = tg_ledger_start(s.store, &lo, &s.ledger);
     }
     rc = rc < 0 ? rc : start_workers(&s);
+    rc = rc < 0 ? rc : start_notifier(&s);
     if (rc == 0) {
         log_start(&s);
         wait_for_signal();

@@ -212,8 +212,10 @@ put_row(struct tick *t, const char *key, const char *channel, const char *target
     bool inserted = false;
     int rc = t->n->o.store->ops->outbox_put(t->n->o.store, &r, &inserted);
     if (rc == 0 && inserted) {
-        tg_log_info("notifier: queued %s for %s %s", key, channel,
-                    strcmp(channel, "email") == 0 ? target : "webhook");
+        /* The webhook URL is not logged: it may carry the receiver's token. */
+        tg_log_info("notifier: queued %s (%s%s%s)", key, channel,
+                    strcmp(channel, "email") == 0 ? " to " : "",
+                    strcmp(channel, "email") == 0 ? target : "");
     }
     return rc;
 }
@@ -615,7 +617,8 @@ deliver(struct tg_notifier *n, int64_t now_ms)
             snprintf(err, sizeof(err), "unknown channel");
             sent = TG_EINVAL;
         }
-        int64_t done_ms = tg_clock_unix_ms();
+        /* Times from the tick's clock (now_ms), so back-off follows the same clock as "due". */
+        int64_t done_ms = now_ms;
         int mrc;
         if (sent == 0) {
             mrc = s->ops->outbox_mark(s, d->id, done_ms > 0 ? done_ms : 1, NULL, 0);
