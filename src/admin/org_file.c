@@ -20,6 +20,7 @@
 #include "core/err.h"
 #include "core/json.h"
 #include "core/mem.h"
+#include "policy/limits.h"
 
 #define YAML_MAX_DEPTH 32
 #define YAML_MAX_NODES 100000
@@ -585,14 +586,14 @@ read_account(struct reader *r, yaml_node_t *n)
  * that add members (limits, budgets, deployments) add them to this table, so a misspelt
  * member is a 400 naming its line rather than a setting nobody reads.
  */
-static const char *const settings_keys[] = {"models", "rate_limits", NULL};
+static const char *const settings_keys[] = {"budget", "models", "rate_limits", NULL};
 
 /* The members of one model's rate limits (admin_rate_limits.c), each a non-negative integer
- * up to 2^53 - 1 as the admin API takes them; a model with none is left out, not empty. */
+ * up to 10^12 as the admin API takes them; a model with none is left out, not empty. */
 static const char *const rate_limit_keys[] = {"max_requests_per_1_minute",
                                               "max_tokens_per_1_minute", "max_requests_per_1_day",
                                               "max_tokens_per_1_day", NULL};
-#define RATE_LIMIT_MAX 9007199254740991LL
+#define RATE_LIMIT_MAX 1000000000000LL
 
 /* settings.rate_limits, when given: {model: {member: integer, ...}, ...}. */
 static bool
@@ -641,11 +642,39 @@ check_rate_limits(struct reader *r, yaml_node_t *settings_node, const json_t *se
     return true;
 }
 
+/* settings.budget, when given, checked by the parser admission reads it with (policy/limits.h);
+ * the error names the member, and its line when the member is there. */
+static bool
+check_budget(struct reader *r, yaml_node_t *settings_node, const json_t *settings)
+{
+    yaml_node_t *n = map_get(r, settings_node, "budget");
+    if (n == NULL) {
+        return true;
+    }
+    json_t *only = json_pack("{s:O}", "budget", json_object_get(settings, "budget"));
+    struct tg_level_limits lim;
+    char err[200];
+    int rc = tg_level_limits_parse(only, &lim, err, sizeof(err));
+    json_decref(only);
+    if (rc == 0) {
+        tg_level_limits_free(&lim);
+        return true;
+    }
+    /* "budget.<member>: why": point at the member's line when it is one of the mapping's. */
+    yaml_node_t *at = n;
+    char member[64] = "";
+    if (sscanf(err, "budget.%63[a-z_]", member) == 1 && n->type == YAML_MAPPING_NODE &&
+        map_get(r, n, member) != NULL) {
+        at = map_get(r, n, member);
+    }
+    return fail(r, at, "settings.%s", err);
+}
+
 /* settings.models, when given, must be a list of model names. */
 static bool
 check_settings(struct reader *r, yaml_node_t *n, const json_t *settings)
 {
-    if (!check_rate_limits(r, n, settings)) {
+    if (!check_rate_limits(r, n, settings) || !check_budget(r, n, settings)) {
         return false;
     }
     const json_t *models = json_object_get(settings, "models");
