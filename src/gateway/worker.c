@@ -6,6 +6,7 @@
  */
 #include "gateway/worker.h"
 
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -126,6 +127,47 @@ project_for(struct tg_http_req *req, const struct tg_state *st, const struct tg_
     return p;
 }
 
+#define TEST_CLOCK_PATH "/v1/organization/_test/clock"
+
+/*
+ * Tests only (docs/internals.md): POST /v1/organization/_test/clock {"now_ms": N} moves the
+ * Unix clock every thread reads to N ({"now_ms": null} puts it back), so end-to-end tests can
+ * cross a month boundary. The route exists only when TOLLGATE_TEST_CLOCK=1; an owner key is
+ * required like any billing change.
+ */
+static void
+test_clock(struct tg_http_req *req, const struct tg_key_entry *key)
+{
+    if (req->method != TG_HTTP_POST) {
+        tg_http_respond_error(req, 405, "Use POST " TEST_CLOCK_PATH ".", "invalid_request_error",
+                              NULL, NULL);
+        return;
+    }
+    if (key->role == NULL || strcmp(key->role, "owner") != 0) {
+        forbid(req, "Only organization owners can move the test clock.");
+        return;
+    }
+    json_t *body = json_loadb(req->body.data, req->body.len, 0, NULL);
+    json_t *now = json_object_get(body, "now_ms");
+    int64_t real_now = tg_clock_unix_ms() - tg_clock_test_offset_ms();
+    if (json_is_integer(now) && json_integer_value(now) > 0) {
+        tg_clock_set_test_offset_ms(json_integer_value(now) - real_now);
+    } else if (json_is_null(now)) {
+        tg_clock_set_test_offset_ms(0);
+    } else {
+        json_decref(body);
+        tg_http_respond_error(req, 400, "Expected {\"now_ms\": a positive integer or null}.",
+                              "invalid_request_error", "now_ms", NULL);
+        return;
+    }
+    json_decref(body);
+    char out[160];
+    snprintf(out, sizeof(out), "{\"object\":\"test_clock\",\"now_ms\":%lld,\"offset_ms\":%lld}",
+             (long long)tg_clock_unix_ms(), (long long)tg_clock_test_offset_ms());
+    tg_log_warn("test clock moved: offset %lld ms", (long long)tg_clock_test_offset_ms());
+    respond_json(req, 200, out);
+}
+
 static void
 dispatch(struct tg_worker *w, struct tg_http_req *req, const struct route *r)
 {
@@ -153,6 +195,10 @@ dispatch(struct tg_worker *w, struct tg_http_req *req, const struct route *r)
         if (key->kind != TG_KEY_ADMIN) {
             forbid(req, "This endpoint requires an admin key; project keys cannot use the "
                         "admin API.");
+            return;
+        }
+        if (strcmp(req->path, TEST_CLOCK_PATH) == 0 && tg_clock_test_enabled()) {
+            test_clock(req, key);
             return;
         }
         tg_admin_handle(req, &w->loop, st, key);
