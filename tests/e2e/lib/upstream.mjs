@@ -58,6 +58,20 @@
 //                    opts.holdMs, default 15000 ms, passes), then the rest with
 //                    opts.slowStreamGapMs (default 20 ms) between events; non-stream: normal
 //   any other name   normal answers
+// The behaviour can also be chosen by the body's `user` member, "behaviour:<name>" (so a
+// priced model can misbehave); besides the names above it takes:
+//   no-usage         a normal answer without usage: the JSON has no usage member, a stream
+//                    has no usage chunk (even when stream_options.include_usage is true)
+//
+// Random usage (opts.randomUsage, or upstream.opts.randomUsage = true at run time): each
+// normal answer reports a random usage below every bound a gateway can compute:
+//   prompt_tokens  uniform in [1, the deterministic prompt_tokens above]
+//   cached_tokens  uniform in [0, min(3, prompt_tokens)]
+//   completion     uniform in [0, cap x n], cap = the smallest of max_tokens,
+//                  max_completion_tokens, max_output_tokens present in the body (without
+//                  one: the deterministic completion above); embeddings 0
+//   reasoning      uniform in [0, completion]
+// rec.usage holds what was reported, as always.
 //
 // Every request is recorded in upstream.requests (in arrival order) as
 //   { n, method, url, path, query, headers, rawBody (Buffer), body (parsed JSON or null),
@@ -124,6 +138,26 @@ export function inputOf(endpoint, body) {
         return { text: parts.filter(Boolean).join(' '), echo };
     }
     return { text: '', echo: '' };
+}
+
+// A random usage below the request's bounds (see "Random usage" above); rand() in [0, 1).
+export function randomUsageFor(endpoint, body, rand = Math.random) {
+    const base = usageFor(endpoint, body);
+    if (!base) return null;
+    const pick = (lo, hi) => lo + Math.floor(rand() * (hi - lo + 1));
+    const prompt = pick(1, Math.max(1, base.prompt_tokens));
+    let completion = 0;
+    if (endpoint !== 'embeddings') {
+        const caps = [body.max_tokens, body.max_completion_tokens, body.max_output_tokens].filter(Number.isInteger);
+        const n = endpoint === 'responses' ? 1 : Number.isInteger(body.n) && body.n > 0 ? body.n : 1;
+        completion = pick(0, caps.length ? Math.min(...caps) * n : base.completion_tokens);
+    }
+    return {
+        prompt_tokens: prompt,
+        cached_tokens: pick(0, Math.min(3, prompt)),
+        completion_tokens: completion,
+        reasoning_tokens: pick(0, completion),
+    };
 }
 
 export function replyFor(endpoint, body) {
@@ -250,6 +284,7 @@ class Upstream {
             slowFirstByteMs: opts.slowFirstByteMs ?? 5000,
             holdMs: opts.holdMs ?? 15000,
             slowStreamGapMs: opts.slowStreamGapMs ?? 20,
+            randomUsage: opts.randomUsage ?? false,
         };
         this.requests = [];
         this.seenFlaky = new Set();
@@ -448,9 +483,12 @@ class Upstream {
             'bad-json',
             'garbage-stream',
             'slow-stream',
+            'no-usage',
         ];
+        const byUser = typeof rec.body.user === 'string' && rec.body.user.startsWith('behaviour:') ? rec.body.user.slice(10) : null;
         if (known.includes(name)) rec.behaviour = name;
         else if (rec.model && known.includes(rec.model)) rec.behaviour = rec.model;
+        else if (byUser && known.includes(byUser)) rec.behaviour = byUser;
         this.behave(rec, res);
     }
 
@@ -565,9 +603,18 @@ class Upstream {
 
     answer(rec, res, stream) {
         const ep = rec.endpoint;
-        if (ep !== 'moderations') rec.usage = usageFor(ep, rec.body);
-        if (stream) return this.writeStream(rec, res, this.streamFrames(rec));
+        if (ep !== 'moderations') {
+            rec.usage = this.opts.randomUsage ? randomUsageFor(ep, rec.body) : usageFor(ep, rec.body);
+        }
+        if (stream) {
+            if (rec.behaviour === 'no-usage') rec.usage = null;
+            return this.writeStream(rec, res, this.streamFrames(rec));
+        }
         const obj = this.jsonAnswer(rec);
+        if (rec.behaviour === 'no-usage') {
+            delete obj.usage;
+            rec.usage = null;
+        }
         if (rec.behaviour === 'cut-stream') {
             rec.status = 200;
             rec.usage = null;
@@ -684,7 +731,7 @@ class Upstream {
             parallel_tool_calls: true,
             tool_choice: 'auto',
             tools: [],
-            usage: done ? responsesUsageObject(u) : null,
+            usage: done && u ? responsesUsageObject(u) : null,
             service_tier: 'default',
             store: true,
             metadata: {},
@@ -737,7 +784,7 @@ class Upstream {
                 frames.push(chunk([{ text: '', index: i, logprobs: null, finish_reason: 'stop' }]));
             }
         }
-        if (includeUsage) frames.push(sse({ ...base, choices: [], usage: chatUsageObject(u) }));
+        if (includeUsage && u) frames.push(sse({ ...base, choices: [], usage: chatUsageObject(u) }));
         frames.push('data: [DONE]\n\n');
         return frames;
     }
