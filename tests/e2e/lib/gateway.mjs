@@ -79,8 +79,8 @@ export async function freePort() {
     return port;
 }
 
-function configYaml({ port, dataDir, upstream, deadPort, extra }) {
-    const prices = Object.entries(PRICES)
+function configYaml({ port, dataDir, upstream, deadPort, extra, extraPrices }) {
+    const prices = Object.entries({ ...PRICES, ...(extraPrices || {}) })
         .map(
             ([m, p]) =>
                 `  - model: ${m}\n    input: "${p.input}"\n    cached_input: "${p.cached_input}"\n    output: "${p.output}"`,
@@ -307,19 +307,22 @@ function tail(s, n = 8000) {
 }
 
 // opts: upstream (required), adminKey (default: a fresh key; null = leave TOLLGATE_ADMIN_KEY
-// unset), extraYaml (appended to the config), env (extra environment).
+// unset), extraYaml (appended to the config), env (extra environment), dataDir (the data
+// directory of an earlier gateway, to restart on its store; it stays where it is, so the
+// earlier gateway's cleanup removes it), prices (more entries for the prices: list, in the
+// shape of PRICES).
 export async function startGateway(opts) {
     const bin = process.env.TOLLGATE_BIN;
     if (!bin) throw new Error('TOLLGATE_BIN is not set: point it at the tollgate binary (absolute path)');
     if (!fs.existsSync(bin)) throw new Error(`TOLLGATE_BIN=${bin} does not exist`);
     const { upstream } = opts;
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-e2e-'));
-    const dataDir = path.join(dir, 'data');
-    fs.mkdirSync(dataDir);
+    const dataDir = opts.dataDir || path.join(dir, 'data');
+    if (!opts.dataDir) fs.mkdirSync(dataDir);
     const port = await freePort();
     const deadPort = await freePort();
     const cfg = path.join(dir, 'tollgate.yaml');
-    fs.writeFileSync(cfg, configYaml({ port, dataDir, upstream, deadPort, extra: opts.extraYaml }));
+    fs.writeFileSync(cfg, configYaml({ port, dataDir, upstream, deadPort, extra: opts.extraYaml, extraPrices: opts.prices }));
     const adminKey = opts.adminKey === null ? null : opts.adminKey || newTollgateKey();
     const env = { ...process.env, ...(opts.env || {}) };
     delete env.OPENAI_API_KEY;
