@@ -33,6 +33,10 @@ const struct tg_cli_opt tg_cli_opts[TG_CLI_N_OPTS] = {
 #define USAGE_OPTS                                                                                 \
     (O(START) | O(END) | O(BUCKET) | O(GROUP_BY) | O(PROJECT) | O(MODEL) | O(ENDPOINT))
 
+#define BUDGET_OPTS                                                                                \
+    (O(PROJECT) | O(API_KEY) | O(MONTHLY_USD) | O(THRESHOLDS) | O(AUTO_INCREASE) | O(ON_EXCEED) |  \
+     O(NOTIFY_EMAILS) | O(WEBHOOK_URL) | O(WEBHOOK_SECRET))
+
 #define AUDIT_OPTS (O(TYPE) | O(ACTOR) | O(PROJECT) | O(SINCE) | O(UNTIL) | O(LIMIT))
 #define MAX_MODELS (TG_CLI_MAX_ARGS - 1)
 
@@ -97,11 +101,15 @@ const struct tg_cli_cmd tg_cli_cmds[] = {
      "Delete a service account; its keys are revoked.", tg_cli_cmd_svc_delete},
     {"service-accounts key-create", "ACCOUNT_ID", 1, 1, O(PROJECT) | O(NAME), O(PROJECT),
      "Create another key for a service account; prints it once.", tg_cli_cmd_svc_key_create},
-    {"rate-limits list", "", 0, 0, O(PROJECT), O(PROJECT),
-     "A project's rate limits per model (\"-\": no limit).", tg_cli_cmd_rate_limits_list},
-    {"rate-limits set", "", 0, 0, O(PROJECT) | O(MODEL) | O(RPM) | O(TPM) | O(RPD) | O(TPD),
-     O(PROJECT) | O(MODEL), "Change a model's rate limits in a project (owners).",
-     tg_cli_cmd_rate_limits_set},
+    {"rate-limits list", "", 0, 0, O(PROJECT) | O(API_KEY), 0,
+     "Rate limits per model: the org's, a project's or a key's.", tg_cli_cmd_rate_limits_list},
+    {"rate-limits set", "", 0, 0,
+     O(PROJECT) | O(API_KEY) | O(MODEL) | O(RPM) | O(TPM) | O(RPD) | O(TPD), O(MODEL),
+     "Change one model's rate limits (--model all: every model).", tg_cli_cmd_rate_limits_set},
+    {"budgets get", "", 0, 0, O(PROJECT) | O(API_KEY), 0,
+     "A monthly budget and its spend (default: the org's).", tg_cli_cmd_budgets_get},
+    {"budgets set", "", 0, 0, BUDGET_OPTS, 0, "Change a monthly budget (owners; none removes).",
+     tg_cli_cmd_budgets_set},
     {"keys create", "", 0, 0, O(PROJECT) | O(NAME), O(PROJECT) | O(NAME),
      "Create a project key; prints it once, never again.", tg_cli_cmd_keys_create},
     {"keys list", "", 0, 0, O(PROJECT), O(PROJECT), "List a project's API keys (redacted).",

@@ -653,7 +653,11 @@ tg_cli_cmd_svc_key_create(struct tg_cli *cli)
 int
 tg_cli_cmd_rate_limits_list(struct tg_cli *cli)
 {
-    char *path = tg_cli_path("projects/%s/rate_limits", project_opt(cli));
+    char err[160];
+    char *path = tg_cli_level_path(cli->args, "rate_limits", NULL, err, sizeof(err));
+    if (path == NULL) {
+        return usage_error(cli, err);
+    }
     int rc = tg_cli_show_list(cli, path, tg_cli_rate_limits_table);
     free(path);
     return rc;
@@ -668,12 +672,19 @@ tg_cli_cmd_rate_limits_set(struct tg_cli *cli)
     if (tg_cli_rate_limits_body(cli->args, &body, err, sizeof(err)) < 0) {
         return usage_error(cli, err);
     }
-    /* The API names a project's limit for a model "rl-<model>" (OpenAI's id form). */
-    char *id = tg_xasprintf("rl-%s", cli->args->opt[TG_CLI_OPT_MODEL]);
-    char *path = tg_cli_path("projects/%s/rate_limits/%s", project_opt(cli), id);
+    /* The API names a level's limit for a model "rl-<model>" (OpenAI's id form), and the limit
+     * on every request of the level "rl-all-models". */
+    const char *model = cli->args->opt[TG_CLI_OPT_MODEL];
+    bool is_all = strcmp(model, "all") == 0 || strcmp(model, "*") == 0;
+    char *id = is_all ? tg_xstrdup("rl-all-models") : tg_xasprintf("rl-%s", model);
+    char *path = tg_cli_level_path(cli->args, "rate_limits", id, err, sizeof(err));
+    free(id);
+    if (path == NULL) {
+        json_decref(body);
+        return usage_error(cli, err);
+    }
     int rc = call(cli, "POST", path, body, &ans);
     free(path);
-    free(id);
     if (rc < 0) {
         return 1;
     }

@@ -65,6 +65,22 @@
     X(UNTIL, "until", 0, "WHEN", false, "before this time; a bare date includes that whole day")   \
     X(LIMIT, "limit", 0, "N", false, "at most N entries, newest first (default: 20; 0: all)")      \
     X(DRY_RUN, "dry-run", 0, NULL, false, "print the changes without making them")                 \
+    X(API_KEY, "api-key", 0, "KEY_ID", false,                                                      \
+      "a project API key, by id (with --project): the key's own limits")                           \
+    X(MONTHLY_USD, "monthly-usd", 0, "USD|none", false,                                            \
+      "monthly hard limit in USD, such as 100 or 12.50 (none: no hard limit)")                     \
+    X(THRESHOLDS, "thresholds", 0, "PCT,..|none", false,                                           \
+      "notify at these shares of the limit, such as 50,80,100 (none: never)")                      \
+    X(AUTO_INCREASE, "auto-increase", 0, "AT:BY:MAX", false,                                       \
+      "at AT% of the limit raise it by BY USD, up to MAX USD (none: never)")                       \
+    X(ON_EXCEED, "on-exceed", 0, "ACTION", false,                                                  \
+      "refuse, or lower_max_tokens to what the budget still allows")                               \
+    X(NOTIFY_EMAILS, "notify-emails", 0, "LIST|none", false,                                       \
+      "comma-separated addresses notified besides the owners")                                     \
+    X(WEBHOOK_URL, "webhook-url", 0, "URL|none", false,                                            \
+      "where the budget's notifications are posted")                                               \
+    X(WEBHOOK_SECRET, "webhook-secret", 0, "REF|none", false,                                      \
+      "webhook signing secret as env:NAME or file:PATH, never the value")                          \
     X(RPM, "rpm", 0, "N|none", false, "requests per minute (none: no limit)")                      \
     X(TPM, "tpm", 0, "N|none", false, "tokens per minute (none: no limit)")                        \
     X(RPD, "rpd", 0, "N|none", false, "requests per day (none: no limit)")                         \
@@ -263,6 +279,34 @@ int tg_cli_rate_limits_table(const json_t *list, struct tg_buf *out);
  * or "none" (JSON null: no limit). Returns 0 and *out (the caller decrefs), or TG_EINVAL with
  * a reason naming the option (a bad number, or none of the four given). */
 int tg_cli_rate_limits_body(const struct tg_cli_args *a, json_t **out, char *err, size_t err_cap);
+
+/* ---- budgets and the level of limits (cli_budgets.c) --------------------------------------- */
+
+/* The admin path of what ("budget", "rate_limits"; then "/" and leaf, escaped, unless leaf is
+ * NULL) at the level the options name: no option, the organization
+ * ("/v1/organization/<what>"); --project P, ".../projects/P/<what>"; --project P --api-key K,
+ * ".../projects/P/api_keys/K/<what>". A heap string, or NULL with a reason (--api-key without
+ * --project). */
+char *tg_cli_level_path(const struct tg_cli_args *a, const char *what, const char *leaf, char *err,
+                        size_t err_cap);
+
+/* USD ("100", "12.50"; at most six decimals and 1000000) as micro-dollars. 0 or TG_EINVAL. */
+int tg_cli_usd_parse(const char *s, int64_t *out);
+
+/* The body of `budgets set` from --monthly-usd (monthly_limit_micros), --thresholds,
+ * --auto-increase AT:BY:MAX, --on-exceed, --notify-emails, --webhook-url, --webhook-secret
+ * (a reference only); "none" gives null (the member removed), except --thresholds none, an
+ * empty list. 0 and *out (the caller decrefs), or TG_EINVAL with a reason naming the option
+ * (also when none is given). */
+int tg_cli_budget_body(const struct tg_cli_args *a, json_t **out, char *err, size_t err_cap);
+
+/* Lines of an organization.budget object: level, monthly limit, spend this month, thresholds,
+ * automatic increase, on exceed, caps, e-mails, webhook (its secret's reference only). 0 or
+ * TG_EPARSE. */
+int tg_cli_budget_table(const json_t *b, struct tg_buf *out);
+
+int tg_cli_cmd_budgets_get(struct tg_cli *cli);
+int tg_cli_cmd_budgets_set(struct tg_cli *cli);
 
 /* Table of a config version diff ({"changes": [{path, change, old, new}]}): path, change,
  * old, new (values as compact JSON), or "No differences.\n". 0 or TG_EPARSE. */

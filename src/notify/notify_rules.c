@@ -121,13 +121,20 @@ append_line_safe(struct tg_buf *out, const char *s)
     }
 }
 
+/* "$1.50", "$0.0005", "$1.234567": at least two decimals, and every micro-dollar that is
+ * not zero, so a small test budget does not read as "$0.00". */
 static void
 append_usd(struct tg_buf *out, int64_t micros)
 {
     const char *sign = micros < 0 ? "-" : "";
-    int64_t m = micros < 0 ? -micros : micros;
-    tg_buf_appendf(out, "%s$%lld.%02lld", sign, (long long)(m / 1000000),
-                   (long long)(m % 1000000 / 10000));
+    uint64_t m = micros < 0 ? (uint64_t)0 - (uint64_t)micros : (uint64_t)micros;
+    char frac[8];
+    snprintf(frac, sizeof(frac), "%06llu", (unsigned long long)(m % 1000000));
+    size_t n = 6;
+    while (n > 2 && frac[n - 1] == '0') {
+        n--;
+    }
+    tg_buf_appendf(out, "%s$%llu.%.*s", sign, (unsigned long long)(m / 1000000), (int)n, frac);
 }
 
 static void

@@ -243,8 +243,8 @@ test('50%: webhook retried after a 500 and delivered once, signed; one e-mail pe
     assertOnce(50);
     const mail = mailsFor('budget.threshold', 50, OPS)[0];
     assert.match(mail.headers.from, /alerts@tollgate\.test/);
-    assert.match(mail.text, /Spend this month: \$0\.00/); // 500 micro-dollars
-    assert.match(mail.text, /Monthly budget:\s+\$0\.00/);
+    assert.match(mail.text, /Spend this month: \$0\.0005\r?\n/); // 500 micro-dollars
+    assert.match(mail.text, /Monthly budget:\s+\$0\.001\r?\n/);
     assert.equal(mail.headers['x-tollgate-event-id'], all50[1].json.id, 'the e-mail names the same event');
     assert.equal(deliveredHooks('budget.threshold', 80).length, 0, 'not yet 80%');
 });
@@ -276,7 +276,7 @@ test('restart on the same data: nothing repeated; 100% arrives once; the automat
     assert.ok(verified(inc[0]));
     assert.equal(inc[0].json.data.previous_limit_micros, LIMIT);
     assert.equal(inc[0].json.data.limit_micros, 1500);
-    assert.match(mailsFor('budget.increased', undefined, OPS)[0].headers.subject, /monthly budget raised to \$0\.00/);
+    assert.match(mailsFor('budget.increased', undefined, OPS)[0].headers.subject, /monthly budget raised to \$0\.0015$/);
 
     const b = await ctx.gw.adminFetch(`/v1/organization/projects/${ctx.projectId}/budget`);
     assert.equal(b.status, 200, b.text);

@@ -124,7 +124,7 @@ forecast_projects_spend_to_the_period_end(void **state)
 static const char *const event =
     "{\"id\":\"evt_1\",\"type\":\"budget.threshold\",\"created_at\":1767312000,"
     "\"data\":{\"scope\":\"project\",\"id\":\"proj_1\",\"name\":\"prod\\r\\nBcc: x@evil\","
-    "\"threshold_pct\":80,\"spend_micros\":800000,\"limit_micros\":1000000,"
+    "\"threshold_pct\":80,\"spend_micros\":800500,\"limit_micros\":1000000,"
     "\"period_start\":1767225600,\"period_end\":1769904000}}";
 
 static void
@@ -141,7 +141,7 @@ email_has_headers_subject_and_amounts(void **state)
     /* The name's CR LF became spaces: no header of its own. */
     assert_null(strstr(b.data, "\r\nBcc:"));
     assert_non_null(strstr(b.data, "X-Tollgate-Event-Id: evt_1\r\n"));
-    assert_non_null(strstr(b.data, "Spend this month: $0.80\r\n"));
+    assert_non_null(strstr(b.data, "Spend this month: $0.8005\r\n"));
     assert_non_null(strstr(b.data, "Monthly budget:   $1.00\r\n"));
     assert_non_null(strstr(b.data, "2026-01-01 00:00 UTC to 2026-02-01 00:00 UTC"));
     /* Headers end with one empty line before the body. */
