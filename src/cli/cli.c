@@ -33,6 +33,9 @@ const struct tg_cli_opt tg_cli_opts[TG_CLI_N_OPTS] = {
 #define USAGE_OPTS                                                                                 \
     (O(START) | O(END) | O(BUCKET) | O(GROUP_BY) | O(PROJECT) | O(MODEL) | O(ENDPOINT))
 
+/* cost estimate needs the three counts too; tg_cli_estimate_parse says so (the table marks only
+ * --model required so the synopsis fits 100 columns). */
+#define ESTIMATE_OPTS (O(MODEL) | O(REQUESTS_PER_DAY) | O(PROMPT_TOKENS) | O(COMPLETION_TOKENS))
 #define BUDGET_OPTS                                                                                \
     (O(PROJECT) | O(API_KEY) | O(MONTHLY_USD) | O(THRESHOLDS) | O(AUTO_INCREASE) | O(ON_EXCEED) |  \
      O(NOTIFY_EMAILS) | O(WEBHOOK_URL) | O(WEBHOOK_SECRET))
@@ -132,8 +135,14 @@ const struct tg_cli_cmd tg_cli_cmds[] = {
      tg_cli_cmd_export},
     {"apply", "FILE", 1, 1, O(DRY_RUN), 0, "Make the organization match a YAML file (-: stdin).",
      tg_cli_cmd_apply},
-    {"usage", "", 0, 0, USAGE_OPTS, 0, "Requests, tokens and cost per time bucket, and a total.",
-     tg_cli_cmd_usage},
+    {"usage", "", 0, 0, USAGE_OPTS | O(CSV), 0,
+     "Requests, tokens and cost per time bucket, and a total.", tg_cli_cmd_usage},
+    {"costs", "", 0, 0, O(START) | O(END) | O(GROUP_BY) | O(PROJECT) | O(CSV), 0,
+     "Costs per day (by project, key, line item), and a total.", tg_cli_cmd_costs},
+    {"forecast", "", 0, 0, O(PROJECT), 0, "This month's spend and its month-end forecast.",
+     tg_cli_cmd_forecast},
+    {"cost estimate", "", 0, 0, ESTIMATE_OPTS | O(CACHE_HIT_RATE), O(MODEL),
+     "Daily and monthly cost of a workload, from the price table.", tg_cli_cmd_cost_estimate},
     {"help", "[COMMAND]", 0, 2, O(MARKDOWN), 0, "Show the commands, or one command's options.",
      tg_cli_cmd_help},
 };

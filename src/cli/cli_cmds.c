@@ -270,6 +270,19 @@ tg_cli_cmd_usage(struct tg_cli *cli)
         return 2;
     }
     tg_buf_init(&b, 0);
+    if (cli->args->opt[TG_CLI_OPT_CSV] != NULL) {
+        /* One CSV answer covers the whole window: no pages to follow. */
+        struct tg_buf csv;
+        tg_cli_usage_query_path(&q, NULL, &b);
+        tg_buf_append_str(&b, "&format=csv");
+        tg_buf_init(&csv, 0);
+        if (tg_cli_request_text(cli, "GET", b.data, NULL, &csv) == 0) {
+            fwrite(csv.data, 1, csv.len, cli->out);
+            rc = 0;
+        }
+        tg_buf_deinit(&csv);
+        goto out;
+    }
     if (usage_fetch(cli, &q, &usage) < 0) {
         goto out;
     }

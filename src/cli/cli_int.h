@@ -41,7 +41,7 @@
       "end, exclusive; a bare date includes that whole day (default: now)")                        \
     X(BUCKET, "bucket", 0, "WIDTH", false, "bucket width: 1m, 1h or 1d (default: 1d)")             \
     X(GROUP_BY, "group-by", 0, "LIST", false,                                                      \
-      "comma-separated columns to group by: project, key, model")                                  \
+      "comma-separated columns to group by: project, key, model (costs: line_item)")               \
     X(MODEL, "model", 0, "MODEL", false, "a model (usage: show only this one)")                    \
     X(ENDPOINT, "endpoint", 0, "KIND", false,                                                      \
       "completions (the default; chat and responses too), embeddings or moderations")              \
@@ -66,7 +66,7 @@
     X(LIMIT, "limit", 0, "N", false, "at most N entries, newest first (default: 20; 0: all)")      \
     X(DRY_RUN, "dry-run", 0, NULL, false, "print the changes without making them")                 \
     X(API_KEY, "api-key", 0, "KEY_ID", false,                                                      \
-      "a project API key, by id (with --project): the key's own limits")                           \
+      "a project API key, by id (with --project): the key's own limits")                          \
     X(MONTHLY_USD, "monthly-usd", 0, "USD|none", false,                                            \
       "monthly hard limit in USD, such as 100 or 12.50 (none: no hard limit)")                     \
     X(THRESHOLDS, "thresholds", 0, "PCT,..|none", false,                                           \
@@ -80,11 +80,20 @@
     X(WEBHOOK_URL, "webhook-url", 0, "URL|none", false,                                            \
       "where the budget's notifications are posted")                                               \
     X(WEBHOOK_SECRET, "webhook-secret", 0, "REF|none", false,                                      \
-      "webhook signing secret as env:NAME or file:PATH, never the value")                          \
+      "webhook signing secret as env:NAME or file:PATH, never the value")                         \
     X(RPM, "rpm", 0, "N|none", false, "requests per minute (none: no limit)")                      \
     X(TPM, "tpm", 0, "N|none", false, "tokens per minute (none: no limit)")                        \
     X(RPD, "rpd", 0, "N|none", false, "requests per day (none: no limit)")                         \
-    X(TPD, "tpd", 0, "N|none", false, "tokens per day (none: no limit)")
+    X(TPD, "tpd", 0, "N|none", false, "tokens per day (none: no limit)")                           \
+    X(CSV, "csv", 0, NULL, false,                                                                  \
+      "print the API's CSV (a header row, one row per bucket and group)")                          \
+    X(REQUESTS_PER_DAY, "requests-per-day", 0, "N", false, "requests a day (required)")            \
+    X(PROMPT_TOKENS, "prompt-tokens", 0, "N", false,                                               \
+      "prompt (input) tokens per request (required)")                                              \
+    X(COMPLETION_TOKENS, "completion-tokens", 0, "N", false,                                       \
+      "completion (output) tokens per request (required)")                                         \
+    X(CACHE_HIT_RATE, "cache-hit-rate", 0, "RATE", false,                                          \
+      "share of prompt tokens cached: 0 to 1, or a percentage (default: 0)")
 
 enum tg_cli_opt_id {
 #define TG_CLI_OPT_ENUM(id, name, letter, arg, is_global, help) TG_CLI_OPT_##id,
@@ -465,5 +474,63 @@ int tg_cli_show_list(struct tg_cli *cli, const char *path, tg_cli_table_fn fn);
  * --json, then "what" and the not-shown-again warning on stderr. */
 void tg_cli_print_secret(struct tg_cli *cli, const json_t *ans, const char *secret,
                          const char *what);
+
+/* ---- costs, forecasts and estimates (cli_costs.c) -------------------------------------------- */
+
+struct tg_cli_costs_query {
+    int64_t start_s; /* Unix seconds */
+    int64_t end_s;   /* Unix seconds, exclusive; 0: up to now */
+    bool by_project, by_key, by_line_item;
+    const char *project; /* filter, or NULL */
+};
+
+/* Fills q from the costs command's options (--start: default 00:00 UTC six days before now_s's
+ * day, as usage; --end; --group-by project, key, line_item; --project). 0, or TG_EINVAL with a
+ * reason. */
+int tg_cli_costs_query_parse(const struct tg_cli_args *a, int64_t now_s,
+                             struct tg_cli_costs_query *q, char *err, size_t err_cap);
+
+/* Appends "/v1/organization/costs?..." for q (limit=180 buckets a page), with page=... when
+ * page is not NULL and format=csv when is_csv. */
+void tg_cli_costs_query_path(const struct tg_cli_costs_query *q, const char *page, bool is_csv,
+                             struct tg_buf *out);
+
+/* Table of a costs page: day (UTC), the group columns of q (project names from projects when
+ * given), cost (USD), then a total line. 0 or TG_EPARSE. */
+int tg_cli_costs_table(const json_t *page, const struct tg_cli_costs_query *q,
+                       const json_t *projects, struct tg_buf *out);
+
+/* Lines of a forecast object: scope, period, as of, month to date, daily average, projected,
+ * budget and whether the projection exceeds it. 0 or TG_EPARSE. */
+int tg_cli_forecast_table(const json_t *f, struct tg_buf *out);
+
+/* The inputs of `cost estimate`. */
+struct tg_cli_estimate {
+    const char *model;
+    int64_t requests_per_day;
+    int64_t prompt_tokens;     /* per request */
+    int64_t completion_tokens; /* per request */
+    int64_t cache_hit_ppm;     /* share of prompt tokens at the cached price, per million */
+};
+
+/* Reads the estimate's options: counts are integers 0..10^10 (tokens 0..10^8); the rate is a
+ * decimal 0..1 or a percentage ("25%") with at most 6 (4) decimals. 0 or TG_EINVAL. */
+int tg_cli_estimate_parse(const struct tg_cli_args *a, struct tg_cli_estimate *e, char *err,
+                          size_t err_cap);
+
+/*
+ * The estimate's cost in micro-dollars at prices of micro-dollars per 1M tokens: the exact
+ * daily amount is requests x (uncached prompt x input + cached x cached_input + completion x
+ * output) / 10^6, with the cached share cache_hit_ppm / 10^6 of the prompt tokens; daily is
+ * it rounded up, monthly is 30 times it rounded up (once). 0, or TG_ETOOBIG when it does not
+ * fit.
+ */
+int tg_cli_estimate_cost(const struct tg_cli_estimate *e, int64_t input_micros,
+                         int64_t cached_input_micros, int64_t output_micros, int64_t *daily_out,
+                         int64_t *monthly_out);
+
+int tg_cli_cmd_costs(struct tg_cli *cli);
+int tg_cli_cmd_forecast(struct tg_cli *cli);
+int tg_cli_cmd_cost_estimate(struct tg_cli *cli);
 
 #endif
