@@ -318,4 +318,54 @@ test('costs are for owners: readers and project keys are refused, members see th
     await ok(gw.adminFetch('/v1/organization/prices', { key: reader }));
 });
 
+test('CLI: costs table and CSV, usage --csv, forecast, cost estimate', T, async () => {
+    const { gw } = ctx;
+    const t = await makeTraffic();
+    const start = new Date((startOfToday() - DAY) * 1000).toISOString().slice(0, 10);
+    const rowsA = t.rows.filter((r) => r.project_id === t.a.id);
+    const usd = (m) => `${Math.floor(m / 1e6)}.${String(m % 1e6).padStart(6, '0')}`;
+
+    const table = await tg(gw, ['costs', '--start', start, '--group-by', 'project', '--project', t.a.name]);
+    assert.equal(table.code, 0, table.stderr);
+    const lines = table.stdout.trimEnd().split('\n');
+    assert.match(lines[0], /^day \(UTC\)\s+project\s+cost \(USD\)$/);
+    assert.match(lines.at(-1), new RegExp(`^total\\s+${usd(sum(rowsA, (r) => r.cost_micros)).replace('.', '\\.')}$`));
+    assert.ok(lines.some((l) => l.includes(t.a.name)), 'project names, not ids');
+
+    const csv = await tg(gw, ['costs', '--start', start, '--group-by', 'line_item', '--project', t.a.id, '--csv']);
+    assert.equal(csv.code, 0, csv.stderr);
+    const cl = csv.stdout.trimEnd().split('\r\n');
+    assert.match(cl[0], /^start_time,end_time,bucket_start,project_id,api_key_id,line_item,/);
+    assert.ok(cl.length > 2);
+
+    const u = await tg(gw, ['usage', '--start', start, '--group-by', 'key', '--project', t.b.id, '--csv']);
+    assert.equal(u.code, 0, u.stderr);
+    const ul = u.stdout.trimEnd().split('\r\n').slice(1).map((l) => l.split(','));
+    assert.deepEqual(ul.map((f) => f[4]).sort(), [t.kb.id]);
+    assert.equal(sum(ul, (f) => Number(f[11])), sum(t.rows.filter((r) => r.project_id === t.b.id), (r) => r.cost_micros));
+
+    const f = await tg(gw, ['forecast', '--project', t.a.name]);
+    assert.equal(f.code, 0, f.stderr);
+    assert.match(f.stdout, new RegExp(`^scope          project ${t.a.id}\\n`));
+    assert.match(f.stdout, /\nmonth to date  \d+\.\d{6} USD\n/);
+    const fo = await tg(gw, ['forecast', '--json']);
+    assert.equal(fo.code, 0, fo.stderr);
+    assert.equal(JSON.parse(fo.stdout).object, 'organization.costs.forecast');
+
+    // gpt-4o-mini at 1.5 / 0.75 / 6 USD per 1M: 1000 x (300 x 1.5 + 100 x 0.75 + 250 x 6) / 1e6
+    // = 2.025 USD a day; 60.75 a month.
+    const est = await tg(gw, ['cost', 'estimate', '--model', 'gpt-4o-mini-2024-07-18', '--requests-per-day', '1000',
+        '--prompt-tokens', '400', '--completion-tokens', '250', '--cache-hit-rate', '0.25']);
+    assert.equal(est.code, 0, est.stderr);
+    assert.match(est.stdout, /^model\s+gpt-4o-mini-2024-07-18 \(priced as gpt-4o-mini\)\n/);
+    assert.match(est.stdout, /\ndaily cost\s+2\.025000 USD\n/);
+    assert.match(est.stdout, /\nmonthly cost\s+60\.750000 USD \(30 days\)\n/);
+    const none = await tg(gw, ['cost', 'estimate', '--model', 'no-such-model', '--requests-per-day', '1', '--prompt-tokens', '1', '--completion-tokens', '1']);
+    assert.equal(none.code, 1);
+    assert.equal(none.stderr, 'tollgate: the price table has no price for no-such-model\n');
+    const bad = await tg(gw, ['cost', 'estimate', '--model', 'gpt-4o-mini', '--requests-per-day', '1', '--prompt-tokens', '1']);
+    assert.equal(bad.code, 2);
+    assert.equal(bad.stderr, 'tollgate: --completion-tokens is required\n');
+});
+
 shutdownTest(ctx);
