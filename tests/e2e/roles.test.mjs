@@ -85,6 +85,11 @@ function fixture(row) {
         admin_api_keys: { name: `walk-${n}` },
         'config_versions/{number}/rollback': {},
         'projects/{project_id}/rate_limits/{rate_limit_id}': { max_requests_per_1_minute: 600 },
+        'projects/{project_id}/api_keys/{key_id}/rate_limits/{rate_limit_id}': { max_requests_per_1_minute: 600 },
+        'rate_limits/{rate_limit_id}': { max_requests_per_1_day: 100000000 },
+        budget: { thresholds_pct: [50, 80, 100] },
+        'projects/{project_id}/budget': { max_n: 8 },
+        'projects/{project_id}/api_keys/{key_id}/budget': { max_n: 8 },
         apply: { yaml: 'not_a_section: [1' },
     };
     if (row.method !== 'POST') return { query: '' };
