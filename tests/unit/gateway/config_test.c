@@ -743,6 +743,33 @@ empty_and_missing_files(void **state)
     load_err(fx, "a: 1\n---\nb: 2\n", 2, "one YAML document");
 }
 
+/* budgets.*: the first org budget in exact micro-dollars, the month's zone signed. */
+static void
+budgets_keys(void **state)
+{
+    struct fx *fx = *state;
+    struct tg_config *c = load_ok(fx, "listen: 127.0.0.1:9000\n");
+    assert_int_equal(c->default_org_budget_micros, 100000000);
+    assert_int_equal(c->budget_tz_offset_minutes, 0);
+    tg_config_free(c);
+    c = load_ok(fx, "budgets:\n  default_org_monthly_usd: \"12.345678\"\n"
+                    "  timezone_offset_minutes: -300\n");
+    assert_int_equal(c->default_org_budget_micros, 12345678);
+    assert_int_equal(c->budget_tz_offset_minutes, -300);
+    tg_config_free(c);
+    c = load_ok(fx, "budgets:\n  default_org_monthly_usd: 0\n  timezone_offset_minutes: +840\n");
+    assert_int_equal(c->default_org_budget_micros, 0);
+    assert_int_equal(c->budget_tz_offset_minutes, 840);
+    tg_config_free(c);
+    load_err(fx, "budgets:\n  default_org_monthly_usd: -1\n", 2, "default_org_monthly_usd");
+    load_err(fx, "budgets:\n  default_org_monthly_usd: 1.0000001\n", 2, "six decimals");
+    load_err(fx, "budgets:\n  default_org_monthly_usd: 1000000.000001\n", 2, "1000000");
+    load_err(fx, "budgets:\n  timezone_offset_minutes: 841\n", 2, "-840 to 840");
+    load_err(fx, "budgets:\n  timezone_offset_minutes: 1h\n", 2, "timezone_offset_minutes");
+    load_err(fx, "budgets:\n  timezone_offset_minutes: --5\n", 2, "timezone_offset_minutes");
+    load_err(fx, "budgets:\n  currency: eur\n", 2, "currency");
+}
+
 int
 main(void)
 {
@@ -762,6 +789,7 @@ main(void)
         cmocka_unit_test_setup_teardown(from_env_with_and_without_openai_key, setup, teardown),
         cmocka_unit_test_setup_teardown(route_exact_then_star, setup, teardown),
         cmocka_unit_test_setup_teardown(empty_and_missing_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(budgets_keys, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
