@@ -59,8 +59,7 @@ struct sock {
     struct tg_upstream_client *client;
     uv_poll_t poll;
     curl_socket_t fd;
-    int events;   /* what the poll watches now (UV_READABLE | UV_WRITABLE), 0 = stopped */
-    bool is_idle; /* curl does not watch it (a kept-alive connection between transfers) */
+    int events; /* what the poll watches now (UV_READABLE | UV_WRITABLE), 0 = stopped */
 };
 
 struct header_off {
@@ -202,13 +201,6 @@ on_poll(uv_poll_t *p, int status, int events)
 {
     struct sock *s = p->data;
     struct tg_upstream_client *c = s->client;
-    if (s->is_idle) {
-        /* An idle connection woke (the server closed it, most likely): stop watching; curl
-         * finds it dead when it next considers reusing it, and closes it. */
-        uv_poll_stop(&s->poll);
-        s->events = 0;
-        return;
-    }
     int flags = 0;
     if (status < 0) {
         flags = CURL_CSELECT_ERR;
@@ -222,13 +214,13 @@ on_poll(uv_poll_t *p, int status, int events)
 }
 
 /*
- * A socket's poll handle lives as long as the socket, not as long as curl watches it: curl
- * stops watching a kept-alive connection after every transfer (CURL_POLL_REMOVE) and watches
- * it again on reuse. Making a new uv_poll each time costs three system calls (libuv tests the
- * descriptor with epoll_ctl ADD and DEL, and sets it non-blocking), and even restarting one
- * costs an epoll_ctl. So REMOVE only marks the socket idle and leaves it watched for reading;
- * reuse for reading then changes nothing in the kernel. The handle is closed when curl closes
- * the socket (on_close_socket).
+ * A socket's poll handle outlives curl's interest in it: curl stops watching a kept-alive
+ * connection after every transfer (CURL_POLL_REMOVE) and watches it again on reuse, and a new
+ * uv_poll each time costs three system calls (libuv probes the descriptor with epoll_ctl ADD
+ * and DEL, and sets it non-blocking). So REMOVE only stops the poll, and the handle is found
+ * again by descriptor. It is closed when curl closes the socket through on_close_socket; curl
+ * also closes some sockets (failed connects) without it, which leaves a stopped handle behind
+ * for that descriptor number: harmless, and reused if curl opens a socket with that number.
  */
 static int
 on_close_socket(void *clientp, curl_socket_t fd)
@@ -263,11 +255,8 @@ on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socket
     if (what == CURL_POLL_REMOVE) {
         if (s != NULL) {
             curl_multi_assign(c->multi, fd, NULL);
-            s->is_idle = true;
-            if (s->events != UV_READABLE) {
-                uv_poll_start(&s->poll, UV_READABLE, on_poll);
-                s->events = UV_READABLE;
-            }
+            uv_poll_stop(&s->poll);
+            s->events = 0;
         }
         return 0;
     }
@@ -299,7 +288,6 @@ on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socket
     int events = 0;
     events |= (what & CURL_POLL_IN) ? UV_READABLE : 0;
     events |= (what & CURL_POLL_OUT) ? UV_WRITABLE : 0;
-    s->is_idle = false;
     if (events != s->events) {
         uv_poll_start(&s->poll, events, on_poll);
         s->events = events;
