@@ -13,7 +13,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 import { useGateway, shutdownTest, T, msg } from './lib/setup.mjs';
-import { expectedCost, SLOW } from './lib/gateway.mjs';
+import { expectedCost, startGateway, SLOW } from './lib/gateway.mjs';
 
 const ctx = useGateway({ gateway: { env: { TOLLGATE_TEST_CLOCK: '1' } } });
 
@@ -359,6 +359,50 @@ test('lower_max_tokens: the cap is lowered to what the budget allows, and refuse
     assert.equal(r2.status, 429, r2.text);
     assert.equal(r2.json.error.code, 'insufficient_quota');
     assert.equal(up.since(mark).length, 1);
+});
+
+test('a restart keeps the month\'s spend: admission is seeded from the ledger at start-up', { timeout: 60000 * SLOW }, async () => {
+    const { up, upstreamKey, azureKey } = ctx;
+    const gws = [await startGateway({ upstream: up, upstreamKey, azureKey })];
+    try {
+        const first = gws[0];
+        const p = await newProject(first);
+        const k = await first.createKeyObject(p.id, 'restart');
+        const path = `projects/${p.id}/`;
+        const keyPath = `${path}api_keys/${k.id}/`;
+        await setBudget(first, path, { monthly_limit_micros: 1000000 });
+        await setBudget(first, keyPath, { monthly_limit_micros: 1000000 });
+        for (let i = 0; i < 3; i++) {
+            const r = await chat(first, k.value, { model: MODEL, messages: msg(`restart ${i}`), max_tokens: 20 });
+            assert.equal(r.status, 200, r.text);
+        }
+        const spent = { project: await spendOf(first, path), key: await spendOf(first, keyPath), org: await spendOf(first, '') };
+        assert.ok(spent.project > 0);
+        await first.stopAndCheck();
+        const ledger = (await first.readLedger()).filter((r) => r.project_id === p.id);
+        assert.equal(ledger.reduce((s, r) => s + r.cost_micros, 0), spent.project);
+
+        gws.push(await startGateway({ upstream: up, upstreamKey, azureKey, dataDir: first.dataDir, adminKey: first.adminKey }));
+        const second = gws[1];
+        second.clientKeys.push(k.value);
+        assert.equal(await spendOf(second, path), spent.project, 'project spend seeded');
+        assert.equal(await spendOf(second, keyPath), spent.key, 'key spend seeded');
+        assert.equal(await spendOf(second, ''), spent.org, 'organization spend seeded');
+        // The seeded spend counts at admission: a budget just above it refuses the next bound.
+        await setBudget(second, path, { monthly_limit_micros: spent.project + 1 });
+        const r = await chat(second, k.value, { model: MODEL, messages: msg('after restart'), max_tokens: 20 });
+        assert.equal(r.status, 429, r.text);
+        assert.equal(r.json.error.code, 'insufficient_quota');
+        await second.stopAndCheck();
+    } finally {
+        for (const g of gws) {
+            if (!g.exit) {
+                g.kill();
+                await g.exited;
+            }
+        }
+        for (const g of gws) if (g.cleanupOk) g.cleanup();
+    }
 });
 
 test('(f) headers and 429 bodies as the SDK expects; the SDK retry honours retry-after-ms', T, async () => {
