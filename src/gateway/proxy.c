@@ -50,6 +50,7 @@ enum field {
     F_STREAM,
     F_STREAM_OPTIONS,
     F_N,
+    F_BEST_OF, /* completions: best_of choices are generated (and billed) per prompt */
     F_MAX_TOKENS,
     F_MAX_COMPLETION_TOKENS,
     F_MAX_OUTPUT_TOKENS,
@@ -65,6 +66,7 @@ static const char *const field_names[F_COUNT] = {
     "stream",
     "stream_options",
     "n",
+    "best_of",
     "max_tokens",
     "max_completion_tokens",
     "max_output_tokens",
@@ -1125,6 +1127,12 @@ plan_output(struct call *c, const struct levels *lv)
         v > 0) {
         c->n = v;
     }
+    /* Completions generate best_of choices server-side (and bill them all), n of which are
+     * returned: the bound counts the larger. */
+    int64_t best_of = 0;
+    if (c->api == TG_API_COMPLETIONS && field_uint(c, F_BEST_OF, &best_of) && best_of > c->n) {
+        c->n = best_of;
+    }
     enum field f[2];
     int64_t asked = asked_output(c);
     if (output_fields(c->api, f) == 0) {
@@ -1137,8 +1145,13 @@ plan_output(struct call *c, const struct levels *lv)
     }
     if (c->is_budgeted && max_n > 0 && c->n > max_n) {
         c->n = max_n;
-        c->write_field[F_N] = true;
-        c->field_value[F_N] = max_n;
+        int64_t n;
+        for (enum field g = F_N; g <= F_BEST_OF; g++) {
+            if (field_uint(c, g, &n) && n > max_n) {
+                c->write_field[g] = true;
+                c->field_value[g] = max_n;
+            }
+        }
     }
 }
 

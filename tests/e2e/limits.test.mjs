@@ -304,7 +304,15 @@ test('budgeted requests: max_tokens injected, caps clamped, n clamped; a model w
         body: JSON.stringify({ model: MODEL, input: 'responses cap' }),
     });
     assert.equal(r.status, 200, r.text);
-    const [a, b, c, d] = up.since(mark).map((x) => x.body);
+    const cmpl = await gw.rawFetch('/v1/completions', {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: MODEL, prompt: 'best of', best_of: 5, max_tokens: 1000 }),
+    });
+    assert.equal(cmpl.status, 200, cmpl.text);
+    const [a, b, c, d, e] = up.since(mark).map((x) => x.body);
+    assert.equal(e.best_of, 2, 'best_of clamped (all best_of choices are billed)');
+    assert.equal(e.max_tokens, 64);
     assert.equal(a.max_tokens, 64, 'injected');
     assert.equal(b.max_completion_tokens, 64, 'clamped, in the member the client used');
     assert.equal(b.max_tokens, undefined);
