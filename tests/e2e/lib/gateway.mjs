@@ -42,6 +42,16 @@ export const PRICES = {
     'mock-small': { input: '0.1', cached_input: '0.05', output: '0.4' },
     'text-embedding-3-small': { input: '0.5', cached_input: '0.5', output: '0' },
     'slow-stream': { input: '2', cached_input: '1', output: '8' },
+    'azure-4o': { input: '2.5', cached_input: '1.25', output: '10' },
+    'unreachable-model': { input: '1', cached_input: '0.5', output: '4' },
+    'ft:gpt-4o-mini-2024-07-18:acme::AbC123': { input: '0.3', cached_input: '0.15', output: '1.2' },
+    // Every organization has a budget (the $100 default), and a budgeted request needs a
+    // priced model: the scripted upstream's misbehaviour models get a price too.
+    ...Object.fromEntries(
+        ['fail-500', 'fail-429', 'flaky-429', 'fail-400', 'slow-first-byte', 'cut-stream', 'bad-json', 'garbage-stream'].map(
+            (m) => [m, { input: '1', cached_input: '0.5', output: '4' }],
+        ),
+    ),
 };
 
 export const DEV_MODELS = ['gpt-4o-mini', 'mock-small'];
