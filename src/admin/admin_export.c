@@ -168,16 +168,38 @@ attach_docs(json_t *model, const json_t *members, const json_t *accounts)
     }
 }
 
+static int
+collect_org(const struct tg_doc *d, void *arg)
+{
+    json_t *model = arg;
+    json_t *data = data_of(d->data);
+    json_t *org = json_object_get(model, "organization");
+    static const char *const members[] = {"budget", "rate_limits", NULL};
+    for (size_t i = 0; members[i] != NULL; i++) {
+        if (json_object_get(data, members[i]) != NULL) {
+            json_object_set(org, members[i], json_object_get(data, members[i]));
+        }
+    }
+    json_object_set_new(
+        model, "_org",
+        json_pack("{s:o,s:I}", "_data", data, "_created_ms", (json_int_t)d->created_ms));
+    return 0;
+}
+
 /* The org as the store holds it now; NULL after answering 500. */
 static json_t *
 load_model(struct admin_job *j)
 {
     struct tg_store *s = j->store;
     const char *org = j->state->org_id;
-    json_t *model = json_pack("{s:[],s:[]}", "users", "projects");
+    json_t *model = json_pack("{s:{},s:[],s:[]}", "organization", "users", "projects");
     json_t *members = json_array();
     json_t *accounts = json_array();
-    int rc = s->ops->doc_list(s, "user", org, NULL, collect_user, json_object_get(model, "users"));
+    int rc = s->ops->doc_get(s, "org_settings", org, collect_org, model);
+    rc = rc == TG_ENOTFOUND ? 0 : rc;
+    if (rc >= 0) {
+        rc = s->ops->doc_list(s, "user", org, NULL, collect_user, json_object_get(model, "users"));
+    }
     if (rc >= 0) {
         rc = s->ops->projects_list(s, org, collect_project, json_object_get(model, "projects"));
     }
@@ -355,6 +377,173 @@ check_plan(struct apply *a, char *err, size_t cap)
     return true;
 }
 
+static char *
+label(const char *project, const char *name)
+{
+    return tg_xasprintf("%s/%s", project, name);
+}
+
+/* ---- apply: the organization's settings --------------------------------------------- */
+
+static const char *const limit_fields[] = {"max_requests_per_1_minute", "max_tokens_per_1_minute",
+                                           "max_requests_per_1_day", "max_tokens_per_1_day", NULL};
+
+/* A member of an organization section, an empty object reading as absent: the admin routes
+ * never store an empty budget or rate-limit map, so equal limits have equal settings. */
+static json_t *
+org_member(const json_t *org, const char *key)
+{
+    json_t *v = json_object_get(org, key);
+    return json_is_object(v) && json_object_size(v) == 0 ? NULL : v;
+}
+
+static bool
+same(const json_t *x, const json_t *y)
+{
+    return x == NULL ? y == NULL : y != NULL && json_equal((json_t *)x, (json_t *)y);
+}
+
+static void
+limit_id(const char *model, char *out, size_t cap)
+{
+    snprintf(out, cap, strcmp(model, "*") == 0 ? "rl-all-models" : "rl-%s", model);
+}
+
+/* The organization.rate_limit object of model as the admin routes show and audit it
+ * (admin_rate_limits.c): every member, null where the level has no limit. */
+static json_t *
+limit_object(const char *model, const json_t *limits)
+{
+    char id[160];
+    limit_id(model, id, sizeof(id));
+    json_t *o =
+        json_pack("{s:s,s:s,s:s}", "object", "organization.rate_limit", "id", id, "model", model);
+    for (size_t i = 0; limit_fields[i] != NULL; i++) {
+        json_t *v = json_object_get(limits, limit_fields[i]);
+        json_object_set_new(o, limit_fields[i], json_is_integer(v) ? json_incref(v) : json_null());
+    }
+    return o;
+}
+
+static int
+cmp_name(const void *x, const void *y)
+{
+    return strcmp(*(const char *const *)x, *(const char *const *)y);
+}
+
+/* One model's organization rate limits from cur to want (either NULL for none), recorded and
+ * audited as the admin route does: "rate_limit.updated", or "rate_limit.deleted" when the
+ * model's last limit goes; target the rate limit's id. */
+static void
+apply_org_limit(struct apply *a, const char *model, const json_t *want, const json_t *cur)
+{
+    if (same(want, cur)) {
+        return;
+    }
+    char id[160];
+    limit_id(model, id, sizeof(id));
+    char *name = label("organization", id);
+    record(a,
+           cur == NULL    ? "create"
+           : want == NULL ? "delete"
+                          : "update",
+           "rate_limit", name, limit_object(model, cur),
+           want != NULL ? limit_object(model, want) : json_null(),
+           want != NULL ? "rate_limit.updated" : "rate_limit.deleted", NULL, id);
+    free(name);
+}
+
+/* Every model of both rate-limit maps, in name order so the changes come in a stable one. */
+static void
+apply_org_limits(struct apply *a, const json_t *want, const json_t *cur)
+{
+    size_t n = 0;
+    const char **models =
+        tg_xcalloc(json_object_size(want) + json_object_size(cur) + 1, sizeof(*models));
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)want, k, v)
+    {
+        models[n++] = k;
+    }
+    json_object_foreach((json_t *)cur, k, v)
+    {
+        if (json_object_get(want, k) == NULL) {
+            models[n++] = k;
+        }
+    }
+    qsort(models, n, sizeof(*models), cmp_name);
+    for (size_t i = 0; i < n; i++) {
+        apply_org_limit(a, models[i], json_object_get(want, models[i]),
+                        json_object_get(cur, models[i]));
+    }
+    free(models);
+}
+
+/* Writes the organization's settings document with budget and rate_limits as the file says
+ * (other members kept), or deletes it when nothing is left. */
+static int
+write_org(struct apply *a, const json_t *budget, const json_t *limits)
+{
+    const json_t *stored = json_object_get(a->cur, "_org");
+    json_t *data = json_deep_copy(json_object_get(stored, "_data"));
+    data = data != NULL ? data : json_object();
+    const char *members[] = {"budget", "rate_limits"};
+    const json_t *values[] = {budget, limits};
+    for (size_t i = 0; i < 2; i++) {
+        if (values[i] != NULL) {
+            json_object_set(data, members[i], (json_t *)values[i]);
+        } else {
+            json_object_del(data, members[i]);
+        }
+    }
+    int rc;
+    if (json_object_size(data) > 0) {
+        rc = put_doc(a, "org_settings", a->j->state->org_id, NULL, data,
+                     json_integer_value(json_object_get(stored, "_created_ms")));
+    } else {
+        rc = stored != NULL
+                 ? a->j->store->ops->doc_delete(a->j->store, "org_settings", a->j->state->org_id)
+                 : 0;
+        rc = rc == TG_ENOTFOUND ? 0 : rc;
+    }
+    json_decref(data);
+    return rc;
+}
+
+/* The organization section, when the file has one: its budget and rate limits replace the
+ * stored ones (a member it leaves out is removed), one change and audit entry each, as the
+ * admin routes record them ("budget.updated" with the stored budgets before and after). */
+static void
+apply_org(struct apply *a)
+{
+    const json_t *want = json_object_get(a->want, "organization");
+    const json_t *cur = json_object_get(a->cur, "organization");
+    if (want == NULL) {
+        return;
+    }
+    json_t *wb = org_member(want, "budget");
+    json_t *cb = org_member(cur, "budget");
+    json_t *wl = org_member(want, "rate_limits");
+    json_t *cl = org_member(cur, "rate_limits");
+    if (same(wb, cb) && same(wl, cl)) {
+        return;
+    }
+    if (!same(wb, cb)) {
+        record(a,
+               cb == NULL   ? "create"
+               : wb == NULL ? "delete"
+                            : "update",
+               "budget", "organization", cb != NULL ? json_incref(cb) : json_null(),
+               wb != NULL ? json_incref(wb) : json_null(), "budget.updated", NULL,
+               a->j->state->org_id);
+    }
+    apply_org_limits(a, wl, cl);
+    if (!a->is_dry && a->rc == 0) {
+        a->rc = write_org(a, wb, wl);
+    }
+}
+
 static void
 apply_users(struct apply *a)
 {
@@ -513,12 +702,6 @@ apply_projects(struct apply *a)
             json_decref(after);
         }
     }
-}
-
-static char *
-label(const char *project, const char *name)
-{
-    return tg_xasprintf("%s/%s", project, name);
 }
 
 static void
@@ -794,6 +977,7 @@ admin_apply_run(struct admin_job *j)
         admin_error(j, 400, err, "file", "invalid_org_file");
         goto out;
     }
+    apply_org(&a);
     apply_users(&a);
     apply_projects(&a);
     apply_project_lists(&a);

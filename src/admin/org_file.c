@@ -299,6 +299,11 @@ tg_org_file_write(const json_t *model, struct tg_buf *out)
     emit(&w);
     emit_scalar(&w, "version", true);
     emit_scalar(&w, "1", false);
+    if (json_object_get(model, "organization") != NULL) {
+        /* the organization's own data, like a project's settings: sorted, nothing skipped */
+        emit_scalar(&w, "organization", true);
+        emit_value(&w, json_object_get(model, "organization"), true);
+    }
     emit_scalar(&w, "users", true);
     emit_value(&w, json_object_get(model, "users"), false);
     emit_scalar(&w, "projects", true);
@@ -595,16 +600,18 @@ static const char *const rate_limit_keys[] = {"max_requests_per_1_minute",
                                               "max_tokens_per_1_day", NULL};
 #define RATE_LIMIT_MAX 1000000000000LL
 
-/* settings.rate_limits, when given: {model: {member: integer, ...}, ...}. */
+/* <where>.rate_limits, when given: {model: {member: integer, ...}, ...}; where is "settings"
+ * (a project's) or "organization". */
 static bool
-check_rate_limits(struct reader *r, yaml_node_t *settings_node, const json_t *settings)
+check_rate_limits(struct reader *r, const char *where, yaml_node_t *settings_node,
+                  const json_t *settings)
 {
     yaml_node_t *n = map_get(r, settings_node, "rate_limits");
     if (n == NULL) {
         return true;
     }
     if (n->type != YAML_MAPPING_NODE) {
-        return fail(r, n, "settings.rate_limits must be a mapping of model names to limits");
+        return fail(r, n, "%s.rate_limits must be a mapping of model names to limits", where);
     }
     const json_t *all = json_object_get(settings, "rate_limits");
     for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
@@ -612,16 +619,16 @@ check_rate_limits(struct reader *r, yaml_node_t *settings_node, const json_t *se
         yaml_node_t *v = node_at(r, p->value);
         const char *model = scalar(k);
         if (model == NULL || model[0] == '\0') {
-            return fail(r, k, "settings.rate_limits must be keyed by model names");
+            return fail(r, k, "%s.rate_limits must be keyed by model names", where);
         }
         for (yaml_node_pair_t *q = n->data.mapping.pairs.start; q < p; q++) {
             const char *other = scalar(node_at(r, q->key));
             if (other != NULL && strcmp(other, model) == 0) {
-                return fail(r, k, "model \"%.95s\" appears twice in settings.rate_limits", model);
+                return fail(r, k, "model \"%.95s\" appears twice in %s.rate_limits", model, where);
             }
         }
         char what[160];
-        snprintf(what, sizeof(what), "settings.rate_limits.%.95s", model);
+        snprintf(what, sizeof(what), "%s.rate_limits.%.95s", where, model);
         if (!check_mapping(r, v, what, rate_limit_keys)) {
             return false;
         }
@@ -642,10 +649,11 @@ check_rate_limits(struct reader *r, yaml_node_t *settings_node, const json_t *se
     return true;
 }
 
-/* settings.budget, when given, checked by the parser admission reads it with (policy/limits.h);
+/* <where>.budget, when given, checked by the parser admission reads it with (policy/limits.h);
  * the error names the member, and its line when the member is there. */
 static bool
-check_budget(struct reader *r, yaml_node_t *settings_node, const json_t *settings)
+check_budget(struct reader *r, const char *where, yaml_node_t *settings_node,
+             const json_t *settings)
 {
     yaml_node_t *n = map_get(r, settings_node, "budget");
     if (n == NULL) {
@@ -667,14 +675,15 @@ check_budget(struct reader *r, yaml_node_t *settings_node, const json_t *setting
         map_get(r, n, member) != NULL) {
         at = map_get(r, n, member);
     }
-    return fail(r, at, "settings.%s", err);
+    return fail(r, at, "%s.%s", where, err);
 }
 
 /* settings.models, when given, must be a list of model names. */
 static bool
 check_settings(struct reader *r, yaml_node_t *n, const json_t *settings)
 {
-    if (!check_rate_limits(r, n, settings) || !check_budget(r, n, settings)) {
+    if (!check_rate_limits(r, "settings", n, settings) ||
+        !check_budget(r, "settings", n, settings)) {
         return false;
     }
     const json_t *models = json_object_get(settings, "models");
@@ -753,11 +762,31 @@ fail:
     return NULL;
 }
 
+/* The organization's settings members a file may set (policy/limits.h): key settings are not
+ * in the file, since keys have no names that hold across installs. */
+static const char *const org_keys[] = {"budget", "rate_limits", NULL};
+
+/* The organization section: its settings, checked as admission reads them. */
+static json_t *
+read_org(struct reader *r, yaml_node_t *n)
+{
+    if (!check_mapping(r, n, "organization", org_keys)) {
+        return NULL;
+    }
+    json_t *org = to_json(r, n, 0);
+    if (org != NULL && (!check_rate_limits(r, "organization", n, org) ||
+                        !check_budget(r, "organization", n, org))) {
+        json_decref(org);
+        org = NULL;
+    }
+    return org;
+}
+
 /* The desired model from the file text; NULL with r->err set. */
 static json_t *
 read_file(struct reader *r, const char *text, size_t len)
 {
-    static const char *const keys[] = {"version", "users", "projects", NULL};
+    static const char *const keys[] = {"version", "organization", "users", "projects", NULL};
     yaml_parser_t parser;
     json_t *want = NULL;
     yaml_parser_initialize(&parser);
@@ -788,6 +817,13 @@ read_file(struct reader *r, const char *text, size_t len)
         return NULL;
     }
     want = json_object();
+    if ((v = map_get(r, root, "organization")) != NULL) {
+        json_t *org = read_org(r, v);
+        if (org == NULL) {
+            goto fail;
+        }
+        json_object_set_new(want, "organization", org);
+    }
     if ((v = map_get(r, root, "users")) != NULL) {
         json_object_set_new(want, "users", json_array());
         if (!read_list(r, v, "users", read_user, "email", true, json_object_get(want, "users"))) {

@@ -4,10 +4,17 @@
  * line. admin_export.c loads the model from the store and applies one; tests and fuzzers can
  * drive these two alone.
  *
- * The model is JSON: {"users": [{email, name, role}], "projects": [{name, environment,
- * archived, settings, members: [{email, role}], service_accounts: [{name, role}]}]}. The file:
+ * The model is JSON: {"organization": {budget, rate_limits}, "users": [{email, name, role}],
+ * "projects": [{name, environment, archived, settings, members: [{email, role}],
+ * service_accounts: [{name, role}]}]}. The file:
  *
  *   version: 1
+ *   organization:                      # the organization's settings (policy/limits.h), sorted
+ *     budget:
+ *       monthly_limit_micros: 100000000
+ *     rate_limits:                     # "*": every request of the organization
+ *       '*':
+ *         max_requests_per_1_minute: 600
  *   users:
  *   - email: ada@example.com
  *     name: Ada
@@ -29,6 +36,9 @@
  * value (inside settings); a quoted one is a string. The writer quotes every string that would
  * read otherwise (and YAML 1.1's yes/no/on/off, for other tools), so write -> read gives back
  * the same model. Names are 1 to 64 bytes, e-mails 1 to 256 (lower-cased on reading).
+ * organization and settings take budget and rate_limits only as policy/limits.h's parser
+ * accepts them. Keys' settings are not in the file: keys have no names that hold across
+ * installs, and the file carries no key material.
  */
 #ifndef TG_ADMIN_ORG_FILE_H
 #define TG_ADMIN_ORG_FILE_H
@@ -41,9 +51,10 @@
 #define TG_ORG_NAME_MAX_BYTES 64
 #define TG_ORG_EMAIL_MAX_BYTES 256
 
-/* Appends the file for model to out: "users" and "projects" in the order given, object
- * members in the order given except inside settings (sorted), members whose names start with
- * "_" left out (except inside settings). Returns 0, or TG_EIO when libyaml refuses. */
+/* Appends the file for model to out: "organization" when the model has it, then "users" and
+ * "projects" in the order given, object members in the order given except inside organization
+ * and settings (sorted), members whose names start with "_" left out (except inside those
+ * two). Returns 0, or TG_EIO when libyaml refuses. */
 int tg_org_file_write(const json_t *model, struct tg_buf *out);
 
 /*

@@ -1,7 +1,8 @@
 /*
  * org_file_test.c: the organization file (admin/org_file.h): writing a model and reading it
  * back gives the same model, strings that would read as other types are quoted, scalars in
- * settings get their JSON types, and every refusal names the line at fault.
+ * settings get their JSON types, the organization section (budget and rate limits) round-trips
+ * and is checked as admission reads it, and every refusal names the line at fault.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -176,6 +177,111 @@ test_refusals_name_the_line(void **state)
     read_refused(long_name, "1 to 64 bytes");
 }
 
+/* The organization section: its budget and rate limits (the all-models "*" entry included)
+ * survive write -> read -> write, are sorted, and come before users. */
+static void
+test_organization_round_trip(void **state)
+{
+    (void)state;
+    json_error_t jerr;
+    json_t *model = json_loads(
+        "{\"organization\":{\"rate_limits\":{\"*\":{\"max_requests_per_1_minute\":600},"
+        "\"gpt-4o-mini\":{\"max_tokens_per_1_day\":1000000,\"max_requests_per_1_minute\":60}},"
+        "\"budget\":{\"monthly_limit_micros\":100000000,\"thresholds_pct\":[50,80,100],"
+        "\"on_exceed\":\"lower_max_tokens\",\"notify_emails\":[\"ops@example.com\"],"
+        "\"webhook_secret\":\"env:HOOK\",\"auto_increase\":{\"at_pct\":90,\"by_micros\":5,"
+        "\"max_micros\":200000000}}},"
+        "\"users\":[{\"email\":\"ada@example.com\",\"name\":\"Ada\",\"role\":\"owner\"}],"
+        "\"projects\":[]}",
+        0, &jerr);
+    assert_non_null(model);
+    char *text = write_model(model);
+    const char *want = "version: 1\n"
+                       "organization:\n"
+                       "  budget:\n"
+                       "    auto_increase:\n"
+                       "      at_pct: 90\n"
+                       "      by_micros: 5\n"
+                       "      max_micros: 200000000\n"
+                       "    monthly_limit_micros: 100000000\n"
+                       "    notify_emails: [ops@example.com]\n"
+                       "    on_exceed: lower_max_tokens\n"
+                       "    thresholds_pct: [50, 80, 100]\n"
+                       "    webhook_secret: env:HOOK\n"
+                       "  rate_limits:\n"
+                       "    '*':\n"
+                       "      max_requests_per_1_minute: 600\n"
+                       "    gpt-4o-mini:\n"
+                       "      max_requests_per_1_minute: 60\n"
+                       "      max_tokens_per_1_day: 1000000\n"
+                       "users:\n";
+    if (strncmp(text, want, strlen(want)) != 0) {
+        fail_msg("written:\n%s", text);
+    }
+    json_t *back = read_ok(text);
+    if (!json_equal(model, back)) {
+        char *a = json_dumps(model, JSON_SORT_KEYS), *b = json_dumps(back, JSON_SORT_KEYS);
+        fail_msg("differs:\n%s\n%s\n%s", a, b, text);
+    }
+    char *again = write_model(back);
+    assert_string_equal(text, again);
+    free(again);
+    free(text);
+    json_decref(back);
+
+    /* an organization without settings is an empty section, read back as one (apply then
+     * removes the budget and limits); a model without the section writes none */
+    json_object_set_new(model, "organization", json_object());
+    text = write_model(model);
+    assert_non_null(strstr(text, "\norganization: {}\nusers:\n"));
+    back = read_ok(text);
+    assert_int_equal(json_object_size(json_object_get(back, "organization")), 0);
+    assert_true(json_is_object(json_object_get(back, "organization")));
+    free(text);
+    json_decref(back);
+    json_object_del(model, "organization");
+    text = write_model(model);
+    assert_null(strstr(text, "organization"));
+    back = read_ok(text);
+    assert_null(json_object_get(back, "organization"));
+    free(text);
+    json_decref(back);
+    json_decref(model);
+}
+
+/* The organization section is checked as admission reads it, each refusal naming its line;
+ * key settings have no place in the file. */
+static void
+test_organization_refusals_name_the_line(void **state)
+{
+    (void)state;
+    read_refused("organization:\n  budget:\n    monthly_limit_micros: -5\n",
+                 "line 3: organization.budget.monthly_limit_micros");
+    read_refused("organization:\n  budget:\n    thresholds_pct: [100, 50]\n",
+                 "line 3: organization.budget.thresholds_pct");
+    read_refused("organization:\n  budget:\n    webhook_secret: hunter2\n",
+                 "line 3: organization.budget.webhook_secret");
+    read_refused("organization:\n  budget:\n    monthly_usd: 5\n", "monthly_usd");
+    read_refused("organization:\n  budget: 5\n", "line 2: organization.budget");
+    read_refused("organization:\n  rate_limits:\n    gpt-4o:\n      max_rpm: 5\n",
+                 "line 4: unknown key \"max_rpm\" in organization.rate_limits.gpt-4o");
+    read_refused("organization:\n  rate_limits:\n    gpt-4o:\n      max_requests_per_1_day: -1\n",
+                 "line 4: organization.rate_limits.gpt-4o.max_requests_per_1_day");
+    read_refused("organization:\n  rate_limits:\n    gpt-4o: {}\n", "line 3: ");
+    read_refused("organization:\n  rate_limits: [a]\n", "line 2: organization.rate_limits");
+    read_refused("organization:\n  key_settings: {}\n", "line 2: unknown key \"key_settings\"");
+    read_refused("organization:\n  models: [a]\n", "line 2: unknown key \"models\"");
+    read_refused("organization: []\n", "line 1: organization must be a mapping");
+    read_refused("organization: {}\norganization: {}\n", "line 2: key \"organization\"");
+    json_t *m = read_ok("organization:\n  budget:\n    monthly_limit_micros: 0\n");
+    assert_int_equal(
+        json_integer_value(json_object_get(
+            json_object_get(json_object_get(m, "organization"), "budget"), "monthly_limit_micros")),
+        0);
+    assert_null(json_object_get(m, "users"));
+    json_decref(m);
+}
+
 /* A billion-laughs file: aliases that repeat a node exponentially stop at the node cap. */
 static void
 test_alias_bomb_is_refused(void **state)
@@ -208,6 +314,8 @@ main(void)
         cmocka_unit_test(test_plain_scalars_are_typed),
         cmocka_unit_test(test_left_out_sections_stay_absent),
         cmocka_unit_test(test_refusals_name_the_line),
+        cmocka_unit_test(test_organization_round_trip),
+        cmocka_unit_test(test_organization_refusals_name_the_line),
         cmocka_unit_test(test_alias_bomb_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
