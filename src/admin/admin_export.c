@@ -9,22 +9,33 @@
  *       Body: the file, sent with a non-JSON Content-Type (application/yaml), or JSON
  *       {"yaml": "<the file>"} for clients that only send JSON.
  *       Answer: {"object":"organization.apply","dry_run":bool,"changes":[{"action":
- *       "create"|"update"|"archive"|"delete","kind":"user"|"project"|"member"|
- *       "service_account","name":..,"before":{..}|null,"after":{..}|null}, ...]}.
+ *       "create"|"update"|"archive"|"delete","kind":"budget"|"rate_limit"|"user"|"project"|
+ *       "member"|"service_account","name":..,"before":{..}|null,"after":{..}|null}, ...]}.
+ *       The organization's changes come first: kind "budget", name "organization", before
+ *       and after the stored budgets; kind "rate_limit", name "organization/rl-<model>"
+ *       ("organization/rl-all-models" for "*"), before and after organization.rate_limit
+ *       objects (after null when the model's last limit goes).
  *       A malformed file, an unknown key (named with its line), a dangling member e-mail, a
  *       file without an owner or without the caller's own user: 400, nothing applied.
  *
  * The file's format is org_file.h's (no ids, no key material, nothing that differs between
  * installs); export sorts users by e-mail, projects, members and service accounts by name, so
- * the file does not depend on creation order.
+ * the file does not depend on creation order. The organization's settings document
+ * ("org_settings") gives the file's organization section (budget and rate_limits); keys'
+ * settings ("key_settings") are not exported, since keys have no names that hold across
+ * installs: they stay as they are whatever the file says.
  *
  * Apply is declarative, keyed by e-mail and name: a listed user, project, member or service
  * account that does not exist is created, one that differs is updated, and one missing from a
  * list that the file has is deleted (users, members, service accounts; their keys are
  * revoked) or archived (projects: they are never deleted). A section or field the file leaves
- * out is left as it is. A renamed project is an archive and a create. Applying an export of
- * the same state changes nothing. All of it is one transaction (the router's) with one audit
- * entry per change, and each settings change is a config version (reason "apply").
+ * out is left as it is. The organization section replaces the organization's budget and rate
+ * limits (one it leaves out is removed; other members of the document stay). A renamed
+ * project is an archive and a create. Applying an export of the same state changes nothing.
+ * All of it is one transaction (the router's) with one audit entry per change (the
+ * organization's as the admin routes write them: "budget.updated", "rate_limit.updated" or
+ * "rate_limit.deleted"), each project settings change is a config version (reason "apply"),
+ * and a change reloads the snapshot so admission sees it at once.
  */
 #include "admin/admin_export.h"
 

@@ -2,8 +2,9 @@
 // $100 organization budget of a fresh gateway, set and read back at organization, project and
 // key level (partial updates, null restoring defaults), bad input refused naming the member
 // with nothing applied, owners only, a config version (projects) and an audit entry per
-// change, export/apply round-tripping project budgets, org and key rate limits with the
-// all-models entry, and the CLI's `budgets` and `rate-limits` at every level.
+// change, export/apply round-tripping project budgets and the organization's budget and rate
+// limits (key settings stay out of the file), org and key rate limits with the all-models
+// entry, and the CLI's `budgets` and `rate-limits` at every level.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -331,6 +332,101 @@ test('export holds project budgets and the all-models limit; apply round-trips t
         assert.ok(!r.text.includes('hunter2'));
     }
     assert.equal((await gw.adminFetch(`${ORG}/export`)).text, first, 'nothing was applied');
+});
+
+test('export holds the organization budget and rate limits; apply of an old export restores them', T, async () => {
+    const { gw } = ctx;
+    const apply = (yaml, dry = false) => gw.adminFetch(`${ORG}/apply?dry_run=${dry}`, {
+        method: 'POST', headers: { 'content-type': 'application/yaml' }, body: yaml,
+    });
+    const exportYaml = async () => {
+        const r = await gw.adminFetch(`${ORG}/export`);
+        assert.equal(r.status, 200, r.text);
+        return r.text;
+    };
+    const orig = await exportYaml();
+    assert.match(orig, /^version: 1\norganization:\n {2}budget:\n {4}monthly_limit_micros: \d+\n/, orig);
+    // A known state: limits high enough not to touch the other tests' requests.
+    await ok(gw.adminFetch(`${ORG}/budget`, { body: { monthly_limit: '250', thresholds_pct: [50, 100] } }));
+    await ok(gw.adminFetch(`${ORG}/rate_limits/rl-all-models`, { body: { max_requests_per_1_minute: 100000 } }));
+    const first = await exportYaml();
+    assert.ok(first.startsWith('version: 1\norganization:\n  budget:\n    monthly_limit_micros: 250000000\n' +
+        "    thresholds_pct: [50, 100]\n  rate_limits:\n    '*':\n      max_requests_per_1_minute: 100000\nusers:\n"), first);
+    for (const dry of [true, false]) {
+        const same = await apply(first, dry);
+        assert.equal(same.status, 200, same.text);
+        assert.deepEqual(same.json.changes, [], 'an export of the same state changes nothing');
+    }
+
+    // Key settings are not in the file: a key's budget changes nothing in the export.
+    const p = await newProject(gw, { models: ['gpt-4o-mini'] });
+    const k = await keyIdOf(gw, p.id, uniqueName('orgexp'));
+    await ok(gw.adminFetch(`${ORG}/projects/${p.id}/api_keys/${k.id}/budget`, { body: { monthly_limit: '3' } }));
+    const withProject = await exportYaml();
+    assert.ok(!withProject.includes('3000000'), withProject);
+    assert.ok(!withProject.includes(k.id) && !withProject.includes(k.value));
+
+    // Change the organization's settings through the API.
+    await ok(gw.adminFetch(`${ORG}/budget`, { body: { monthly_limit: '7', thresholds_pct: null } }));
+    await ok(gw.adminFetch(`${ORG}/rate_limits/rl-all-models`, { body: { max_requests_per_1_minute: null } }));
+    await ok(gw.adminFetch(`${ORG}/rate_limits/rl-gpt-4o-mini`, { body: { max_tokens_per_1_day: 900000000 } }));
+    const budgetAudits = (await auditOf(gw, 'budget.updated')).length;
+    const limitAudits = (await auditOf(gw, 'rate_limit.updated')).length + (await auditOf(gw, 'rate_limit.deleted')).length;
+
+    const expected = [
+        ['update', 'budget', 'organization'],
+        ['create', 'rate_limit', 'organization/rl-all-models'],
+        ['delete', 'rate_limit', 'organization/rl-gpt-4o-mini'],
+    ];
+    const dry = await apply(withProject, true);
+    assert.equal(dry.status, 200, dry.text);
+    assert.deepEqual(dry.json.changes.map((c) => [c.action, c.kind, c.name]), expected, 'the dry run lists the change');
+    assert.deepEqual(dry.json.changes[0].before, { monthly_limit_micros: 7000000 });
+    assert.deepEqual(dry.json.changes[0].after, { monthly_limit_micros: 250000000, thresholds_pct: [50, 100] });
+    assert.equal(dry.json.changes[1].after.max_requests_per_1_minute, 100000);
+    assert.equal(dry.json.changes[2].before.max_tokens_per_1_day, 900000000);
+    assert.equal(dry.json.changes[2].after, null);
+    assert.equal((await ok(gw.adminFetch(`${ORG}/budget`))).monthly_limit_micros, 7000000, 'a dry run changes nothing');
+    assert.equal((await auditOf(gw, 'budget.updated')).length, budgetAudits);
+
+    const applied = await apply(withProject);
+    assert.equal(applied.status, 200, applied.text);
+    assert.deepEqual(applied.json.changes, dry.json.changes);
+    const b = await ok(gw.adminFetch(`${ORG}/budget`));
+    assert.equal(b.monthly_limit_micros, 250000000);
+    assert.deepEqual(b.thresholds_pct, [50, 100]);
+    const rl = await ok(gw.adminFetch(`${ORG}/rate_limits`));
+    assert.equal(rl.data.find((l) => l.id === 'rl-all-models')?.max_requests_per_1_minute, 100000);
+    assert.equal(rl.data.find((l) => l.id === 'rl-gpt-4o-mini')?.max_tokens_per_1_day, null);
+    const kb = await ok(gw.adminFetch(`${ORG}/projects/${p.id}/api_keys/${k.id}/budget`));
+    assert.equal(kb.monthly_limit_micros, 3000000, 'the key budget stays as it is');
+    // One audit entry per change, as the admin routes write them.
+    const audits = await auditOf(gw, 'budget.updated');
+    assert.equal(audits.length, budgetAudits + 1);
+    assert.equal(audits[0].after.monthly_limit_micros, 250000000);
+    assert.equal((await auditOf(gw, 'rate_limit.updated')).length + (await auditOf(gw, 'rate_limit.deleted')).length, limitAudits + 2);
+    assert.equal(await exportYaml(), withProject, 'export again equals the old export');
+    assert.deepEqual((await apply(withProject)).json.changes, []);
+
+    // Bad organization settings are refused naming the line, and nothing is applied.
+    const lines = withProject.split('\n');
+    const at = lines.indexOf('    thresholds_pct: [50, 100]') + 1;
+    for (const [what, yaml, re] of [
+        ['descending thresholds', withProject.replace('thresholds_pct: [50, 100]', 'thresholds_pct: [100, 50]'), new RegExp(`line ${at}\\b.*organization\\.budget\\.thresholds_pct`)],
+        ['a negative limit', withProject.replace('max_requests_per_1_minute: 100000', 'max_requests_per_1_minute: -1'), /line \d+.*organization\.rate_limits/],
+        ['key settings', withProject.replace('organization:\n', 'organization:\n  key_settings: {}\n'), /line 3\b.*key_settings/],
+    ]) {
+        assert.notEqual(yaml, withProject, what);
+        const r = await apply(yaml);
+        assert.equal(r.status, 400, `${what}: ${r.text}`);
+        assert.match(r.json.error.message, re, what);
+    }
+    assert.equal(await exportYaml(), withProject, 'nothing was applied');
+
+    // Back to the organization's settings before this test (the project stays).
+    const restore = orig.slice(0, orig.indexOf('users:\n')) + withProject.slice(withProject.indexOf('users:\n'));
+    assert.equal((await apply(restore)).status, 200);
+    assert.equal(await exportYaml(), restore);
 });
 
 // Runs `tollgate ARGS` against the gateway; never throws on a non-zero exit.
