@@ -66,7 +66,7 @@
     X(LIMIT, "limit", 0, "N", false, "at most N entries, newest first (default: 20; 0: all)")      \
     X(DRY_RUN, "dry-run", 0, NULL, false, "print the changes without making them")                 \
     X(API_KEY, "api-key", 0, "KEY_ID", false,                                                      \
-      "a project API key, by id (with --project): the key's own limits")                          \
+      "a project API key, by id (with --project): the key's own limits")                           \
     X(MONTHLY_USD, "monthly-usd", 0, "USD|none", false,                                            \
       "monthly hard limit in USD, such as 100 or 12.50 (none: no hard limit)")                     \
     X(THRESHOLDS, "thresholds", 0, "PCT,..|none", false,                                           \
@@ -80,7 +80,7 @@
     X(WEBHOOK_URL, "webhook-url", 0, "URL|none", false,                                            \
       "where the budget's notifications are posted")                                               \
     X(WEBHOOK_SECRET, "webhook-secret", 0, "REF|none", false,                                      \
-      "webhook signing secret as env:NAME or file:PATH, never the value")                         \
+      "webhook signing secret as env:NAME or file:PATH, never the value")                          \
     X(RPM, "rpm", 0, "N|none", false, "requests per minute (none: no limit)")                      \
     X(TPM, "tpm", 0, "N|none", false, "tokens per minute (none: no limit)")                        \
     X(RPD, "rpd", 0, "N|none", false, "requests per day (none: no limit)")                         \

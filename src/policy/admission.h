@@ -24,12 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum tg_scope {
-    TG_SCOPE_KEY,
-    TG_SCOPE_PROJECT,
-    TG_SCOPE_ORG,
-    TG_SCOPE_COUNT
-};
+enum tg_scope { TG_SCOPE_KEY, TG_SCOPE_PROJECT, TG_SCOPE_ORG, TG_SCOPE_COUNT };
 
 /* "key", "project", "organization" */
 const char *tg_scope_name(enum tg_scope s);

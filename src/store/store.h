@@ -148,8 +148,8 @@ struct tg_doc {
  * that point, which tg_audit_verify finds.
  */
 struct tg_audit_rec {
-    int64_t seq;       /* 1, 2, ...: assigned by audit_append */
-    const char *id;    /* "audit_log-..." */
+    int64_t seq;    /* 1, 2, ...: assigned by audit_append */
+    const char *id; /* "audit_log-..." */
     const char *org_id;
     int64_t time_ms;
     const char *type;        /* "project.created", "api_key.deleted", ... (OpenAI's names) */
@@ -174,8 +174,8 @@ struct tg_audit_query {
     size_t n_actor_ids;
     const char *const *project_ids;
     size_t n_project_ids;
-    int64_t since_ms; /* inclusive */
-    int64_t until_ms; /* exclusive; 0 = no bound */
+    int64_t since_ms;   /* inclusive */
+    int64_t until_ms;   /* exclusive; 0 = no bound */
     int64_t before_seq; /* only entries with seq < before_seq (cursor); 0 = none */
     size_t limit;       /* 0 = no limit */
 };
