@@ -5,6 +5,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,11 +25,100 @@ tg_sha256(const void *data, size_t n, unsigned char out[TG_SHA256_BYTES])
     EVP_Digest(data, n, out, &len, EVP_sha256(), NULL);
 }
 
+/*
+ * HMAC-SHA256 is computed on every request (the key's hash), always with the same key (the
+ * pepper). Setting HMAC up from scratch each time makes OpenSSL look the algorithm up and
+ * absorb the padded key again; instead each thread keeps the digest states with the inner and
+ * outer pads absorbed for the last key it saw, and a call copies them (RFC 2104 by hand).
+ */
+#define HMAC_BLOCK 64
+
+struct hmac_cache {
+    unsigned char key[HMAC_BLOCK]; /* the key as given (keys longer than a block not cached) */
+    size_t key_len;
+    EVP_MD_CTX *inner; /* SHA-256 state after key ^ ipad */
+    EVP_MD_CTX *outer; /* SHA-256 state after key ^ opad */
+    EVP_MD_CTX *work;
+};
+
+static pthread_key_t hmac_tls;
+static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
+
+static void
+hmac_cache_free(void *arg)
+{
+    struct hmac_cache *c = arg;
+    EVP_MD_CTX_free(c->inner);
+    EVP_MD_CTX_free(c->outer);
+    EVP_MD_CTX_free(c->work);
+    free(c);
+}
+
+static void
+hmac_tls_init(void)
+{
+    pthread_key_create(&hmac_tls, hmac_cache_free);
+}
+
+/* The calling thread's cache, prepared for key; NULL when it cannot be (then the caller uses
+ * the one-shot path). */
+static struct hmac_cache *
+hmac_cache_for(const void *key, size_t key_len)
+{
+    if (key_len > HMAC_BLOCK || pthread_once(&hmac_once, hmac_tls_init) != 0) {
+        return NULL;
+    }
+    struct hmac_cache *c = pthread_getspecific(hmac_tls);
+    if (c != NULL && c->key_len == key_len && memcmp(c->key, key, key_len) == 0) {
+        return c;
+    }
+    if (c == NULL) {
+        c = calloc(1, sizeof(*c));
+        if (c == NULL) {
+            return NULL;
+        }
+        c->inner = EVP_MD_CTX_new();
+        c->outer = EVP_MD_CTX_new();
+        c->work = EVP_MD_CTX_new();
+        if (c->inner == NULL || c->outer == NULL || c->work == NULL ||
+            pthread_setspecific(hmac_tls, c) != 0) {
+            hmac_cache_free(c);
+            return NULL;
+        }
+    }
+    unsigned char ipad[HMAC_BLOCK], opad[HMAC_BLOCK];
+    memset(ipad, 0x36, sizeof(ipad));
+    memset(opad, 0x5c, sizeof(opad));
+    for (size_t i = 0; i < key_len; i++) {
+        ipad[i] ^= ((const unsigned char *)key)[i];
+        opad[i] ^= ((const unsigned char *)key)[i];
+    }
+    c->key_len = 0; /* invalid until both states are ready */
+    if (EVP_DigestInit_ex(c->inner, EVP_sha256(), NULL) != 1 ||
+        EVP_DigestUpdate(c->inner, ipad, sizeof(ipad)) != 1 ||
+        EVP_DigestInit_ex(c->outer, EVP_sha256(), NULL) != 1 ||
+        EVP_DigestUpdate(c->outer, opad, sizeof(opad)) != 1) {
+        return NULL;
+    }
+    memcpy(c->key, key, key_len);
+    c->key_len = key_len;
+    return c;
+}
+
 void
 tg_hmac_sha256(const void *key, size_t key_len, const void *data, size_t n,
                unsigned char out[TG_SHA256_BYTES])
 {
+    struct hmac_cache *c = hmac_cache_for(key, key_len);
+    unsigned char inner[TG_SHA256_BYTES];
     unsigned int len = 0;
+    if (c != NULL && EVP_MD_CTX_copy_ex(c->work, c->inner) == 1 &&
+        EVP_DigestUpdate(c->work, data, n) == 1 && EVP_DigestFinal_ex(c->work, inner, &len) == 1 &&
+        EVP_MD_CTX_copy_ex(c->work, c->outer) == 1 &&
+        EVP_DigestUpdate(c->work, inner, sizeof(inner)) == 1 &&
+        EVP_DigestFinal_ex(c->work, out, &len) == 1) {
+        return;
+    }
     HMAC(EVP_sha256(), key, (int)key_len, data, n, out, &len);
 }
 

@@ -241,6 +241,36 @@ json_members_refuses_what_a_parser_would(void **state)
     assert_int_equal(members("{\"a\":tru}", v), -1);
 }
 
+static void
+expect_hmac(const void *key, size_t key_len, const char *data, const char *want_hex)
+{
+    unsigned char mac[TG_SHA256_BYTES];
+    char hex[2 * TG_SHA256_BYTES + 1];
+    tg_hmac_sha256(key, key_len, data, strlen(data), mac);
+    tg_hex_encode(hex, mac, sizeof(mac));
+    assert_string_equal(hex, want_hex);
+}
+
+/* RFC 4231 cases 1, 2 and 6 (a key longer than a block), interleaved so the per-thread
+ * prepared key is switched and reused. */
+static void
+hmac_sha256_rfc4231(void **state)
+{
+    unsigned char k1[20], k6[131];
+    memset(k1, 0x0b, sizeof(k1));
+    memset(k6, 0xaa, sizeof(k6));
+    for (int round = 0; round < 2; round++) {
+        expect_hmac(k1, sizeof(k1), "Hi There",
+                    "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+        expect_hmac(k1, sizeof(k1), "Hi There",
+                    "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+        expect_hmac("Jefe", 4, "what do ya want for nothing?",
+                    "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+        expect_hmac(k6, sizeof(k6), "Test Using Larger Than Block-Size Key - Hash Key First",
+                    "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+    }
+}
+
 int
 main(void)
 {
@@ -255,6 +285,7 @@ main(void)
         cmocka_unit_test(base64_encodings),
         cmocka_unit_test(ids_are_prefixed_and_distinct),
         cmocka_unit_test(error_table),
+        cmocka_unit_test(hmac_sha256_rfc4231),
         cmocka_unit_test(json_members_finds_top_level_values),
         cmocka_unit_test(json_members_refuses_what_a_parser_would),
     };
