@@ -50,12 +50,16 @@ state_free(struct tg_state *s)
         }
         free(s->projects[i].models);
         tg_level_limits_free(&s->projects[i].limits);
+        tg_token_policy_free(&s->projects[i].token_policy);
+        tg_aliases_free(&s->projects[i].aliases);
     }
     free(s->projects);
     tg_level_limits_free(&s->org_limits);
     for (size_t i = 0; i < s->n_key_limits; i++) {
         free(s->key_limits[i].key_id);
         tg_level_limits_free(&s->key_limits[i].limits);
+        tg_token_policy_free(&s->key_limits[i].token_policy);
+        tg_aliases_free(&s->key_limits[i].aliases);
     }
     free(s->key_limits);
     free(s->org_id);
@@ -99,6 +103,20 @@ parse_limits(const json_t *root, const char *what, const char *id, struct tg_lev
     }
 }
 
+/* A level's token policy and aliases, ignored (logged) when bad, as limits are. */
+static void
+parse_policy(const json_t *root, const char *what, const char *id, struct tg_token_policy *tp,
+             struct tg_aliases *al)
+{
+    char err[200];
+    if (tg_token_policy_parse(root, tp, err, sizeof(err)) < 0) {
+        tg_log_error("state: %s %s: token policy ignored: %s", what, id, err);
+    }
+    if (tg_aliases_parse(root, al, err, sizeof(err)) < 0) {
+        tg_log_error("state: %s %s: aliases ignored: %s", what, id, err);
+    }
+}
+
 /*
  * Reads the allowed models out of a project's settings. The admin API only stores a valid
  * object whose "models" is an array of strings, but the store is input all the same: a
@@ -131,6 +149,7 @@ parse_settings(struct tg_project *p, const char *settings)
         }
     }
     parse_limits(root, "project", p->id, &p->limits);
+    parse_policy(root, "project", p->id, &p->token_policy, &p->aliases);
     json_decref(root);
 }
 
@@ -151,6 +170,8 @@ add_project(const struct tg_project_rec *r, void *arg)
     p->models = NULL;
     p->n_models = 0;
     memset(&p->limits, 0, sizeof(p->limits));
+    memset(&p->token_policy, 0, sizeof(p->token_policy));
+    memset(&p->aliases, 0, sizeof(p->aliases));
     parse_settings(p, r->settings);
     p->conf = NULL;
     for (size_t i = 0; i < env.config->n_projects; i++) {
@@ -200,6 +221,7 @@ add_key_settings(const struct tg_doc *d, void *arg)
     struct tg_key_limits *k = &s->key_limits[s->n_key_limits++];
     k->key_id = tg_xstrdup(d->id);
     parse_limits(root, "key", d->id, &k->limits);
+    parse_policy(root, "key", d->id, &k->token_policy, &k->aliases);
     json_decref(root);
     return 0;
 }
@@ -314,6 +336,16 @@ tg_state_key_limits(const struct tg_state *s, const char *key_id)
     const struct tg_key_limits *k =
         bsearch(&want, s->key_limits, s->n_key_limits, sizeof(*s->key_limits), key_limits_cmp);
     return k != NULL ? &k->limits : NULL;
+}
+
+const struct tg_key_limits *
+tg_state_key_settings(const struct tg_state *s, const char *key_id)
+{
+    if (s == NULL || key_id == NULL || s->n_key_limits == 0) {
+        return NULL;
+    }
+    struct tg_key_limits want = {.key_id = (char *)key_id};
+    return bsearch(&want, s->key_limits, s->n_key_limits, sizeof(*s->key_limits), key_limits_cmp);
 }
 
 bool

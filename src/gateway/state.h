@@ -22,6 +22,7 @@
 #include "policy/keys.h"
 #include "policy/limits.h"
 #include "policy/price.h"
+#include "policy/token_policy.h"
 #include "store/store.h"
 
 /*
@@ -38,17 +39,21 @@ struct tg_project {
     int64_t created_ms;
     int64_t archived_ms; /* 0 when active */
     bool is_archived;
-    char *settings;                     /* the store's settings JSON object text ("{}" if none) */
-    char **models;                      /* settings' allowed models; NULL when not set */
-    size_t n_models;                    /* 0: the settings name no model (fall back) */
-    const struct tg_project_conf *conf; /* config settings by name, or NULL */
-    struct tg_level_limits limits;      /* settings' rate_limits and budget (none if bad) */
+    char *settings;                      /* the store's settings JSON object text ("{}" if none) */
+    char **models;                       /* settings' allowed models; NULL when not set */
+    size_t n_models;                     /* 0: the settings name no model (fall back) */
+    const struct tg_project_conf *conf;  /* config settings by name, or NULL */
+    struct tg_level_limits limits;       /* settings' rate_limits and budget (none if bad) */
+    struct tg_token_policy token_policy; /* settings' token_policy (empty if bad) */
+    struct tg_aliases aliases;           /* settings' aliases (none if bad) */
 };
 
 /* A key's limits (document kind "key_settings", id = key id), sorted by key id. */
 struct tg_key_limits {
     char *key_id;
     struct tg_level_limits limits;
+    struct tg_token_policy token_policy; /* the key's token_policy (empty when none) */
+    struct tg_aliases aliases;
 };
 
 struct tg_state {
@@ -101,6 +106,9 @@ const struct tg_project *tg_state_project(const struct tg_state *s, const char *
 /* The limits of key key_id (document "key_settings"), or NULL when it has none. A binary
  * search: cheap enough for every request. */
 const struct tg_level_limits *tg_state_key_limits(const struct tg_state *s, const char *key_id);
+
+/* Everything key key_id's settings document holds (limits, token policy, aliases), or NULL. */
+const struct tg_key_limits *tg_state_key_settings(const struct tg_state *s, const char *key_id);
 
 /* True when the project may use model: the settings' list when it names any model, else the
  * config's list when it names any, else any model the config routes. */
