@@ -14,6 +14,7 @@
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "gateway/batch.h"
 #include "gateway/proxy.h"
 #include "policy/auth.h"
 
@@ -46,7 +47,7 @@ tg_worker_state(struct tg_worker *w)
 
 /* ---- routing ----------------------------------------------------------------------------- */
 
-enum route_kind { R_HEALTH, R_READY, R_MODELS, R_MODEL, R_API, R_ADMIN };
+enum route_kind { R_HEALTH, R_READY, R_MODELS, R_MODEL, R_API, R_ADMIN, R_BATCH };
 
 struct route {
     enum route_kind kind;
@@ -60,6 +61,9 @@ static const struct route routes[] = {
     {R_API, TG_HTTP_POST, "/v1/chat/completions"}, {R_API, TG_HTTP_POST, "/v1/completions"},
     {R_API, TG_HTTP_POST, "/v1/embeddings"},       {R_API, TG_HTTP_POST, "/v1/responses"},
     {R_API, TG_HTTP_POST, "/v1/moderations"},      {R_ADMIN, TG_HTTP_OTHER, "/v1/organization/"},
+    /* Files and batches: batch.c sorts out methods and sub-paths. */
+    {R_BATCH, TG_HTTP_OTHER, "/v1/files"},         {R_BATCH, TG_HTTP_OTHER, "/v1/files/"},
+    {R_BATCH, TG_HTTP_OTHER, "/v1/batches"},       {R_BATCH, TG_HTTP_OTHER, "/v1/batches/"},
 };
 
 static bool
@@ -210,6 +214,10 @@ dispatch(struct tg_worker *w, struct tg_http_req *req, const struct route *r)
     }
     if (r->kind == R_MODELS || r->kind == R_MODEL) {
         tg_proxy_models(req, st, p, r->kind == R_MODEL ? req->path + strlen(r->path) : NULL);
+        return;
+    }
+    if (r->kind == R_BATCH) {
+        tg_batch_handle(w, req, st, key, p);
         return;
     }
     enum tg_api api;
