@@ -134,4 +134,19 @@ struct tg_cache_control {
 void tg_cache_control_parse(const char *cache_control, const char *x_tollgate_cache,
                             struct tg_cache_control *out);
 
+/* A chat.completion JSON answer rewritten as the SSE stream the client would have received
+ * with stream=true (one chunk per choice carrying its whole message, one with its
+ * finish_reason, one with the usage, then [DONE]), appended to out (a tg_buf). Returns 0,
+ * TG_EPARSE (not a chat.completion) or TG_ETOOBIG. */
+struct tg_buf;
+int tg_cache_chat_json_to_sse(const char *body, size_t len, struct tg_buf *out);
+
+/* The project's cache settings read from its settings JSON text ("cache" member); disabled
+ * when absent or invalid. */
+void tg_cache_settings_of_project(const char *settings_json, struct tg_cache_settings *out);
+
+/* The process-wide memory cache the workers share (created on first use, 64 MiB, or
+ * TOLLGATE_CACHE_MEMORY_BYTES). */
+struct tg_cache *tg_cache_shared_memory(void);
+
 #endif

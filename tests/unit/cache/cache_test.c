@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "cache/cache.h"
+#include "core/buf.h"
 #include "core/clock.h"
 #include "core/err.h"
 
@@ -448,6 +449,47 @@ fs_cap_evicts_oldest(void **state)
     free(dir);
 }
 
+static void
+json_answer_as_stream(void **state)
+{
+    (void)state;
+    const char *body = "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\",\"created\":5,"
+                       "\"model\":\"m\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
+                       "\"assistant\",\"content\":\"hello\"},\"finish_reason\":\"stop\"}],"
+                       "\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,"
+                       "\"total_tokens\":4}}";
+    struct tg_buf out;
+    tg_buf_init(&out, 0);
+    assert_int_equal(tg_cache_chat_json_to_sse(body, strlen(body), &out), 0);
+    /* content delta, finish chunk, usage chunk, [DONE] */
+    assert_non_null(strstr(out.data, "\"object\":\"chat.completion.chunk\""));
+    assert_non_null(strstr(out.data, "\"delta\":{\"role\":\"assistant\",\"content\":\"hello\"}"));
+    assert_non_null(strstr(out.data, "\"finish_reason\":\"stop\""));
+    assert_non_null(strstr(out.data, "\"choices\":[],"));
+    assert_non_null(strstr(out.data, "\"prompt_tokens\":3"));
+    size_t n = 0;
+    for (const char *p = out.data; (p = strstr(p, "data: ")) != NULL; p++) {
+        n++;
+    }
+    assert_int_equal(n, 4);
+    assert_int_equal(strcmp(out.data + out.len - 14, "data: [DONE]\n\n"), 0);
+    tg_buf_reset(&out);
+    assert_int_equal(tg_cache_chat_json_to_sse("{\"object\":\"list\"}", 17, &out), TG_EPARSE);
+    tg_buf_deinit(&out);
+
+    struct tg_cache_settings cs;
+    tg_cache_settings_of_project("{\"models\":[\"a\"],\"cache\":{\"enabled\":true,\"ttl_s\":9}}",
+                                 &cs);
+    assert_true(cs.enabled);
+    assert_int_equal(cs.ttl_s, 9);
+    tg_cache_settings_of_project("{\"cache\":{\"enabled\":\"yes\"}}", &cs);
+    assert_false(cs.enabled);
+    tg_cache_settings_of_project("{}", &cs);
+    assert_false(cs.enabled);
+    assert_non_null(tg_cache_shared_memory());
+    assert_ptr_equal(tg_cache_shared_memory(), tg_cache_shared_memory());
+}
+
 int
 main(void)
 {
@@ -460,6 +502,7 @@ main(void)
         cmocka_unit_test(fs_backend),
         cmocka_unit_test(fs_survives_restart_and_ignores_corruption),
         cmocka_unit_test(fs_cap_evicts_oldest),
+        cmocka_unit_test(json_answer_as_stream),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
