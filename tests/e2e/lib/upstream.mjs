@@ -12,6 +12,13 @@
 //                               Azure style: records deployment and api-version; chat
 //                               streams start with the empty-choices prompt_filter_results
 //                               chunk; JSON answers carry prompt/content filter results.
+//   /v1/files, /v1/batches  an in-memory Files and Batch API (openai-wire.md 2.7): POST /v1/files
+//                    (multipart, purpose + file), GET list / {id} / {id}/content, DELETE
+//                    {id}; POST /v1/batches, GET list / {id}, POST {id}/cancel. A batch is
+//                    "in_progress" when created and completes on its first retrieve (or on
+//                    upstream.completeBatch(id); upstream.opts.holdBatches = true keeps it
+//                    in progress), writing an output file with one line per input line
+//                    whose usage is usageFor() of that line's body.
 // Anything else: 404 {"error":{"message":"Invalid URL (METHOD PATH)",...}}.
 //
 // Auth: /v1 paths require `Authorization: Bearer <apiKey>`, Azure paths require
@@ -411,6 +418,15 @@ class Upstream {
 
     route(rec, res) {
         let m;
+        if (/^\/v1\/(files|batches)(\/|$)/.test(rec.path)) {
+            const auth = rec.headers.authorization || '';
+            if (this.opts.apiKey && auth !== `Bearer ${this.opts.apiKey}`) {
+                return this.unauthorized(rec, res);
+            }
+            return this.filesAndBatches(rec, res).catch((e) =>
+                this.json(rec, res, 500, errorBody(String(e), 'server_error', null, null)),
+            );
+        }
         if (rec.method === 'POST' && (m = /^\/v1\/(chat\/completions|completions|embeddings|responses|moderations)$/.exec(rec.path))) {
             rec.endpoint = m[1] === 'chat/completions' ? 'chat.completions' : m[1];
             const auth = rec.headers.authorization || '';
@@ -508,6 +524,122 @@ class Upstream {
 
     headersFor(rec, extra = {}) {
         return { 'x-request-id': `req_up${String(rec.n).padStart(8, '0')}`, 'openai-processing-ms': '1', ...extra };
+    }
+
+    // The in-memory Files and Batch API (see the header comment).
+    async filesAndBatches(rec, res) {
+        this.files ??= new Map();
+        this.batches ??= new Map();
+        const notFound = (what, id) =>
+            this.json(rec, res, 404, errorBody(`No such ${what}: '${id}'`, 'invalid_request_error', 'id', null));
+        let m;
+        if (rec.method === 'POST' && rec.path === '/v1/files') {
+            const form = await new Response(rec.rawBody, {
+                headers: { 'content-type': rec.headers['content-type'] || '' },
+            }).formData();
+            const file = form.get('file');
+            if (!file || typeof file === 'string') {
+                return this.json(rec, res, 400, errorBody("Missing required parameter: 'file'.", 'invalid_request_error', 'file', null));
+            }
+            const content = Buffer.from(await file.arrayBuffer());
+            const f = this.addFile(file.name, form.get('purpose'), content);
+            rec.file = f;
+            return this.json(rec, res, 200, f.object);
+        }
+        if (rec.method === 'GET' && rec.path === '/v1/files') {
+            return this.json(rec, res, 200, { object: 'list', data: [...this.files.values()].map((f) => f.object) });
+        }
+        if ((m = /^\/v1\/files\/([^/]+)(\/content)?$/.exec(rec.path))) {
+            const f = this.files.get(m[1]);
+            if (!f) return notFound('File', m[1]);
+            if (rec.method === 'GET' && m[2]) {
+                rec.status = 200;
+                res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': f.content.length });
+                return res.end(f.content, () => (rec.completed = true));
+            }
+            if (rec.method === 'GET') return this.json(rec, res, 200, f.object);
+            if (rec.method === 'DELETE') {
+                this.files.delete(m[1]);
+                return this.json(rec, res, 200, { id: m[1], object: 'file', deleted: true });
+            }
+        }
+        if (rec.method === 'POST' && rec.path === '/v1/batches') {
+            const f = this.files.get(rec.body && rec.body.input_file_id);
+            if (!f) return notFound('File', rec.body && rec.body.input_file_id);
+            const id = `batch_${this.batches.size + 1}${Math.random().toString(16).slice(2, 10)}`;
+            const lines = f.content.toString('utf8').split('\n').filter((l) => l.trim());
+            const b = {
+                id, object: 'batch', endpoint: rec.body.endpoint, errors: null,
+                input_file_id: f.object.id, completion_window: rec.body.completion_window,
+                status: 'in_progress', output_file_id: null, error_file_id: null,
+                created_at: CREATED, in_progress_at: CREATED, expires_at: CREATED + 86400,
+                completed_at: null, cancelled_at: null,
+                request_counts: { total: lines.length, completed: 0, failed: 0 },
+                metadata: rec.body.metadata ?? null,
+            };
+            this.batches.set(id, b);
+            return this.json(rec, res, 200, b);
+        }
+        if (rec.method === 'GET' && rec.path === '/v1/batches') {
+            return this.json(rec, res, 200, { object: 'list', data: [...this.batches.values()], has_more: false });
+        }
+        if ((m = /^\/v1\/batches\/([^/]+)(\/cancel)?$/.exec(rec.path))) {
+            const b = this.batches.get(m[1]);
+            if (!b) return notFound('Batch', m[1]);
+            if (rec.method === 'POST' && m[2]) {
+                if (b.status === 'in_progress') Object.assign(b, { status: 'cancelled', cancelled_at: CREATED + 5 });
+                return this.json(rec, res, 200, b);
+            }
+            if (rec.method === 'GET' && !m[2]) {
+                if (b.status === 'in_progress' && !this.opts.holdBatches) this.completeBatch(b.id);
+                return this.json(rec, res, 200, b);
+            }
+        }
+        return this.json(rec, res, 404, errorBody(`Invalid URL (${rec.method} ${rec.path})`, 'invalid_request_error', null, null));
+    }
+
+    addFile(filename, purpose, content) {
+        const id = `file-${this.files.size + 1}${Math.random().toString(16).slice(2, 10)}`;
+        const object = {
+            id, object: 'file', bytes: content.length, created_at: CREATED, expires_at: CREATED + 2592000,
+            filename, purpose, status: 'processed', status_details: null,
+        };
+        const f = { object, content };
+        this.files.set(id, f);
+        return f;
+    }
+
+    // Runs every line of batch id's input file and writes its output file.
+    completeBatch(id) {
+        const b = this.batches.get(id);
+        const input = this.files.get(b.input_file_id).content.toString('utf8');
+        const out = [];
+        let i = 0;
+        for (const line of input.split('\n').filter((l) => l.trim())) {
+            const r = JSON.parse(line);
+            const endpoint = r.url.replace(/^\/v1\//, '').replace('chat/completions', 'chat.completions');
+            const u = usageFor(endpoint, r.body);
+            const usage = endpoint === 'embeddings'
+                ? { prompt_tokens: u.prompt_tokens, total_tokens: u.prompt_tokens }
+                : {
+                      prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens,
+                      total_tokens: u.prompt_tokens + u.completion_tokens,
+                      prompt_tokens_details: { cached_tokens: u.cached_tokens },
+                      completion_tokens_details: { reasoning_tokens: u.reasoning_tokens },
+                  };
+            const body = {
+                id: `chatcmpl-b${++i}`, object: 'chat.completion', created: CREATED, model: r.body.model,
+                choices: [{ index: 0, message: { role: 'assistant', content: replyFor(endpoint, r.body) }, finish_reason: 'stop' }],
+                usage,
+            };
+            out.push(JSON.stringify({ id: `batch_req_${i}`, custom_id: r.custom_id, response: { status_code: 200, request_id: `req_${i}`, body }, error: null }));
+        }
+        const f = this.addFile('batch_output.jsonl', 'batch_output', Buffer.from(out.join('\n') + '\n'));
+        Object.assign(b, {
+            status: 'completed', output_file_id: f.object.id, completed_at: CREATED + 60, finalizing_at: CREATED + 50,
+            request_counts: { total: out.length, completed: out.length, failed: 0 },
+        });
+        return b;
     }
 
     json(rec, res, status, obj, extra = {}) {
