@@ -250,7 +250,8 @@ tg_router_record(struct tg_router *r, int i, enum tg_route_outcome o, int64_t tt
         window_roll(d, b, now_ms);
         d->window_calls++;
         d->window_failures++;
-        if (d->breaker == TG_BREAKER_CLOSED && d->window_failures >= b->failures &&
+        if (d->breaker == TG_BREAKER_CLOSED && b->failures > 0 &&
+            d->window_failures >= b->failures &&
             d->window_failures * 100 >= (uint64_t)b->error_rate_pct * d->window_calls) {
             trip(d, b, now_ms);
         }

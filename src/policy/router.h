@@ -35,7 +35,7 @@ enum tg_route_strategy {
 };
 
 struct tg_breaker_conf {
-    uint32_t failures;       /* 5; failures in the window before it can open */
+    uint32_t failures;       /* 5; failures in the window before it can open; 0: never */
     uint32_t error_rate_pct; /* 50; and the share of the window's calls that failed */
     uint64_t window_ms;      /* 30000 */
     uint64_t open_ms;        /* 10000 */

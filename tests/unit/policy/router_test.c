@@ -216,6 +216,23 @@ throttled_cools_down_until_retry_after(void **state)
 }
 
 static void
+breaker_with_zero_failures_never_opens(void **state)
+{
+    struct tg_router_deployment_conf d = {"a", "m", 1, 0};
+    struct tg_breaker_conf off = {0, 50, 1000, 500};
+    struct tg_router *r = tg_router_new(&d, 1, TG_ROUTE_WEIGHTED, &off);
+    for (int k = 0; k < 20; k++) {
+        assert_int_equal(tg_router_pick(r, 0, 10, 0), 0);
+        tg_router_record(r, 0, TG_ROUTE_FAILED, -1, 0, 10);
+    }
+    struct tg_deployment_view v;
+    tg_router_view(r, 0, 10, &v);
+    assert_int_equal(v.breaker, TG_BREAKER_CLOSED);
+    assert_int_equal(v.window_failures, 20);
+    tg_router_free(r);
+}
+
+static void
 names_and_bounds(void **state)
 {
     enum tg_route_strategy s;
@@ -238,6 +255,7 @@ main(void)
         cmocka_unit_test(breaker_opens_half_opens_and_closes),
         cmocka_unit_test(breaker_needs_the_error_rate_and_window),
         cmocka_unit_test(throttled_cools_down_until_retry_after),
+        cmocka_unit_test(breaker_with_zero_failures_never_opens),
         cmocka_unit_test(names_and_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
