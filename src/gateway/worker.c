@@ -61,7 +61,6 @@ static const struct route routes[] = {
     {R_API, TG_HTTP_POST, "/v1/chat/completions"}, {R_API, TG_HTTP_POST, "/v1/completions"},
     {R_API, TG_HTTP_POST, "/v1/embeddings"},       {R_API, TG_HTTP_POST, "/v1/responses"},
     {R_API, TG_HTTP_POST, "/v1/moderations"},      {R_ADMIN, TG_HTTP_OTHER, "/v1/organization/"},
-    /* Files and batches: batch.c sorts out methods and sub-paths. */
     {R_BATCH, TG_HTTP_OTHER, "/v1/files"},         {R_BATCH, TG_HTTP_OTHER, "/v1/files/"},
     {R_BATCH, TG_HTTP_OTHER, "/v1/batches"},       {R_BATCH, TG_HTTP_OTHER, "/v1/batches/"},
 };
