@@ -533,6 +533,7 @@ struct load {
     const struct ynode *models;
     const struct ynode *projects;
     const struct ynode *prices;
+    const struct ynode *tiers;
 };
 
 static int
@@ -697,6 +698,7 @@ static const struct field top_fields[] = {
     NUM("models", parse_node, offsetof(struct load, models), 0, 0),
     NUM("projects", parse_node, offsetof(struct load, projects), 0, 0),
     NUM("prices", parse_node, offsetof(struct load, prices), 0, 0),
+    NUM("model_tiers", parse_node, offsetof(struct load, tiers), 0, 0),
 };
 
 /* ---- providers ------------------------------------------------------------------------ */
@@ -921,6 +923,7 @@ static const struct field model_fields[] = {
     NUM("name", parse_str, RF(name), 0, 0),
     NUM("provider", parse_str, RF(provider), 0, 0),
     NUM("upstream_model", parse_str, RF(upstream_model), 0, 0),
+    NUM("tier", parse_str, RF(tier), 0, 0),
 };
 
 static int
@@ -950,6 +953,7 @@ read_model(struct ctx *cx, struct tg_config *c, const struct ynode *y, size_t i)
         free(r.name);
         free(r.provider);
         free(r.upstream_model);
+        free(r.tier);
         return rc;
     }
     if (r.upstream_model == NULL) {
@@ -986,6 +990,40 @@ parse_name_list(struct ctx *cx, const struct ynode *v, const char *path, const s
             return fail(cx, m, "%s[%zu]: expected a model name", path, i);
         }
         p->models[p->n_models++] = tg_xstrdup(m->str);
+    }
+    return 0;
+}
+
+static void project_deinit(struct tg_project_conf *p);
+
+/* model_tiers: a map from tier name to a non-empty list of model names. */
+static int
+read_tiers(struct ctx *cx, struct tg_config *c, const struct ynode *y)
+{
+    if (is_null(y)) {
+        return 0;
+    }
+    if (y->kind != Y_MAP) {
+        return fail(cx, y, "model_tiers: expected a map from tier name to a list of models");
+    }
+    for (size_t i = 0; i + 1 < y->n; i += 2) {
+        const struct ynode *k = y->kids[i];
+        char path[160];
+        snprintf(path, sizeof(path), "model_tiers.%.120s", k->str != NULL ? k->str : "");
+        for (size_t j = 0; j < c->n_tiers; j++) {
+            if (strcmp(c->tiers[j].name, k->str) == 0) {
+                return fail(cx, k, "%s: tier is listed twice", path);
+            }
+        }
+        struct tg_project_conf list = {0};
+        int rc = parse_name_list(cx, y->kids[i + 1], path, NULL, &list);
+        if (rc < 0) {
+            project_deinit(&list);
+            return rc;
+        }
+        c->tiers = tg_xrealloc(c->tiers, (c->n_tiers + 1) * sizeof(*c->tiers));
+        c->tiers[c->n_tiers++] =
+            (struct tg_model_tier){tg_xstrdup(k->str), list.models, list.n_models};
     }
     return 0;
 }
@@ -1253,6 +1291,9 @@ tg_config_load(const char *path, struct tg_config **out, char *err, size_t err_c
     if (rc == 0) {
         rc = read_list(&cx, &l.c, l.prices, read_price);
     }
+    if (rc == 0) {
+        rc = read_tiers(&cx, &l.c, l.tiers);
+    }
     if (rc == 0 && l.c.n_models == 0) {
         tg_log_warn("%s: no models are configured; every inference request will be 404", path);
     }
@@ -1326,8 +1367,17 @@ tg_config_free(struct tg_config *c)
         free(c->models[i].name);
         free(c->models[i].provider);
         free(c->models[i].upstream_model);
+        free(c->models[i].tier);
     }
     free(c->models);
+    for (size_t i = 0; i < c->n_tiers; i++) {
+        free(c->tiers[i].name);
+        for (size_t j = 0; j < c->tiers[i].n_models; j++) {
+            free(c->tiers[i].models[j]);
+        }
+        free(c->tiers[i].models);
+    }
+    free(c->tiers);
     for (size_t i = 0; i < c->n_projects; i++) {
         project_deinit(&c->projects[i]);
     }
@@ -1424,4 +1474,38 @@ tg_config_route(const struct tg_config *c, const char *model)
         }
     }
     return star;
+}
+
+/* Appends name to out unless it is there already or out is full. */
+static size_t
+add_unique(const char **out, size_t n, size_t cap, const char *name)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(out[i], name) == 0) {
+            return n;
+        }
+    }
+    if (n < cap) {
+        out[n++] = name;
+    }
+    return n;
+}
+
+size_t
+tg_config_tier_models(const struct tg_config *c, const char *tier, const char **out, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < c->n_tiers; i++) {
+        if (strcmp(c->tiers[i].name, tier) == 0) {
+            for (size_t j = 0; j < c->tiers[i].n_models; j++) {
+                n = add_unique(out, n, cap, c->tiers[i].models[j]);
+            }
+        }
+    }
+    for (size_t i = 0; i < c->n_models; i++) {
+        if (c->models[i].tier != NULL && strcmp(c->models[i].tier, tier) == 0) {
+            n = add_unique(out, n, cap, c->models[i].name);
+        }
+    }
+    return n;
 }

@@ -23,6 +23,15 @@ struct tg_model_route {
     char *name;
     char *provider;       /* provider name */
     char *upstream_model; /* provider-side name (Azure: deployment); defaults to name */
+    char *tier;           /* tier: the model tier it belongs to (aliases), or NULL */
+};
+
+/* model_tiers: {name: [models]}: the models an alias naming the tier may resolve to
+ * (policy/token_policy.h), besides the routes whose tier: names it. */
+struct tg_model_tier {
+    char *name;
+    char **models;
+    size_t n_models;
 };
 
 /* Per-project settings given in the config (issue-2 scope: the model allow-list). */
@@ -73,6 +82,8 @@ struct tg_config {
     size_t n_models;
     struct tg_project_conf *projects;
     size_t n_projects;
+    struct tg_model_tier *tiers; /* model_tiers */
+    size_t n_tiers;
     struct tg_price *prices; /* overrides of the built-in table */
     size_t n_prices;
 
@@ -107,5 +118,10 @@ const struct tg_provider *tg_config_provider(const struct tg_config *c, const ch
 
 /* The route for a model: exact name, else the "*" route, else NULL. */
 const struct tg_model_route *tg_config_route(const struct tg_config *c, const char *model);
+
+/* The models of tier: those model_tiers lists, then the routes with that tier: (no name
+ * twice). Writes up to cap borrowed names into out; returns how many. */
+size_t tg_config_tier_models(const struct tg_config *c, const char *tier, const char **out,
+                             size_t cap);
 
 #endif

@@ -25,10 +25,12 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cache/cache.h"
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "gateway/policies.h"
 #include "gateway/quota.h"
 #include "policy/admission.h"
 #include "policy/limits.h"
@@ -89,7 +91,8 @@ struct call {
     const struct tg_project *project;
     const struct tg_provider *provider;
     const struct tg_price *price;
-    const char *model;          /* as the client named it */
+    const char *model;          /* as the client named it, or what its alias resolved to */
+    const char *model_asked;    /* the client's name when an alias was resolved, else NULL */
     const char *upstream_model; /* as the provider knows it */
     enum tg_api api;
     struct tg_provider_call *pcall;
@@ -98,6 +101,7 @@ struct call {
     const char *upstream_body;
     size_t upstream_body_len;
     struct tg_buf rewritten;
+    bool is_policy_rewritten; /* a token policy or alias changed the parsed body */
 
     enum relay_mode mode;
     int upstream_status;
@@ -133,6 +137,13 @@ struct call {
     int64_t completion_bound; /* max_out x n */
     int64_t cost_bound;       /* micro-dollars */
     int64_t rl_tokens;        /* charged to the token rate limits */
+
+    /* Response cache (cache/cache.h). */
+    bool is_cache_hit;   /* answered from the cache: the ledger row records a saving */
+    bool is_cache_store; /* a successful answer is stored under cache_key */
+    int64_t cache_ttl_ms;
+    unsigned char cache_key[TG_CACHE_KEY_BYTES];
+    struct tg_buf cache_raw; /* SSE mode: the upstream stream as received, for the cache */
 
     int64_t admitted_ms;
     uint64_t first_byte_us;
@@ -192,6 +203,7 @@ call_cleanup(void *arg)
     tg_buf_deinit(&c->rewritten);
     tg_buf_deinit(&c->resp);
     tg_buf_deinit(&c->out);
+    tg_buf_deinit(&c->cache_raw);
     tg_sse_reader_deinit(&c->sse);
     tg_state_unref(c->state);
 }
@@ -448,7 +460,7 @@ prepare_upstream_body(struct call *c)
     bool rename = strcmp(c->model, c->upstream_model) != 0;
     bool add_usage =
         c->is_stream && !c->wants_usage && (c->api == TG_API_CHAT || c->api == TG_API_COMPLETIONS);
-    bool rewrite = false;
+    bool rewrite = c->is_policy_rewritten;
     for (enum field f = F_N; f <= F_MAX_OUTPUT_TOKENS; f++) {
         rewrite = rewrite || c->write_field[f];
     }
@@ -507,6 +519,42 @@ estimate_prompt_tokens(const struct call *c)
     return (int64_t)(c->req->body.len / 4) + 1;
 }
 
+/* ---- response cache ------------------------------------------------------------------ */
+
+/* Stores a successful, complete answer when the request allowed it (after the relay). */
+static void
+cache_store(struct call *c, const struct tg_usage *u, int64_t cost_micros)
+{
+    bool is_sse = c->mode == RELAY_SSE;
+    bool ok = is_sse ? c->saw_terminal && !c->is_stream_failed
+                     : c->mode == RELAY_BUFFER && !c->is_too_big;
+    if (!c->is_cache_store || !ok || c->is_client_gone || c->upstream_status != 200 ||
+        c->client_status != 200 || !u->is_known) {
+        return;
+    }
+    struct tg_cache_entry e;
+    memset(&e, 0, sizeof(e));
+    e.status = 200;
+    e.is_stream = is_sse;
+    copy_field(e.content_type, sizeof(e.content_type),
+               is_sse ? "text/event-stream; charset=utf-8" : "application/json");
+    copy_field(e.project_id, sizeof(e.project_id), c->project->id);
+    copy_field(e.model, sizeof(e.model), c->model);
+    e.prompt_tokens = u->prompt_tokens;
+    e.cached_tokens = u->cached_tokens;
+    e.completion_tokens = u->completion_tokens;
+    e.reasoning_tokens = u->reasoning_tokens;
+    e.cost_micros = cost_micros;
+    e.created_ms = tg_clock_unix_ms();
+    struct tg_buf *b = is_sse ? &c->cache_raw : &c->resp;
+    e.body = b->data ? b->data : (char *)"";
+    e.body_len = b->len;
+    int rc = tg_cache_put(tg_cache_shared_memory(), c->cache_key, &e, c->cache_ttl_ms);
+    if (rc < 0) {
+        tg_log_debug("cache: request %s not stored: %s", c->req->id, tg_strerror(rc));
+    }
+}
+
 static void
 settle(struct call *c)
 {
@@ -520,7 +568,8 @@ settle(struct call *c)
     copy_field(row.key_id, sizeof(row.key_id), c->key->id);
     copy_field(row.user_id, sizeof(row.user_id), c->key->owner_user_id);
     copy_field(row.endpoint, sizeof(row.endpoint), tg_api_name(c->api));
-    copy_field(row.model_requested, sizeof(row.model_requested), c->model);
+    copy_field(row.model_requested, sizeof(row.model_requested),
+               c->model_asked != NULL ? c->model_asked : c->model);
     copy_field(row.provider, sizeof(row.provider), c->provider->name);
     copy_field(row.deployment, sizeof(row.deployment), c->upstream_model);
     struct tg_usage u = c->usage;
@@ -544,6 +593,16 @@ settle(struct call *c)
     row.completion_tokens = u.completion_tokens;
     row.reasoning_tokens = u.reasoning_tokens;
     row.cost_micros = tg_price_cost_micros(c->price, &u);
+    if (c->is_cache_hit) {
+        /* Nothing went upstream: no tokens, no cost; the provider column says where the
+         * answer came from. */
+        row.prompt_tokens = row.cached_tokens = row.completion_tokens = row.reasoning_tokens = 0;
+        row.cost_micros = 0;
+        u.prompt_tokens = u.completion_tokens = 0;
+        copy_field(row.provider, sizeof(row.provider), "cache");
+    } else {
+        cache_store(c, &u, row.cost_micros);
+    }
     row.status = c->is_client_gone ? 499 : c->client_status;
     row.latency_ms = tg_clock_unix_ms() - c->admitted_ms;
     row.ttft_ms = c->first_byte_us ? (int64_t)((c->first_byte_us - c->req->start_us) / 1000) : -1;
@@ -781,6 +840,9 @@ on_data(const char *data, size_t len, void *arg)
         copy_field(c->error, sizeof(c->error), "client gone; drain bound reached");
         return TG_ECANCELED;
     }
+    if (c->mode == RELAY_SSE && c->is_cache_store && tg_buf_append(&c->cache_raw, data, len) < 0) {
+        c->is_cache_store = false; /* larger than an answer may be: not cached */
+    }
     if (c->mode == RELAY_BUFFER) {
         if (tg_buf_append(&c->resp, data, len) < 0) {
             c->is_too_big = true;
@@ -909,6 +971,78 @@ on_client_drain(struct tg_http_req *req, void *arg)
 
 static const struct tg_upstream_callbacks callbacks = {on_headers, on_data, on_done};
 
+/* Answers c from a cache entry by playing it through the relay as if the provider had sent
+ * it, so the replay gets the same framing, usage reading and ledger row as a live answer. */
+static void
+cache_replay(struct call *c, const struct tg_cache_entry *e)
+{
+    struct tg_buf synth;
+    tg_buf_init(&synth, 0);
+    const char *body = e->body;
+    size_t len = e->body_len;
+    bool as_sse = e->is_stream;
+    if (c->is_stream && !e->is_stream &&
+        tg_cache_chat_json_to_sse(e->body, e->body_len, &synth) == 0) {
+        body = synth.data;
+        len = synth.len;
+        as_sse = true;
+    }
+    struct tg_upstream_header h = {"content-type",
+                                   as_sse ? "text/event-stream" : "application/json"};
+    list_add(c->w, c);
+    on_headers(e->status, &h, 1, c);
+    /* The whole body is queued in one write; a full client queue only means it drains later. */
+    (void)on_data(body, len, c);
+    on_done(0, NULL, c);
+    tg_buf_deinit(&synth);
+}
+
+/*
+ * The cache step: for a project whose settings enable the cache, looks the request up (unless
+ * the client said no-cache, no-store, bypass or refresh) and answers a hit. Returns true when
+ * the request was answered. On a miss it arms the store of the answer (unless no-store or
+ * bypass) and marks the response "x-tollgate-cache: miss".
+ */
+static bool
+cache_lookup(struct call *c)
+{
+    struct tg_cache_settings cs;
+    tg_cache_settings_of_project(c->project->settings, &cs);
+    if (!cs.enabled ||
+        (c->api != TG_API_CHAT && c->api != TG_API_COMPLETIONS && c->api != TG_API_EMBEDDINGS) ||
+        c->n_pass >= MAX_PASS_HEADERS) {
+        return false;
+    }
+    struct tg_cache_control cc;
+    tg_cache_control_parse(tg_http_req_header(c->req, "cache-control"),
+                           tg_http_req_header(c->req, "x-tollgate-cache"), &cc);
+    if (tg_cache_key(c->project->id, tg_api_path(c->api), c->req->body.data, c->req->body.len,
+                     c->cache_key) != 0) {
+        return false;
+    }
+    struct tg_http_header *mark = &c->pass[c->n_pass++];
+    mark->name = "x-tollgate-cache";
+    mark->value = "miss";
+    c->is_cache_store = cc.store;
+    c->cache_ttl_ms = cs.ttl_s * 1000;
+    struct tg_cache_entry e;
+    if (!cc.lookup || tg_cache_get(tg_cache_shared_memory(), c->cache_key, &e) != 0) {
+        return false;
+    }
+    bool is_fresh = cc.max_age_ms < 0 || tg_clock_unix_ms() - e.created_ms <= cc.max_age_ms;
+    /* A cached stream is not rebuilt into JSON: a JSON request for it goes upstream and its
+     * answer replaces the entry. */
+    bool is_servable = !e.is_stream || c->is_stream;
+    if (is_fresh && is_servable) {
+        mark->value = "hit";
+        c->is_cache_hit = true;
+        c->is_cache_store = false;
+        cache_replay(c, &e);
+    }
+    tg_cache_entry_deinit(&e);
+    return c->is_cache_hit;
+}
+
 /* ---- entry points ---------------------------------------------------------------------- */
 
 static bool
@@ -953,6 +1087,37 @@ decode(struct call *c)
     } else {
         c->model = model;
     }
+    return check_fields(c);
+}
+
+/* The key's and project's token policy and aliases (gateway/policies.h), on the parsed body.
+ * Returns false after answering. */
+static bool
+apply_policies(struct call *c)
+{
+    if (!tg_policies_touch(c->state, c->project, c->key->id, c->model)) {
+        return true;
+    }
+    if (c->body == NULL && !parse_body(c)) {
+        return false;
+    }
+    struct tg_policy_outcome o;
+    if (tg_policies_apply(c->state, c->project, c->key->id, c->api, c->model, c->body, &o) < 0) {
+        tg_http_respond_error(c->req, o.status, o.message, "invalid_request_error", o.param,
+                              o.status == 404 ? "model_not_found" : NULL);
+        return false;
+    }
+    if (o.is_alias) {
+        c->model_asked = c->model;
+        c->model = tg_arena_strdup(&c->req->arena, o.model);
+    }
+    c->is_policy_rewritten = true;
+    if (o.header[0] != '\0' && c->n_pass < MAX_PASS_HEADERS) {
+        c->pass[c->n_pass].name = "x-tollgate-policy";
+        c->pass[c->n_pass].value = tg_arena_strdup(&c->req->arena, o.header);
+        c->n_pass++;
+    }
+    /* The policy may have changed n, the caps or stream-independent members: re-check. */
     return check_fields(c);
 }
 
@@ -1392,11 +1557,15 @@ tg_proxy_handle(struct tg_worker *w, struct tg_http_req *req, enum tg_api api,
     tg_buf_init(&c->rewritten, 0);
     tg_buf_init(&c->resp, state->config->max_response_bytes);
     tg_buf_init(&c->out, 0);
+    tg_buf_init(&c->cache_raw, state->config->max_response_bytes);
     tg_sse_reader_init(&c->sse, state->config->max_sse_event_bytes);
     tg_arena_cleanup_add(&req->arena, call_cleanup, c);
 
     c->admission = tg_state_env_get()->admission;
-    if (!decode(c) || !route(c) || !admit_call(c)) {
+    if (!decode(c) || !apply_policies(c) || !route(c) || !admit_call(c)) {
+        return;
+    }
+    if (cache_lookup(c)) {
         return;
     }
     int prc = prepare_upstream_body(c);

@@ -125,7 +125,8 @@ setup(void **state)
     (void)state;
     memset(&config, 0, sizeof(config));
     for (size_t i = 0; i < 3; i++) {
-        routes[i] = (struct tg_model_route){route_names[i], "mock", route_names[i]};
+        routes[i] = (struct tg_model_route){
+            .name = route_names[i], .provider = "mock", .upstream_model = route_names[i]};
     }
     config.models = routes;
     config.n_models = 3;
