@@ -23,6 +23,7 @@
 #include <strings.h>
 
 #include "admin/admin_int.h"
+#include "cache/cache.h"
 #include "core/clock.h"
 #include "core/crypto.h"
 #include "core/err.h"
@@ -674,6 +675,28 @@ settings_with_models(const char *settings, json_t *models)
     return text != NULL ? text : tg_xstrdup("{}");
 }
 
+/* The settings text with "cache" set to the body's cache settings (validated: 400 naming
+ * "cache" otherwise). Returns the new text (caller frees), or NULL after answering. */
+static char *
+settings_with_cache(struct admin_job *j, const char *settings, json_t *cache)
+{
+    struct tg_cache_settings cs;
+    char why[160];
+    if (tg_cache_settings_parse(cache, &cs, why, sizeof(why)) != 0) {
+        admin_error(j, 400, why, "cache", "invalid_value");
+        return NULL;
+    }
+    json_t *root = json_loads(settings != NULL ? settings : "{}", 0, NULL);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        root = json_object();
+    }
+    json_object_set(root, "cache", cache);
+    char *text = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(root);
+    return text != NULL ? text : tg_xstrdup("{}");
+}
+
 /* The project's name and environment from the body (either may be absent when !required). */
 static bool
 read_names(struct admin_job *j, bool required, const char **name, const char **environment)
@@ -786,7 +809,7 @@ load_project(struct admin_job *j, struct project_copy *c)
 static void
 modify_project(struct admin_job *j)
 {
-    static const char *const allowed[] = {"name", "environment", "models", NULL};
+    static const char *const allowed[] = {"name", "environment", "models", "cache", NULL};
     const char *name = NULL;
     const char *environment = NULL;
     bool has_models = false;
@@ -813,6 +836,15 @@ modify_project(struct admin_job *j)
     rec.name = name != NULL ? name : c.name;
     rec.environment = environment != NULL ? environment : c.environment;
     settings = has_models ? settings_with_models(c.settings, models) : tg_xstrdup(c.settings);
+    json_t *cache = j->body != NULL ? json_object_get(j->body, "cache") : NULL;
+    if (cache != NULL) {
+        char *with_cache = settings_with_cache(j, settings, cache);
+        if (with_cache == NULL) {
+            goto out;
+        }
+        free(settings);
+        settings = with_cache;
+    }
     rec.settings = settings;
     after = project_json(&rec);
     if (strcmp(before, after) == 0) {
