@@ -918,13 +918,234 @@ out:
 /* ---- models, projects, prices ------------------------------------------------------------ */
 
 #define RF(m) offsetof(struct tg_model_route, m)
+#define DF(m) offsetof(struct tg_model_deployment, m)
+#define BF(m) offsetof(struct tg_breaker_conf, m)
+
+/* Routing keys of a route (policy/router.h); the deployments' providers and the fallbacks'
+ * names are checked once every route is read. */
+static const struct field deployment_fields[] = {
+    NUM("provider", parse_str, DF(provider), 0, 0),
+    NUM("upstream_model", parse_str, DF(upstream_model), 0, 0),
+    NUM("weight", parse_int, DF(weight), 1, 1000000),
+    NUM("priority", parse_int, DF(priority), 0, 1000),
+};
+
+static void
+deployments_free(struct tg_model_deployment *d, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(d[i].provider);
+        free(d[i].upstream_model);
+    }
+    free(d);
+}
+
+static int
+parse_deployments(struct ctx *cx, const struct ynode *v, const char *path, const struct field *f,
+                  void *dst)
+{
+    struct tg_model_route *r = (struct tg_model_route *)((char *)dst - RF(deployments));
+    if (v->kind != Y_SEQ || v->n == 0 || v->n > TG_ROUTER_MAX_DEPLOYMENTS) {
+        return fail(cx, v, "%s: expected a list of 1 to %d deployments", path,
+                    TG_ROUTER_MAX_DEPLOYMENTS);
+    }
+    deployments_free(r->deployments, r->n_deployments);
+    r->deployments = tg_xcalloc(v->n, sizeof(*r->deployments));
+    r->n_deployments = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        char sub[96];
+        snprintf(sub, sizeof(sub), "%s[%zu]", path, i);
+        struct tg_model_deployment *d = &r->deployments[r->n_deployments++];
+        d->weight = 1;
+        int rc = read_map(cx, v->kids[i], sub, deployment_fields,
+                          sizeof(deployment_fields) / sizeof(*deployment_fields), d);
+        if (rc == 0 && (v->kids[i]->kind != Y_MAP || d->provider == NULL)) {
+            rc = fail(cx, v->kids[i], "%s: provider is required", sub);
+        }
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static int
+parse_strategy(struct ctx *cx, const struct ynode *v, const char *path, const struct field *f,
+               void *dst)
+{
+    if (v->kind != Y_SCALAR || !tg_route_strategy_parse(v->str, dst)) {
+        return fail(cx, v, "%s: expected weighted, least_outstanding or lowest_latency", path);
+    }
+    return 0;
+}
+
+static void
+names_free(char **names, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(names[i]);
+    }
+    free(names);
+}
+
+static int
+parse_fallbacks(struct ctx *cx, const struct ynode *v, const char *path, const struct field *f,
+                void *dst)
+{
+    struct tg_model_route *r = (struct tg_model_route *)((char *)dst - RF(fallbacks));
+    if (v->kind != Y_SEQ || v->n > 16) {
+        return fail(cx, v, "%s: expected a list of at most 16 model names", path);
+    }
+    names_free(r->fallbacks, r->n_fallbacks);
+    r->fallbacks = tg_xcalloc(v->n + 1, sizeof(char *));
+    r->n_fallbacks = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        if (v->kids[i]->kind != Y_SCALAR || is_null(v->kids[i]) || v->kids[i]->str[0] == '\0') {
+            return fail(cx, v->kids[i], "%s[%zu]: expected a model name", path, i);
+        }
+        r->fallbacks[r->n_fallbacks++] = tg_xstrdup(v->kids[i]->str);
+    }
+    return 0;
+}
+
+static const struct field retry_fields[] = {
+    NUM("max_attempts", parse_int, RF(retry_max_attempts), 1, 10),
+    NUM("backoff_ms", parse_u64, RF(retry_backoff_ms), 0, 60000),
+};
+
+static const struct field breaker_fields[] = {
+    NUM("failures", parse_int, BF(failures), 1, 1000000),
+    NUM("error_rate_pct", parse_int, BF(error_rate_pct), 0, 100),
+    NUM("window_ms", parse_u64, BF(window_ms), 1, DAY_MS),
+    NUM("open_ms", parse_u64, BF(open_ms), 1, DAY_MS),
+};
+
+static void
+route_routing_free(struct tg_model_route *r)
+{
+    deployments_free(r->deployments, r->n_deployments);
+    names_free(r->fallbacks, r->n_fallbacks);
+    tg_router_free(r->router);
+    r->deployments = NULL;
+    r->fallbacks = NULL;
+    r->router = NULL;
+}
+
+/* Gives a route its deployments (one from provider/upstream_model in the single-provider
+ * form) and its router. */
+static void
+route_routing_finish(struct tg_model_route *r)
+{
+    if (r->n_deployments == 0) {
+        r->deployments = tg_xcalloc(1, sizeof(*r->deployments));
+        r->deployments[0] = (struct tg_model_deployment){
+            tg_xstrdup(r->provider), r->upstream_model ? tg_xstrdup(r->upstream_model) : NULL, 1,
+            0};
+        r->n_deployments = 1;
+    } else {
+        free(r->provider);
+        r->provider = tg_xstrdup(r->deployments[0].provider);
+    }
+    struct tg_router_deployment_conf d[TG_ROUTER_MAX_DEPLOYMENTS];
+    for (size_t i = 0; i < r->n_deployments; i++) {
+        if (r->deployments[i].upstream_model == NULL) {
+            r->deployments[i].upstream_model = tg_xstrdup(r->name);
+        }
+        d[i] = (struct tg_router_deployment_conf){
+            r->deployments[i].provider, r->deployments[i].upstream_model, r->deployments[i].weight,
+            r->deployments[i].priority};
+    }
+    free(r->upstream_model);
+    r->upstream_model = tg_xstrdup(r->deployments[0].upstream_model);
+    r->router = tg_router_new(d, r->n_deployments, r->strategy, &r->breaker);
+}
+
+static void
+route_routing_defaults(struct tg_model_route *r)
+{
+    r->strategy = TG_ROUTE_WEIGHTED;
+    r->retry_max_attempts = 3;
+    r->retry_backoff_ms = 100;
+}
 
 static const struct field model_fields[] = {
     NUM("name", parse_str, RF(name), 0, 0),
     NUM("provider", parse_str, RF(provider), 0, 0),
     NUM("upstream_model", parse_str, RF(upstream_model), 0, 0),
     NUM("tier", parse_str, RF(tier), 0, 0),
+    NUM("deployments", parse_deployments, RF(deployments), 0, 0),
+    NUM("strategy", parse_strategy, RF(strategy), 0, 0),
+    NUM("fallbacks", parse_fallbacks, RF(fallbacks), 0, 0),
+    SECTION("retry", 0, retry_fields),
+    SECTION("breaker", RF(breaker), breaker_fields),
 };
+
+/* The single-provider form (provider, upstream_model) or deployments:, not both; every
+ * deployment names a provider. A breaker only opens when asked for or with deployments: the
+ * single-provider form keeps serving (and failing) as before. */
+static int
+check_route_routing(struct ctx *cx, struct tg_config *c, const struct ynode *y, const char *path,
+                    struct tg_model_route *r)
+{
+    bool has_breaker = map_get(y, "breaker") != NULL;
+    if (y->kind != Y_MAP || r->name == NULL || (r->provider == NULL) == (r->deployments == NULL)) {
+        return fail(cx, y, "%s: name and provider are required (or name and deployments:)", path);
+    }
+    if (r->deployments != NULL && r->upstream_model != NULL) {
+        return fail(cx, map_get(y, "upstream_model"),
+                    "%s.upstream_model: with deployments, each deployment names its model", path);
+    }
+    if (r->provider != NULL && tg_config_provider(c, r->provider) == NULL) {
+        return fail(cx, map_get(y, "provider"), "%s.provider: no provider is named '%s'", path,
+                    r->provider);
+    }
+    for (size_t j = 0; j < r->n_deployments; j++) {
+        if (tg_config_provider(c, r->deployments[j].provider) == NULL) {
+            return fail(cx, map_get(y, "deployments"),
+                        "%s.deployments[%zu].provider: no provider is named '%s'", path, j,
+                        r->deployments[j].provider);
+        }
+        if (r->deployments[j].upstream_model != NULL && strcmp(r->name, "*") == 0) {
+            return fail(cx, map_get(y, "deployments"),
+                        "%s.deployments[%zu].upstream_model: the \"*\" route passes each model "
+                        "under its own name",
+                        path, j);
+        }
+    }
+    if (!has_breaker && r->deployments != NULL) {
+        r->breaker = (struct tg_breaker_conf){5, 50, 30000, 10000};
+    } else if (has_breaker) {
+        struct tg_breaker_conf d = {5, 50, 30000, 10000};
+        r->breaker.failures = r->breaker.failures ? r->breaker.failures : d.failures;
+        r->breaker.error_rate_pct =
+            map_get(map_get(y, "breaker"), "error_rate_pct") ? r->breaker.error_rate_pct : 50;
+        r->breaker.window_ms = r->breaker.window_ms ? r->breaker.window_ms : d.window_ms;
+        r->breaker.open_ms = r->breaker.open_ms ? r->breaker.open_ms : d.open_ms;
+    }
+    return 0;
+}
+
+/* fallbacks: name configured routes other than their own. */
+static int
+check_fallbacks(struct ctx *cx, const struct tg_config *c, const struct ynode *models)
+{
+    for (size_t i = 0; i < c->n_models; i++) {
+        const struct tg_model_route *r = &c->models[i];
+        for (size_t j = 0; j < r->n_fallbacks; j++) {
+            bool is_known = false;
+            for (size_t k = 0; k < c->n_models; k++) {
+                is_known = is_known || (k != i && strcmp(c->models[k].name, r->fallbacks[j]) == 0);
+            }
+            if (!is_known || strcmp(r->fallbacks[j], "*") == 0) {
+                const struct ynode *y = models != NULL && i < models->n ? models->kids[i] : NULL;
+                return fail(cx, y != NULL ? map_get(y, "fallbacks") : NULL,
+                            "models[%zu].fallbacks[%zu]: '%s' is not another configured model", i,
+                            j, r->fallbacks[j]);
+            }
+        }
+    }
+    return 0;
+}
 
 static int
 read_model(struct ctx *cx, struct tg_config *c, const struct ynode *y, size_t i)
@@ -932,14 +1153,9 @@ read_model(struct ctx *cx, struct tg_config *c, const struct ynode *y, size_t i)
     char path[64];
     snprintf(path, sizeof(path), "models[%zu]", i);
     struct tg_model_route r = {0};
+    route_routing_defaults(&r);
     int rc = read_map(cx, y, path, model_fields, sizeof(model_fields) / sizeof(*model_fields), &r);
-    if (rc == 0 && (y->kind != Y_MAP || r.name == NULL || r.provider == NULL)) {
-        rc = fail(cx, y, "%s: name and provider are required", path);
-    }
-    if (rc == 0 && tg_config_provider(c, r.provider) == NULL) {
-        rc = fail(cx, map_get(y, "provider"), "%s.provider: no provider is named '%s'", path,
-                  r.provider);
-    }
+    rc = rc < 0 ? rc : check_route_routing(cx, c, y, path, &r);
     for (size_t j = 0; rc == 0 && j < c->n_models; j++) {
         if (strcmp(c->models[j].name, r.name) == 0) {
             rc = fail(cx, map_get(y, "name"), "%s: model name '%s' is used twice", path, r.name);
@@ -954,11 +1170,13 @@ read_model(struct ctx *cx, struct tg_config *c, const struct ynode *y, size_t i)
         free(r.provider);
         free(r.upstream_model);
         free(r.tier);
+        route_routing_free(&r);
         return rc;
     }
     if (r.upstream_model == NULL) {
         r.upstream_model = tg_xstrdup(r.name);
     }
+    route_routing_finish(&r);
     c->models = tg_xrealloc(c->models, (c->n_models + 1) * sizeof(*c->models));
     c->models[c->n_models++] = r;
     return 0;
@@ -1213,6 +1431,8 @@ env_providers(struct tg_config *c, char *err, size_t err_cap)
         c->models[i].name = tg_xstrdup(name);
         c->models[i].provider = tg_xstrdup(route);
         c->models[i].upstream_model = tg_xstrdup(name);
+        route_routing_defaults(&c->models[i]);
+        route_routing_finish(&c->models[i]);
     }
     c->n_models = n;
     return 0;
@@ -1284,6 +1504,9 @@ tg_config_load(const char *path, struct tg_config **out, char *err, size_t err_c
     rc = read_list(&cx, &l.c, l.providers, read_provider);
     if (rc == 0) {
         rc = read_list(&cx, &l.c, l.models, read_model);
+    }
+    if (rc == 0) {
+        rc = check_fallbacks(&cx, &l.c, l.models);
     }
     if (rc == 0) {
         rc = read_list(&cx, &l.c, l.projects, read_project);
@@ -1368,6 +1591,7 @@ tg_config_free(struct tg_config *c)
         free(c->models[i].provider);
         free(c->models[i].upstream_model);
         free(c->models[i].tier);
+        route_routing_free(&c->models[i]);
     }
     free(c->models);
     for (size_t i = 0; i < c->n_tiers; i++) {

@@ -15,7 +15,16 @@
 
 #include "http/server.h"
 #include "policy/price.h"
+#include "policy/router.h"
 #include "upstream/provider.h"
+
+/* One place a route's model is served: a provider and its name for the model. */
+struct tg_model_deployment {
+    char *provider;       /* provider name */
+    char *upstream_model; /* provider-side name; the route's name by default */
+    uint32_t weight;      /* 1 */
+    int32_t priority;     /* tier, lower preferred; 0 */
+};
 
 /* A model name clients use, mapped to a provider. name "*" matches any model not listed
  * (passed to the provider under its own name). */
@@ -23,6 +32,18 @@ struct tg_model_route {
     char *name;
     char *provider;       /* provider name */
     char *upstream_model; /* provider-side name (Azure: deployment); defaults to name */
+    /* Routing (policy/router.h). upstream_model and provider above are the first
+     * deployment's. A route made by hand (tests) may leave these zero: it then serves from
+     * provider alone, without retries. */
+    struct tg_model_deployment *deployments; /* >= 1 in a loaded config */
+    size_t n_deployments;
+    enum tg_route_strategy strategy; /* weighted */
+    char **fallbacks;                /* model names tried in order once deployments fail */
+    size_t n_fallbacks;
+    int retry_max_attempts;         /* retry.max_attempts: attempts across deployments, 3 */
+    uint64_t retry_backoff_ms;      /* retry.backoff_ms: doubled per retry, 100 */
+    struct tg_breaker_conf breaker; /* failures 0 (the single-provider form): never opens */
+    struct tg_router *router;       /* runtime state shared by the workers, or NULL */
     char *tier;           /* tier: the model tier it belongs to (aliases), or NULL */
 };
 

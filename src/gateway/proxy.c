@@ -30,11 +30,15 @@
 #include "core/err.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/mem.h"
 #include "gateway/policies.h"
 #include "gateway/quota.h"
 #include "policy/admission.h"
 #include "policy/limits.h"
 #include "upstream/provider.h"
+
+#include <stdlib.h>
+#include <uv.h>
 
 enum relay_mode { RELAY_NONE, RELAY_SSE, RELAY_BUFFER };
 
@@ -149,6 +153,34 @@ struct call {
     uint64_t first_byte_us;
     uint64_t gone_at_ms;
     char error[128];
+
+    /* Routing (policy/router.h): the route served now (a fallback's once the first one's
+     * deployments failed), this attempt's deployment, and the cursor over what is left. */
+    const struct tg_model_route *first_route;
+    const struct tg_model_route *route;
+    int attempt;          /* 1-based; the ledger row of each attempt carries it */
+    int dep;              /* deployment index in route of this attempt; -1: none picked */
+    int route_attempts;   /* attempts on route */
+    uint64_t tried;       /* deployments of route tried */
+    size_t next_fallback; /* into first_route->fallbacks */
+    uint64_t attempt_start_us;
+    uint64_t retry_after_ms;   /* from this attempt's retry-after(-ms) header */
+    size_t n_pass_base;        /* pass headers of our own, kept across attempts */
+    const char *prepared_for;  /* upstream_model the upstream body was prepared for */
+    struct retry_timer *timer; /* back-off before the next attempt */
+    bool has_bound_price;
+    struct tg_price bound_price; /* the dearest of the route's and its fallbacks' prices */
+    /* The target pick_target found, applied by apply_target. */
+    const struct tg_model_route *next_route;
+    int next_dep;
+    const struct tg_provider *next_provider;
+    const char *next_upstream_model;
+    const struct tg_price *next_price;
+};
+
+struct retry_timer {
+    uv_timer_t t; /* first: the handle's address is the struct's */
+    struct call *c;
 };
 
 /* ---- small helpers ------------------------------------------------------------------- */
@@ -561,7 +593,7 @@ settle(struct call *c)
     struct tg_ledger_row row;
     memset(&row, 0, sizeof(row));
     copy_field(row.request_id, sizeof(row.request_id), c->req->id);
-    row.attempt = 1;
+    row.attempt = c->attempt > 0 ? c->attempt : 1;
     row.time_ms = c->admitted_ms;
     copy_field(row.org_id, sizeof(row.org_id), c->key->org_id);
     copy_field(row.project_id, sizeof(row.project_id), c->project->id);
@@ -696,6 +728,21 @@ stream_fail(struct call *c, const char *message)
 
 /* ---- upstream callbacks -------------------------------------------------------------- */
 
+/* retry-after (seconds) or retry-after-ms of a 429: how long its deployment cools down. */
+static void
+note_retry_after(struct call *c, const struct tg_upstream_header *h)
+{
+    bool is_ms = strcasecmp(h->name, "retry-after-ms") == 0;
+    if (!is_ms && strcasecmp(h->name, "retry-after") != 0) {
+        return;
+    }
+    char *end = NULL;
+    double v = strtod(h->value, &end);
+    if (end != h->value && v >= 0 && v <= 86400000.0) {
+        c->retry_after_ms = (uint64_t)(is_ms ? v : v * 1000);
+    }
+}
+
 static void
 on_headers(int status, const struct tg_upstream_header *headers, size_t n, void *arg)
 {
@@ -703,6 +750,7 @@ on_headers(int status, const struct tg_upstream_header *headers, size_t n, void 
     c->upstream_status = status;
     bool is_sse = false;
     for (size_t i = 0; i < n; i++) {
+        note_retry_after(c, &headers[i]);
         if (strcasecmp(headers[i].name, "content-type") == 0) {
             is_sse = strstr(headers[i].value, "text/event-stream") != NULL;
         } else if (c->has_own_rl && strncasecmp(headers[i].name, "x-ratelimit-", 12) == 0) {
@@ -919,11 +967,16 @@ answer_buffered(struct call *c)
     c->client_status = status;
 }
 
+static bool retry(struct call *c, int err, const char *message);
+
 static void
 on_done(int err, const char *message, void *arg)
 {
     struct call *c = arg;
     c->pcall = NULL;
+    if (retry(c, err, message)) {
+        return;
+    }
     if (c->mode == RELAY_SSE) {
         if (tg_sse_reader_has_partial(&c->sse) && err == 0 && !c->saw_terminal) {
             err = TG_EUPSTREAM;
@@ -970,6 +1023,330 @@ on_client_drain(struct tg_http_req *req, void *arg)
 }
 
 static const struct tg_upstream_callbacks callbacks = {on_headers, on_data, on_done};
+
+/* ---- routing: deployments, retries, fallbacks (policy/router.h) ------------------------- */
+
+/* The dearest of the route's price and its fallbacks' prices, field by field: an upper bound
+ * of whichever model ends up answering, so the reservation covers every candidate. */
+static void
+bound_price(struct call *c)
+{
+    const struct tg_model_route *r = c->route;
+    c->has_bound_price = false;
+    if (r->n_fallbacks == 0 || c->price == NULL) {
+        return;
+    }
+    struct tg_price *b = &c->bound_price;
+    *b = *c->price;
+    for (size_t i = 0; i < r->n_fallbacks; i++) {
+        const struct tg_model_route *fr = tg_config_route(c->state->config, r->fallbacks[i]);
+        const struct tg_price *p = tg_price_lookup(c->state->prices, r->fallbacks[i]);
+        if (p == NULL && fr != NULL) {
+            p = tg_price_lookup(c->state->prices, fr->upstream_model);
+        }
+        if (p != NULL) {
+            b->input_micros = p->input_micros > b->input_micros ? p->input_micros : b->input_micros;
+            b->cached_input_micros = p->cached_input_micros > b->cached_input_micros
+                                         ? p->cached_input_micros
+                                         : b->cached_input_micros;
+            b->output_micros =
+                p->output_micros > b->output_micros ? p->output_micros : b->output_micros;
+        }
+    }
+    c->has_bound_price = true;
+}
+
+static uint64_t
+route_rnd(void)
+{
+    static _Thread_local uint64_t x;
+    if (x == 0) {
+        x = tg_clock_mono_us() | 1;
+    }
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return x;
+}
+
+/* The next fallback route the project may use and, under a budget, can price; NULL when
+ * none is left. Sets next_price. */
+static const struct tg_model_route *
+next_fallback(struct call *c)
+{
+    const struct tg_config *cfg = c->state->config;
+    while (c->next_fallback < c->first_route->n_fallbacks) {
+        const char *name = c->first_route->fallbacks[c->next_fallback++];
+        const struct tg_model_route *fr = tg_config_route(cfg, name);
+        if (fr == NULL || fr->router == NULL || !tg_project_allows(c->project, cfg, name)) {
+            continue;
+        }
+        const struct tg_price *p = tg_price_lookup(c->state->prices, name);
+        if (p == NULL) {
+            p = tg_price_lookup(c->state->prices, fr->upstream_model);
+        }
+        if (p == NULL && c->is_budgeted && c->api != TG_API_MODERATIONS) {
+            continue; /* it could not be billed */
+        }
+        c->next_price = p;
+        return fr;
+    }
+    return NULL;
+}
+
+/*
+ * Finds the next attempt's target: another deployment of the current route while its
+ * max_attempts allow, else the next fallback's. The pick counts as outstanding on the
+ * router; apply_target makes it current. Returns false when nothing is left.
+ */
+static bool
+pick_target(struct call *c)
+{
+    const struct tg_model_route *r = c->route;
+    const struct tg_price *price = c->price;
+    if (r->router == NULL) { /* a route built by hand: its one provider, once */
+        c->next_route = r;
+        c->next_dep = -1;
+        c->next_provider = c->attempt == 0 ? c->provider : NULL;
+        c->next_upstream_model = c->upstream_model;
+        c->next_price = price;
+        return c->next_provider != NULL;
+    }
+    uint64_t tried = c->tried;
+    int route_attempts = c->route_attempts;
+    for (;;) {
+        int i = -1;
+        if (route_attempts < r->retry_max_attempts) {
+            i = tg_router_pick(r->router, tried, tg_clock_mono_ms(), route_rnd());
+        }
+        if (i >= 0) {
+            const struct tg_model_deployment *d = &r->deployments[i];
+            c->next_route = r;
+            c->next_dep = i;
+            c->next_provider = tg_config_provider(c->state->config, d->provider);
+            c->next_upstream_model = strcmp(r->name, "*") == 0 ? c->model : d->upstream_model;
+            c->next_price = price;
+            return true;
+        }
+        r = next_fallback(c);
+        if (r == NULL) {
+            return false;
+        }
+        price = c->next_price;
+        tried = 0;
+        route_attempts = 0;
+    }
+}
+
+static void
+apply_target(struct call *c)
+{
+    if (c->next_route != c->route) {
+        c->route = c->next_route;
+        c->tried = 0;
+        c->route_attempts = 0;
+    }
+    c->dep = c->next_dep;
+    if (c->dep >= 0) {
+        c->tried |= UINT64_C(1) << c->dep;
+    }
+    c->route_attempts++;
+    c->provider = c->next_provider;
+    c->upstream_model = c->next_upstream_model;
+    c->price = c->next_price;
+}
+
+/* Tells the router how this attempt went (once per pick). */
+static void
+record_attempt(struct call *c, int err)
+{
+    if (c->dep < 0 || c->route->router == NULL) {
+        return;
+    }
+    const struct tg_model_route *r = c->route;
+    int status = c->upstream_status;
+    enum tg_route_outcome o = TG_ROUTE_OK;
+    if (c->is_cache_hit || err == TG_ECANCELED || c->provider == NULL) {
+        o = TG_ROUTE_ABANDONED;
+    } else if (err < 0 || status >= 500) {
+        o = TG_ROUTE_FAILED;
+    } else if (status == 429) {
+        /* A lone deployment without fallbacks keeps serving: cooling it down would only turn
+         * the provider's 429 into ours. */
+        bool has_other = r->n_deployments > 1 || c->first_route->n_fallbacks > 0;
+        o = has_other ? TG_ROUTE_THROTTLED : TG_ROUTE_ABANDONED;
+    }
+    int64_t ttft_ms =
+        c->first_byte_us ? (int64_t)((c->first_byte_us - c->attempt_start_us) / 1000) : -1;
+    tg_router_record(r->router, c->dep, o, ttft_ms, c->retry_after_ms, tg_clock_mono_ms());
+    c->dep = -1;
+}
+
+/* The ledger row of an attempt that failed and is retried: no usage, no cost. */
+static void
+push_attempt_row(struct call *c, int status, const char *error)
+{
+    struct tg_ledger_row row;
+    memset(&row, 0, sizeof(row));
+    copy_field(row.request_id, sizeof(row.request_id), c->req->id);
+    row.attempt = c->attempt;
+    row.time_ms = c->admitted_ms;
+    copy_field(row.org_id, sizeof(row.org_id), c->key->org_id);
+    copy_field(row.project_id, sizeof(row.project_id), c->project->id);
+    copy_field(row.key_id, sizeof(row.key_id), c->key->id);
+    copy_field(row.user_id, sizeof(row.user_id), c->key->owner_user_id);
+    copy_field(row.endpoint, sizeof(row.endpoint), tg_api_name(c->api));
+    copy_field(row.model_requested, sizeof(row.model_requested),
+               c->model_asked != NULL ? c->model_asked : c->model);
+    copy_field(row.provider, sizeof(row.provider), c->provider->name);
+    copy_field(row.deployment, sizeof(row.deployment), c->upstream_model);
+    row.status = status;
+    row.latency_ms = tg_clock_unix_ms() - c->admitted_ms;
+    row.ttft_ms = -1;
+    row.is_stream = c->is_stream;
+    copy_field(row.error, sizeof(row.error), error);
+    tg_ledger_push(c->w->ledger, &row);
+}
+
+/* Nothing to try: 503 (the ledger row says why; admission is released by settle). */
+static void
+no_deployment(struct call *c)
+{
+    char msg[256];
+    snprintf(msg, sizeof(msg),
+             "No deployment of model `%s` is available now (circuit open or cooling down after "
+             "rate limits); try again shortly.",
+             c->model);
+    set_error(c, 503, "server_error", msg);
+    c->mode = RELAY_BUFFER;
+    finish(c);
+}
+
+static void
+start_attempt(struct call *c)
+{
+    c->attempt++;
+    c->attempt_start_us = tg_clock_mono_us();
+    c->retry_after_ms = 0;
+    if (strcmp(c->prepared_for, c->upstream_model) != 0) {
+        /* Another deployment names the model differently: the body's "model" changes. */
+        tg_buf_reset(&c->rewritten);
+        c->prepared_for = c->upstream_model;
+        if (prepare_upstream_body(c) < 0) {
+            record_attempt(c, TG_ECANCELED);
+            set_error(c, 500, "server_error", "The request could not be prepared.");
+            c->mode = RELAY_BUFFER;
+            finish(c);
+            return;
+        }
+    }
+    struct tg_provider_request preq = {
+        .api = c->api,
+        .upstream_model = c->upstream_model,
+        .body = c->upstream_body,
+        .body_len = c->upstream_body_len,
+        .is_stream = c->is_stream,
+        .request_id = c->req->id,
+    };
+    int rc = tg_provider_call_start(c->provider, c->w->upstream, &c->w->loop, &preq, &callbacks, c,
+                                    &c->pcall);
+    if (rc == TG_EINVAL) {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "The upstream provider %s could not be called: %s",
+                 c->provider->name, tg_strerror(rc));
+        record_attempt(c, TG_ECANCELED);
+        set_error(c, 400, "invalid_request_error", msg);
+        c->mode = RELAY_BUFFER;
+        finish(c);
+    } else if (rc < 0) {
+        on_done(rc, tg_strerror(rc), c); /* a connect-time failure: retried like any other */
+    }
+}
+
+static void
+timer_closed(uv_handle_t *h)
+{
+    free(h); /* the struct retry_timer: t is its first member */
+}
+
+static void
+on_retry_timer(uv_timer_t *t)
+{
+    struct retry_timer *rt = (struct retry_timer *)t;
+    struct call *c = rt->c;
+    c->timer = NULL;
+    uv_close((uv_handle_t *)t, timer_closed);
+    if (c->is_client_gone) {
+        record_attempt(c, TG_ECANCELED);
+        set_error(c, 502, "server_error", "client gone before the retry");
+        c->mode = RELAY_BUFFER;
+        finish(c);
+        return;
+    }
+    start_attempt(c);
+}
+
+/* Shutdown during a back-off: the picked deployment is not tried; the call ends with 503. */
+static void
+cancel_retry(struct call *c)
+{
+    uv_timer_stop(&c->timer->t);
+    uv_close((uv_handle_t *)&c->timer->t, timer_closed);
+    c->timer = NULL;
+    record_attempt(c, TG_ECANCELED);
+    set_error(c, 503, "server_error", "The gateway is shutting down.");
+    c->mode = RELAY_BUFFER;
+    finish(c);
+}
+
+/*
+ * After an attempt: records it on the router and, when it failed in a way another
+ * deployment may not (connect error, timeout, 429, 5xx) before anything reached the client,
+ * and something is left to try, pushes the attempt's ledger row and schedules the next
+ * attempt after the back-off. Returns true when a retry is scheduled (the call goes on).
+ */
+static bool
+retry(struct call *c, int err, const char *message)
+{
+    int status = c->upstream_status;
+    bool is_retryable =
+        (err < 0 && err != TG_ECANCELED) || (err == 0 && (status == 429 || status >= 500));
+    bool can_retry = is_retryable && c->mode != RELAY_SSE && !c->is_client_gone && !c->is_too_big &&
+                     !c->is_cache_hit && !c->w->is_cancelled && c->first_route != NULL;
+    record_attempt(c, err);
+    if (!can_retry || !pick_target(c)) {
+        return false;
+    }
+    char why[128];
+    if (err < 0) {
+        snprintf(why, sizeof(why), "%s", message ? message : tg_strerror(err));
+    } else {
+        snprintf(why, sizeof(why), "upstream HTTP %d", status);
+    }
+    push_attempt_row(c, err < 0 ? upstream_error_status(err) : status, why);
+    tg_log_info("request %s: attempt %d on %s/%s failed (%s); retrying", c->req->id, c->attempt,
+                c->provider->name, c->upstream_model, why);
+    apply_target(c);
+    /* A clean slate for the next attempt: nothing of the failed one reached the client. */
+    c->upstream_status = 0;
+    c->client_status = 0;
+    c->mode = RELAY_NONE;
+    c->n_pass = c->n_pass_base;
+    c->first_byte_us = 0;
+    c->error[0] = '\0';
+    memset(&c->usage, 0, sizeof(c->usage));
+    tg_buf_reset(&c->resp);
+    uint64_t backoff = c->first_route->retry_backoff_ms;
+    int shift = c->attempt - 1 < 6 ? c->attempt - 1 : 6;
+    backoff = backoff << shift;
+    backoff = backoff > 10000 ? 10000 : backoff;
+    struct retry_timer *rt = tg_xcalloc(1, sizeof(*rt));
+    rt->c = c;
+    uv_timer_init(&c->w->loop, &rt->t);
+    c->timer = rt;
+    uv_timer_start(&rt->t, on_retry_timer, backoff, 0);
+    return true;
+}
 
 /* Answers c from a cache entry by playing it through the relay as if the provider had sent
  * it, so the replay gets the same framing, usage reading and ledger row as a live answer. */
@@ -1142,6 +1519,9 @@ route(struct call *c)
     if (c->price == NULL) {
         c->price = tg_price_lookup(c->state->prices, c->upstream_model);
     }
+    c->first_route = c->route = r;
+    c->dep = -1;
+    bound_price(c);
     return c->provider != NULL;
 }
 
@@ -1325,7 +1705,9 @@ compute_bounds(struct call *c, bool count_text)
 {
     c->prompt_bound = (int64_t)c->req->body.len;
     c->completion_bound = mul_sat(c->max_out, c->n);
-    c->cost_bound = tg_quota_cost_bound(c->price, c->prompt_bound, c->completion_bound);
+    /* A route with fallbacks reserves for its dearest model, so whichever answers fits. */
+    c->cost_bound = tg_quota_cost_bound(c->has_bound_price ? &c->bound_price : c->price,
+                                        c->prompt_bound, c->completion_bound);
     int64_t prompt = count_text ? tg_quota_prompt_tokens(text_chars(c)) : 0;
     c->rl_tokens = add_sat(prompt, c->completion_bound);
 }
@@ -1580,35 +1962,28 @@ tg_proxy_handle(struct tg_worker *w, struct tg_http_req *req, enum tg_api api,
         }
         return;
     }
-    struct tg_provider_request preq = {
-        .api = api,
-        .upstream_model = c->upstream_model,
-        .body = c->upstream_body,
-        .body_len = c->upstream_body_len,
-        .is_stream = c->is_stream,
-        .request_id = req->id,
-    };
+    c->prepared_for = c->upstream_model;
+    c->n_pass_base = c->n_pass;
     tg_http_req_on_abort(req, on_client_abort, c);
     tg_http_req_on_drain(req, on_client_drain, c);
     list_add(w, c);
-    int rc =
-        tg_provider_call_start(c->provider, w->upstream, &w->loop, &preq, &callbacks, c, &c->pcall);
-    if (rc < 0) {
-        char msg[200];
-        snprintf(msg, sizeof(msg), "The upstream provider %s could not be called: %s",
-                 c->provider->name, tg_strerror(rc));
-        set_error(c, rc == TG_EINVAL ? 400 : 502,
-                  rc == TG_EINVAL ? "invalid_request_error" : "server_error", msg);
-        c->mode = RELAY_BUFFER;
-        finish(c);
+    if (!pick_target(c)) {
+        no_deployment(c);
+        return;
     }
+    apply_target(c);
+    start_attempt(c);
 }
 
 void
 tg_proxy_cancel_all(struct tg_worker *w)
 {
-    for (struct call *c = (struct call *)w->calls; c != NULL; c = c->next) {
-        if (c->pcall != NULL) {
+    struct call *next = NULL;
+    for (struct call *c = (struct call *)w->calls; c != NULL; c = next) {
+        next = c->next;
+        if (c->timer != NULL) {
+            cancel_retry(c); /* finishes c */
+        } else if (c->pcall != NULL) {
             copy_field(c->error, sizeof(c->error), "gateway shutting down");
             tg_provider_call_cancel(c->provider, c->pcall);
         }
