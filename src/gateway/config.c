@@ -565,6 +565,19 @@ parse_node(struct ctx *cx, const struct ynode *v, const char *path, const struct
     return 0;
 }
 
+/* model_tiers: a mapping, read after the models (read_tiers). */
+static int
+parse_map_node(struct ctx *cx, const struct ynode *v, const char *path, const struct field *f,
+               void *dst)
+{
+    (void)f;
+    if (!is_null(v) && v->kind != Y_MAP) {
+        return fail(cx, v, "%s: expected a map from tier name to a list of models", path);
+    }
+    *(const struct ynode **)dst = v;
+    return 0;
+}
+
 #define CF(m) offsetof(struct load, c.m)
 /* One line per table row reads best. */
 // clang-format off
@@ -698,7 +711,7 @@ static const struct field top_fields[] = {
     NUM("models", parse_node, offsetof(struct load, models), 0, 0),
     NUM("projects", parse_node, offsetof(struct load, projects), 0, 0),
     NUM("prices", parse_node, offsetof(struct load, prices), 0, 0),
-    NUM("model_tiers", parse_node, offsetof(struct load, tiers), 0, 0),
+    NUM("model_tiers", parse_map_node, offsetof(struct load, tiers), 0, 0),
 };
 
 /* ---- providers ------------------------------------------------------------------------ */

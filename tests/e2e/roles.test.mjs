@@ -90,6 +90,9 @@ function fixture(row) {
         budget: { thresholds_pct: [50, 80, 100] },
         'projects/{project_id}/budget': { max_n: 8 },
         'projects/{project_id}/api_keys/{key_id}/budget': { max_n: 8 },
+        'projects/{project_id}/token_policy': { max_n: 4 },
+        'projects/{project_id}/api_keys/{key_id}/token_policy': { max_n: 4 },
+        'projects/{project_id}/aliases': { walk: { model: 'gpt-4o-mini' } },
         apply: { yaml: 'not_a_section: [1' },
     };
     if (row.method !== 'POST') return { query: '' };
