@@ -48,6 +48,12 @@ append_project(struct tg_buf *b, const struct tg_project_rec *p)
     } else {
         tg_buf_append_str(b, "null");
     }
+    /* Shown only once set, so the answer (and the audit's before/after) reflects a change. */
+    json_t *cache = json_object_get(settings, "cache");
+    if (json_is_object(cache)) {
+        tg_buf_append_str(b, ",\"cache\":");
+        tg_json_dump_buf(cache, b);
+    }
     json_decref(settings);
     tg_buf_append_str(b, ",\"created_at\":");
     admin_append_time(b, p->created_ms);
