@@ -44,6 +44,7 @@ static const struct admin_route *const tables[] = {
     tg_admin_routes_rate_limits,
     tg_admin_routes_budgets,
     tg_admin_routes_costs,
+    tg_admin_routes_deployments,
     tg_admin_routes_policies,
 };
 

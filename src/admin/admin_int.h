@@ -111,6 +111,7 @@ extern const struct admin_route tg_admin_routes_history[];
 extern const struct admin_route tg_admin_routes_rate_limits[];
 extern const struct admin_route tg_admin_routes_budgets[];
 extern const struct admin_route tg_admin_routes_costs[];
+extern const struct admin_route tg_admin_routes_deployments[];
 extern const struct admin_route tg_admin_routes_policies[];
 
 /* The public route POST /v1/organization/invites/accept (admin_users.c): runs with key NULL,
