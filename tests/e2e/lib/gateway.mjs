@@ -89,7 +89,7 @@ export async function freePort() {
     return port;
 }
 
-function configYaml({ port, dataDir, upstream, deadPort, extra, extraPrices }) {
+function configYaml({ port, dataDir, upstream, deadPort, extra, extraPrices, extraModels }) {
     const prices = Object.entries({ ...PRICES, ...(extraPrices || {}) })
         .map(
             ([m, p]) =>
@@ -144,7 +144,7 @@ models:
     provider: mock
   - name: "*"
     provider: up
-projects:
+${extraModels || ''}projects:
   - name: development
     models: [gpt-4o-mini, mock-small]
 prices:
@@ -320,7 +320,7 @@ function tail(s, n = 8000) {
 // unset), extraYaml (appended to the config), env (extra environment), dataDir (the data
 // directory of an earlier gateway, to restart on its store; it stays where it is, so the
 // earlier gateway's cleanup removes it), prices (more entries for the prices: list, in the
-// shape of PRICES).
+// shape of PRICES), models (YAML lines appended to the models: list, two-space indented).
 export async function startGateway(opts) {
     const bin = process.env.TOLLGATE_BIN;
     if (!bin) throw new Error('TOLLGATE_BIN is not set: point it at the tollgate binary (absolute path)');
@@ -332,7 +332,7 @@ export async function startGateway(opts) {
     const port = await freePort();
     const deadPort = await freePort();
     const cfg = path.join(dir, 'tollgate.yaml');
-    fs.writeFileSync(cfg, configYaml({ port, dataDir, upstream, deadPort, extra: opts.extraYaml, extraPrices: opts.prices }));
+    fs.writeFileSync(cfg, configYaml({ port, dataDir, upstream, deadPort, extra: opts.extraYaml, extraPrices: opts.prices, extraModels: opts.models }));
     const adminKey = opts.adminKey === null ? null : opts.adminKey || newTollgateKey();
     const env = { ...process.env, ...(opts.env || {}) };
     delete env.OPENAI_API_KEY;

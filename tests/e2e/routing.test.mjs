@@ -1,0 +1,208 @@
+// routing.test.mjs: model routes with several deployments (policy/router.h) on the scripted
+// upstream, whose misbehaviour is chosen by the model name each deployment sends: weights
+// spread traffic; a failing deployment is retried on another without the client noticing
+// (the SDK, with its own retries off, sees 200; the ledger has one row per attempt); a 429
+// cools its deployment down; the breaker opens after its failures and half-opens after
+// open_ms; a route whose deployments fail falls back to another model, priced as that model;
+// nothing is retried once the first byte has reached the client; GET
+// /v1/organization/deployments shows the state.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { useGateway, shutdownTest, T, msg } from './lib/setup.mjs';
+import { expectedCost, PRICES, SLOW } from './lib/gateway.mjs';
+
+const P = { input: '1', cached_input: '0.5', output: '4' };
+const FB_PRICE = { input: '3', cached_input: '1.5', output: '12' };
+
+const MODELS = `  - name: rt-weights
+    deployments:
+      - {provider: up, upstream_model: w-heavy, weight: 3}
+      - {provider: up, upstream_model: w-light, weight: 1}
+  - name: rt-retry
+    deployments:
+      - {provider: up, upstream_model: fail-500}
+      - {provider: up, upstream_model: gpt-4o-mini, priority: 1}
+    retry: {max_attempts: 3, backoff_ms: 5}
+    breaker: {failures: 2, error_rate_pct: 50, window_ms: 60000, open_ms: 1500}
+  - name: rt-cool
+    deployments:
+      - {provider: up, upstream_model: fail-429}
+      - {provider: up, upstream_model: gpt-4o-mini, priority: 1}
+    retry: {backoff_ms: 1}
+  - name: rt-fallback
+    deployments:
+      - {provider: dead, upstream_model: gone}
+    fallbacks: [rt-fb-target]
+    retry: {backoff_ms: 1}
+  - name: rt-fb-target
+    provider: up
+    upstream_model: gpt-4o-mini
+  - name: rt-cut
+    deployments:
+      - {provider: up, upstream_model: cut-stream}
+      - {provider: up, upstream_model: gpt-4o-mini, priority: 1}
+    retry: {backoff_ms: 1}
+`;
+
+// expectedCost reads the shared price table; the gateway gets the same entries below.
+Object.assign(PRICES, { 'rt-retry': P, 'rt-fallback': P, 'rt-fb-target': FB_PRICE });
+
+const ctx = useGateway({
+    gateway: {
+        models: MODELS,
+        prices: {
+            'rt-weights': P,
+            'rt-retry': P,
+            'rt-cool': P,
+            'rt-fallback': P,
+            'rt-fb-target': FB_PRICE,
+            'rt-cut': P,
+        },
+    },
+});
+
+// Every ledger row of a request once there are at least n of them (bounded wait).
+async function rowsOf(gw, requestId, n) {
+    const end = Date.now() + 10000 * SLOW;
+    for (;;) {
+        const rows = (await gw.readLedger()).filter((r) => r.request_id === requestId);
+        if (rows.length >= n) return rows.sort((a, b) => a.attempt - b.attempt);
+        if (Date.now() > end) throw new Error(`${rows.length} of ${n} ledger rows for ${requestId}`);
+        await new Promise((r) => setTimeout(r, 50));
+    }
+}
+
+async function deployments(gw, model) {
+    const res = await gw.adminFetch('/v1/organization/deployments?limit=100');
+    assert.equal(res.status, 200);
+    const body = res.json;
+    assert.equal(body.object, 'list');
+    return body.data.filter((d) => d.model === model);
+}
+
+function usageOf(data) {
+    const u = data.usage;
+    return { prompt_tokens: u.prompt_tokens, cached_tokens: u.prompt_tokens_details.cached_tokens, completion_tokens: u.completion_tokens };
+}
+
+async function chat(gw, key, model, text) {
+    return gw.client(key, { maxRetries: 0 }).chat.completions.create({ model, messages: msg(text) }).withResponse();
+}
+
+test('weights spread traffic between deployments', T, async () => {
+    const { up, gw } = ctx;
+    const key = await gw.createKey('production', 'rt-w');
+    const mark = up.mark();
+    for (let i = 0; i < 80; i++) await chat(gw, key, 'rt-weights', `spread ${i}`);
+    const seen = up.since(mark).map((r) => r.model);
+    const heavy = seen.filter((m) => m === 'w-heavy').length;
+    const light = seen.filter((m) => m === 'w-light').length;
+    assert.equal(heavy + light, 80);
+    // 3:1 expected (60 / 20); the bounds fail only far outside chance.
+    assert.ok(heavy >= 45 && heavy <= 74, `heavy ${heavy}, light ${light}`);
+    const ds = await deployments(gw, 'rt-weights');
+    assert.deepEqual(ds.map((d) => [d.upstream_model, d.weight, d.breaker, d.outstanding]), [
+        ['w-heavy', 3, 'closed', 0],
+        ['w-light', 1, 'closed', 0],
+    ]);
+    assert.ok(ds.every((d) => d.strategy === 'weighted' && typeof d.ewma_ttft_ms === 'number'));
+});
+
+test('a failing deployment is retried on another: the client sees 200, the ledger 2 attempts', T, async () => {
+    const { up, gw } = ctx;
+    const key = await gw.createKey('production', 'rt-r');
+    const mark = up.mark();
+    const { data, response, request_id } = await chat(gw, key, 'rt-retry', 'please retry me');
+    assert.equal(response.status, 200);
+    assert.equal(data.choices[0].message.content, 'echo: please retry me');
+    assert.deepEqual(up.since(mark).map((r) => r.model), ['fail-500', 'gpt-4o-mini']);
+    const rows = await rowsOf(gw, request_id, 2);
+    assert.equal(rows.length, 2);
+    assert.deepEqual(rows.map((r) => [r.attempt, r.deployment, r.status]), [
+        [1, 'fail-500', 500],
+        [2, 'gpt-4o-mini', 200],
+    ]);
+    assert.equal(rows[0].cost_micros, 0);
+    assert.match(rows[0].error, /500/);
+    assert.equal(rows[1].error, '');
+    assert.equal(rows[1].cost_micros, expectedCost('rt-retry', usageOf(data)));
+});
+
+test('the breaker opens after its failures, skips the deployment, then half-opens', T, async () => {
+    const { up, gw } = ctx;
+    const key = await gw.createKey('production', 'rt-b');
+    // The previous test failed fail-500 once; one more failure (failures: 2) opens it.
+    let { response } = await chat(gw, key, 'rt-retry', 'second failure');
+    assert.equal(response.status, 200);
+    let [bad] = await deployments(gw, 'rt-retry');
+    assert.equal(bad.breaker, 'open');
+    assert.ok(bad.breaker_open_until > Date.now() - 1000);
+    // Open: requests go straight to the healthy deployment, one attempt each.
+    const mark = up.mark();
+    const r3 = await chat(gw, key, 'rt-retry', 'while open');
+    assert.deepEqual(up.since(mark).map((r) => r.model), ['gpt-4o-mini']);
+    assert.equal((await rowsOf(gw, r3.request_id, 1)).length, 1);
+    // After open_ms (1.5 s) the breaker reads half-open (polled, bounded).
+    const end = Date.now() + 5000 * SLOW;
+    while ((bad = (await deployments(gw, 'rt-retry'))[0]).breaker !== 'half_open') {
+        assert.ok(Date.now() < end, `still ${bad.breaker}`);
+        await new Promise((r) => setTimeout(r, 100));
+    }
+    // One probe goes to the failing deployment; it fails, so the breaker opens again.
+    const mark2 = up.mark();
+    ({ response } = await chat(gw, key, 'rt-retry', 'probe'));
+    assert.equal(response.status, 200);
+    assert.deepEqual(up.since(mark2).map((r) => r.model), ['fail-500', 'gpt-4o-mini']);
+    assert.equal((await deployments(gw, 'rt-retry'))[0].breaker, 'open');
+});
+
+test('a 429 is retried on another deployment and cools its own down', T, async () => {
+    const { up, gw } = ctx;
+    const key = await gw.createKey('production', 'rt-c');
+    const mark = up.mark();
+    const { response, request_id } = await chat(gw, key, 'rt-cool', 'cool it');
+    assert.equal(response.status, 200);
+    assert.deepEqual(up.since(mark).map((r) => r.model), ['fail-429', 'gpt-4o-mini']);
+    const rows = await rowsOf(gw, request_id, 2);
+    assert.deepEqual(rows.map((r) => [r.attempt, r.deployment, r.status]), [
+        [1, 'fail-429', 429],
+        [2, 'gpt-4o-mini', 200],
+    ]);
+    // The upstream's retry-after-ms is 10: a breaker is not involved, and the cooldown is
+    // short; it was set (the deployment's cooldown instant is no earlier than the request).
+    const [cool] = await deployments(gw, 'rt-cool');
+    assert.equal(cool.breaker, 'closed');
+    assert.equal(cool.window_failures, 0);
+});
+
+test('fallback to another model once the deployments fail, priced as that model', T, async () => {
+    const { up, gw } = ctx;
+    const key = await gw.createKey('production', 'rt-f');
+    const mark = up.mark();
+    const { data, response, request_id } = await chat(gw, key, 'rt-fallback', 'fall back please');
+    assert.equal(response.status, 200);
+    assert.deepEqual(up.since(mark).map((r) => r.model), ['gpt-4o-mini']);
+    const rows = await rowsOf(gw, request_id, 2);
+    assert.deepEqual(rows.map((r) => [r.attempt, r.provider, r.deployment, r.status]), [
+        [1, 'dead', 'gone', 502],
+        [2, 'up', 'gpt-4o-mini', 200],
+    ]);
+    assert.equal(rows[1].model_requested, 'rt-fallback');
+    assert.equal(rows[1].cost_micros, expectedCost('rt-fb-target', usageOf(data)));
+    assert.notEqual(rows[1].cost_micros, expectedCost('rt-fallback', usageOf(data)));
+});
+
+test('no retry once the first byte has reached the client', T, async () => {
+    const { up, gw } = ctx;
+    const key = await gw.createKey('production', 'rt-s');
+    const mark = up.mark();
+    const stream = await gw.client(key, { maxRetries: 0 }).chat.completions.create({ model: 'rt-cut', messages: msg('cut me off now'), stream: true });
+    let text = '';
+    await assert.rejects(async () => {
+        for await (const c of stream) text += c.choices?.[0]?.delta?.content ?? '';
+    });
+    assert.ok(text.length > 0, 'some content arrived before the cut');
+    assert.deepEqual(up.since(mark).map((r) => r.model), ['cut-stream']);
+});
+
+shutdownTest(ctx);
