@@ -317,6 +317,15 @@ int tg_cli_budget_table(const json_t *b, struct tg_buf *out);
 int tg_cli_cmd_budgets_get(struct tg_cli *cli);
 int tg_cli_cmd_budgets_set(struct tg_cli *cli);
 
+/* ---- token policies and aliases (cli_policies.c) ------------------------------------------- */
+
+/* policy get|set: --project P [--api-key K]; set takes the whole policy as one JSON object.
+ * aliases get|set: --project P; set takes the whole aliases object. */
+int tg_cli_cmd_policy_get(struct tg_cli *cli);
+int tg_cli_cmd_policy_set(struct tg_cli *cli);
+int tg_cli_cmd_aliases_get(struct tg_cli *cli);
+int tg_cli_cmd_aliases_set(struct tg_cli *cli);
+
 /* Table of a config version diff ({"changes": [{path, change, old, new}]}): path, change,
  * old, new (values as compact JSON), or "No differences.\n". 0 or TG_EPARSE. */
 int tg_cli_diff_table(const json_t *diff, struct tg_buf *out);

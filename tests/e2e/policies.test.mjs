@@ -6,6 +6,8 @@
 // of a tier and following an allow-list change, with the ledger keeping the alias asked.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { useGateway, shutdownTest, T, msg } from './lib/setup.mjs';
 
 const TIER_PRICES = {
@@ -164,6 +166,37 @@ test('aliases: a tier resolves to its cheapest allowed model and follows the all
     r = await chat(gw, key, { model: 'fast', messages: msg('hi') });
     assert.equal(r.status, 404, r.text);
     assert.match(r.json.error.message, /fast/);
+});
+
+// Runs `tollgate ARGS` against the gateway with the admin key; resolves { code, stdout, stderr }.
+async function tg(gw, args) {
+    const env = { ...process.env, TOLLGATE_URL: gw.url, TOLLGATE_ADMIN_KEY: gw.adminKey };
+    try {
+        const { stdout, stderr } = await promisify(execFile)(process.env.TOLLGATE_BIN, args, { env });
+        return { code: 0, stdout, stderr };
+    } catch (e) {
+        return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+    }
+}
+
+test('the CLI: policy get|set and aliases get|set', T, async () => {
+    const { gw } = ctx;
+    const p = await newProject(gw);
+    let r = await tg(gw, ['policy', 'set', '{"max_n": 3, "default_stop": ["END"]}', '--project', p.id]);
+    assert.equal(r.code, 0, r.stderr);
+    r = await tg(gw, ['policy', 'get', '--project', p.id, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout).token_policy, { max_n: 3, default_stop: ['END'] });
+    r = await tg(gw, ['policy', 'set', '{"max_n": 0}', '--project', p.id]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /max_n/);
+    r = await tg(gw, ['policy', 'set', 'not json', '--project', p.id]);
+    assert.equal(r.code, 2);
+    r = await tg(gw, ['aliases', 'set', '{"fast": {"tier": "small"}}', '--project', p.id]);
+    assert.equal(r.code, 0, r.stderr);
+    r = await tg(gw, ['aliases', 'get', '--project', p.id]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /"tier": "small"/);
 });
 
 shutdownTest(ctx);
