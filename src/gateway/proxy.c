@@ -146,6 +146,7 @@ struct call {
     bool is_cache_hit;   /* answered from the cache: the ledger row records a saving */
     bool is_cache_store; /* a successful answer is stored under cache_key */
     int64_t cache_ttl_ms;
+    int64_t cache_saved_micros; /* a hit: what the replayed answer cost when it was made */
     unsigned char cache_key[TG_CACHE_KEY_BYTES];
     struct tg_buf cache_raw; /* SSE mode: the upstream stream as received, for the cache */
 
@@ -164,8 +165,7 @@ struct call {
     uint64_t tried;       /* deployments of route tried */
     size_t next_fallback; /* into first_route->fallbacks */
     uint64_t attempt_start_us;
-    uint64_t retry_after_ms; /* from this attempt's retry-after(-ms) header */
-    bool has_retry_after_ms;
+    uint64_t retry_after_ms;   /* from this attempt's retry-after(-ms) header */
     size_t n_pass_base;        /* pass headers of our own, kept across attempts */
     const char *prepared_for;  /* upstream_model the upstream body was prepared for */
     struct retry_timer *timer; /* back-off before the next attempt */
@@ -631,6 +631,7 @@ settle(struct call *c)
          * answer came from. */
         row.prompt_tokens = row.cached_tokens = row.completion_tokens = row.reasoning_tokens = 0;
         row.cost_micros = 0;
+        row.saved_micros = c->cache_saved_micros;
         u.prompt_tokens = u.completion_tokens = 0;
         copy_field(row.provider, sizeof(row.provider), "cache");
     } else {
@@ -739,9 +740,8 @@ note_retry_after(struct call *c, const struct tg_upstream_header *h)
     }
     char *end = NULL;
     double v = strtod(h->value, &end);
-    if (end != h->value && v >= 0 && v <= 86400000.0 && (is_ms || !c->has_retry_after_ms)) {
+    if (end != h->value && v >= 0 && v <= 86400000.0) {
         c->retry_after_ms = (uint64_t)(is_ms ? v : v * 1000);
-        c->has_retry_after_ms = is_ms; /* the finer header wins, whatever the order */
     }
 }
 
@@ -1230,7 +1230,6 @@ start_attempt(struct call *c)
     c->attempt++;
     c->attempt_start_us = tg_clock_mono_us();
     c->retry_after_ms = 0;
-    c->has_retry_after_ms = false;
     if (strcmp(c->prepared_for, c->upstream_model) != 0) {
         /* Another deployment names the model differently: the body's "model" changes. */
         tg_buf_reset(&c->rewritten);
@@ -1417,6 +1416,7 @@ cache_lookup(struct call *c)
         mark->value = "hit";
         c->is_cache_hit = true;
         c->is_cache_store = false;
+        c->cache_saved_micros = e.cost_micros;
         cache_replay(c, &e);
     }
     tg_cache_entry_deinit(&e);

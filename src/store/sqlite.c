@@ -152,6 +152,9 @@ static const char *const migrations[] = {
     "  last_error TEXT,"
     "  UNIQUE (event_key, channel, target));"
     "CREATE INDEX outbox_due ON outbox (delivered_ms, next_attempt_ms);",
+    /* 4: what a cache hit saved (the original answer's cost); 0 on every other row, so old
+     * rows and writers that do not name the column stay right. */
+    "ALTER TABLE ledger ADD COLUMN saved_micros INTEGER NOT NULL DEFAULT 0;",
 };
 
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
@@ -240,12 +243,13 @@ static const char *const migrations[] = {
     X(KEYS_LIST, "SELECT " KEY_COLUMNS " FROM api_keys WHERE org_id = ? "                          \
                  "ORDER BY created_ms, rowid")                                                     \
     X(KEYS_SET_ROLE, "UPDATE api_keys SET role = ?2 WHERE kind = 1 AND owner_user_id = ?1")        \
-    X(LEDGER_INSERT, "INSERT OR IGNORE INTO ledger (request_id, attempt, time_ms, org_id, "        \
-                     "project_id, key_id, user_id, endpoint, model_requested, provider, "          \
-                     "deployment, prompt_tokens, cached_tokens, completion_tokens, "               \
-                     "reasoning_tokens, cost_micros, status, latency_ms, ttft_ms, is_stream, "     \
-                     "is_usage_estimated, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "  \
-                     "?, ?, ?, ?, ?, ?, ?, ?, ?)")                                                 \
+    X(LEDGER_INSERT,                                                                               \
+      "INSERT OR IGNORE INTO ledger (request_id, attempt, time_ms, org_id, "                       \
+      "project_id, key_id, user_id, endpoint, model_requested, provider, "                         \
+      "deployment, prompt_tokens, cached_tokens, completion_tokens, "                              \
+      "reasoning_tokens, cost_micros, status, latency_ms, ttft_ms, is_stream, "                    \
+      "is_usage_estimated, error, saved_micros) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "               \
+      "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")                                                 \
     X(USAGE, USAGE_SQL)                                                                            \
     X(SPEND, SPEND_SQL)                                                                            \
     X(DOC_GET, "SELECT " DOC_COLUMNS " FROM docs WHERE kind = ? AND id = ?")                       \
@@ -760,6 +764,7 @@ insert_row(struct sq *s, sqlite3_stmt *st, const struct tg_ledger_row *r)
     sqlite3_bind_int(st, 20, r->is_stream ? 1 : 0);
     sqlite3_bind_int(st, 21, r->is_usage_estimated ? 1 : 0);
     bind_text(st, 22, r->error);
+    sqlite3_bind_int64(st, 23, r->saved_micros);
     return run(s, st, "append ledger row");
 }
 

@@ -77,9 +77,10 @@ struct tg_ledger_row {
     int64_t completion_tokens;
     int64_t reasoning_tokens;
     int64_t cost_micros;
-    int status;         /* HTTP status given to the client (or 499 client closed) */
-    int64_t latency_ms; /* admission to last byte */
-    int64_t ttft_ms;    /* admission to first byte to the client; -1 when none */
+    int64_t saved_micros; /* a cache hit: the cost of the answer it replayed; else 0 */
+    int status;           /* HTTP status given to the client (or 499 client closed) */
+    int64_t latency_ms;   /* admission to last byte */
+    int64_t ttft_ms;      /* admission to first byte to the client; -1 when none */
     bool is_stream;
     bool is_usage_estimated; /* usage not reported by the provider; estimated (see DESIGN) */
     char error[128];         /* short reason for failures, "" on success */

@@ -115,7 +115,7 @@ static void
 reopen_is_idempotent_and_keeps_data(void **state)
 {
     struct fx *f = *state;
-    assert_int_equal(scalar(f, "PRAGMA user_version"), 3);
+    assert_int_equal(scalar(f, "PRAGMA user_version"), 4);
     seed(f->s);
     f->s->ops->close(f->s);
     f->s = NULL;
@@ -129,7 +129,7 @@ reopen_is_idempotent_and_keeps_data(void **state)
         assert_false(created);
         s->ops->close(s);
     }
-    assert_int_equal(scalar(f, "PRAGMA user_version"), 3);
+    assert_int_equal(scalar(f, "PRAGMA user_version"), 4);
     assert_int_equal(scalar(f, "SELECT count(*) FROM orgs"), 1);
     assert_int_equal(scalar(f, "SELECT count(*) FROM projects"), 2);
 
@@ -171,6 +171,7 @@ ledger_columns_have_the_row_names(void **state)
         "is_stream",
         "is_usage_estimated",
         "error",
+        "saved_micros",
     };
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
@@ -413,6 +414,7 @@ ledger_append_is_idempotent(void **state)
     rows[2].is_stream = true;
     rows[2].is_usage_estimated = true;
     rows[2].ttft_ms = 45;
+    rows[2].saved_micros = 77;
     rows[2].status = 499;
     snprintf(rows[2].user_id, sizeof(rows[2].user_id), "user_7");
     snprintf(rows[2].error, sizeof(rows[2].error), "client closed");
@@ -435,7 +437,7 @@ ledger_append_is_idempotent(void **state)
                                "completion_tokens = 22 AND reasoning_tokens = 7 AND cost_micros "
                                "= 190 AND status = 499 AND latency_ms = 120 AND ttft_ms = 45 AND "
                                "is_stream = 1 AND is_usage_estimated = 1 AND error = 'client "
-                               "closed'"),
+                               "closed' AND saved_micros = 77"),
                      1);
     assert_int_equal(scalar(f, "SELECT count(*) FROM ledger WHERE is_stream = 0 AND "
                                "is_usage_estimated = 0 AND ttft_ms = -1 AND error = ''"),

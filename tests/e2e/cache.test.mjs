@@ -1,0 +1,237 @@
+// cache.test.mjs: the response cache through the real binary: a project enables it through
+// the admin API; a repeated request is answered from the cache (the upstream called once,
+// `x-tollgate-cache: miss` then `hit`, the SDK sees the same content); a cached stream is
+// replayed as a stream and a cached JSON answer served as a stream when asked; projects never
+// share entries; Cache-Control no-cache / no-store / max-age=N and x-tollgate-cache
+// bypass / refresh steer each request; only successful answers are cached; a hit's ledger row
+// has no upstream cost and records the cost it saved.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { useGateway, shutdownTest, T, msg } from './lib/setup.mjs';
+
+const ctx = useGateway();
+
+let seq = 0;
+function unique(base) {
+    seq += 1;
+    return `${base}-${process.pid}-${seq}-${Date.now()}`;
+}
+
+// A fresh project with the cache enabled (memory backend) and a key in it.
+async function cachedProject(gw, cache = { enabled: true }) {
+    const r = await gw.adminFetch('/v1/organization/projects', { body: { name: unique('cache') } });
+    assert.equal(r.status, 200, r.text);
+    const p = r.json;
+    const s = await gw.adminFetch(`/v1/organization/projects/${p.id}`, { body: { cache } });
+    assert.equal(s.status, 200, s.text);
+    const key = await gw.createKey(p.id, 'cache');
+    return { project: p, key, client: gw.client(key) };
+}
+
+async function chat(client, body, headers) {
+    const { data, response, request_id } = await client.chat.completions
+        .create(body, headers ? { headers } : undefined)
+        .withResponse();
+    return { data, mark: response.headers.get('x-tollgate-cache'), request_id };
+}
+
+// A stream's chunks and the text they carry.
+async function chatStream(client, body, headers) {
+    const { data, response, request_id } = await client.chat.completions
+        .create({ ...body, stream: true }, headers ? { headers } : undefined)
+        .withResponse();
+    const chunks = [];
+    let text = '';
+    let finish = null;
+    let usage = null;
+    for await (const c of data) {
+        chunks.push(c);
+        if (c.choices?.length) {
+            text += c.choices[0].delta?.content ?? '';
+            finish = c.choices[0].finish_reason ?? finish;
+        }
+        if (c.usage) usage = c.usage;
+    }
+    return { chunks, text, finish, usage, mark: response.headers.get('x-tollgate-cache'), request_id };
+}
+
+test('miss then hit: the upstream answers once, the SDK sees the same answer', T, async () => {
+    const { up, gw } = ctx;
+    const { client } = await cachedProject(gw);
+    const body = { model: 'gpt-4o-mini', messages: msg(unique('remember me')) };
+    const mark = up.mark();
+    const first = await chat(client, body);
+    assert.equal(first.mark, 'miss');
+    const second = await chat(client, body);
+    assert.equal(second.mark, 'hit');
+    assert.equal(up.since(mark).length, 1, 'the upstream was called once');
+    assert.deepEqual(second.data, first.data, 'the replay equals the original');
+    assert.notEqual(second.request_id, first.request_id, 'each request keeps its own id');
+    // Members that do not change the output (user) share the entry.
+    const third = await chat(client, { ...body, user: 'someone' });
+    assert.equal(third.mark, 'hit');
+    // A parameter that changes the output is another entry.
+    const other = await chat(client, { ...body, temperature: 0.5 });
+    assert.equal(other.mark, 'miss');
+    assert.equal(up.since(mark).length, 2);
+});
+
+test('a hit is in the ledger with no upstream cost and the cost it saved', T, async () => {
+    const { gw } = ctx;
+    const { client } = await cachedProject(gw);
+    const body = { model: 'gpt-4o-mini', messages: msg(unique('price me')) };
+    const first = await chat(client, body);
+    const second = await chat(client, body);
+    assert.equal(second.mark, 'hit');
+    const [orig] = await gw.waitLedger(first.request_id);
+    const [hit] = await gw.waitLedger(second.request_id);
+    assert.ok(orig.cost_micros > 0, 'the original answer cost something');
+    assert.equal(orig.provider, 'up');
+    assert.equal(Number(orig.saved_micros), 0);
+    assert.equal(hit.provider, 'cache');
+    assert.equal(hit.cost_micros, 0);
+    assert.equal(hit.prompt_tokens + hit.completion_tokens, 0, 'no upstream tokens');
+    assert.equal(Number(hit.saved_micros), orig.cost_micros, 'the saving is the original cost');
+    assert.equal(hit.status, 200);
+});
+
+test('a cached stream is replayed as a stream', T, async () => {
+    const { up, gw } = ctx;
+    const { client } = await cachedProject(gw);
+    const body = { model: 'gpt-4o-mini', messages: msg(unique('stream me please')), stream_options: { include_usage: true } };
+    const mark = up.mark();
+    const first = await chatStream(client, body);
+    assert.equal(first.mark, 'miss');
+    const second = await chatStream(client, body);
+    assert.equal(second.mark, 'hit');
+    assert.equal(up.since(mark).length, 1);
+    assert.ok(first.chunks.length > 2);
+    assert.deepEqual(second.chunks, first.chunks, 'chunk for chunk, as the SDK sees them');
+    assert.equal(second.text, first.text);
+    assert.equal(second.finish, 'stop');
+    assert.deepEqual(second.usage, first.usage);
+    // A JSON request cannot be answered from a stream: it goes upstream.
+    const { stream_options, ...plain } = body;
+    const json = await chat(client, plain);
+    assert.equal(json.mark, 'miss');
+    assert.equal(json.data.choices[0].message.content, first.text);
+    assert.equal(up.since(mark).length, 2);
+});
+
+test('a cached JSON answer is served as a stream when asked', T, async () => {
+    const { up, gw } = ctx;
+    const { client } = await cachedProject(gw);
+    const body = { model: 'gpt-4o-mini', messages: msg(unique('json then stream')) };
+    const mark = up.mark();
+    const first = await chat(client, body);
+    assert.equal(first.mark, 'miss');
+    const streamed = await chatStream(client, { ...body, stream_options: { include_usage: true } });
+    assert.equal(streamed.mark, 'hit');
+    assert.equal(up.since(mark).length, 1);
+    assert.equal(streamed.text, first.data.choices[0].message.content);
+    assert.equal(streamed.finish, first.data.choices[0].finish_reason);
+    assert.equal(streamed.chunks[0].id, first.data.id);
+    assert.equal(streamed.chunks[0].model, first.data.model);
+    assert.equal(streamed.usage.prompt_tokens, first.data.usage.prompt_tokens);
+    assert.equal(streamed.usage.completion_tokens, first.data.usage.completion_tokens);
+});
+
+test('partitioned per project: another project misses', T, async () => {
+    const { up, gw } = ctx;
+    const a = await cachedProject(gw);
+    const b = await cachedProject(gw);
+    const body = { model: 'gpt-4o-mini', messages: msg(unique('mine only')) };
+    const mark = up.mark();
+    assert.equal((await chat(a.client, body)).mark, 'miss');
+    assert.equal((await chat(b.client, body)).mark, 'miss');
+    assert.equal((await chat(a.client, body)).mark, 'hit');
+    assert.equal((await chat(b.client, body)).mark, 'hit');
+    assert.equal(up.since(mark).length, 2);
+    // A project without the cache has no mark and always goes upstream.
+    const off = gw.client(await gw.createKey('staging', 'no-cache'));
+    const r1 = await chat(off, body);
+    const r2 = await chat(off, body);
+    assert.equal(r1.mark, null);
+    assert.equal(r2.mark, null);
+    assert.equal(up.since(mark).length, 4);
+});
+
+test('Cache-Control no-cache, no-store, max-age and x-tollgate-cache bypass, refresh', T, async () => {
+    const { up, gw } = ctx;
+    const { client } = await cachedProject(gw);
+
+    // no-store: answered upstream and not kept.
+    const b1 = { model: 'gpt-4o-mini', messages: msg(unique('not kept')) };
+    let mark = up.mark();
+    assert.equal((await chat(client, b1, { 'cache-control': 'no-store' })).mark, 'miss');
+    assert.equal((await chat(client, b1)).mark, 'miss');
+    assert.equal((await chat(client, b1)).mark, 'hit');
+    assert.equal(up.since(mark).length, 2);
+
+    // bypass: neither looked up nor kept.
+    const b2 = { model: 'gpt-4o-mini', messages: msg(unique('bypassed')) };
+    mark = up.mark();
+    assert.equal((await chat(client, b2, { 'x-tollgate-cache': 'bypass' })).mark, 'miss');
+    assert.equal((await chat(client, b2)).mark, 'miss');
+    assert.equal((await chat(client, b2, { 'x-tollgate-cache': 'bypass' })).mark, 'miss');
+    assert.equal(up.since(mark).length, 3);
+
+    // no-cache and refresh: not looked up, but the fresh answer replaces the entry.
+    const b3 = { model: 'gpt-4o-mini', messages: msg(unique('refreshed')), user: 'behaviour:normal' };
+    mark = up.mark();
+    const orig = await chat(client, b3);
+    assert.equal(orig.mark, 'miss');
+    const nc = await chat(client, b3, { 'cache-control': 'no-cache' });
+    assert.equal(nc.mark, 'miss');
+    assert.equal(up.since(mark).length, 2);
+    const afterNc = await chat(client, b3);
+    assert.equal(afterNc.mark, 'hit');
+    assert.deepEqual(afterNc.data, nc.data, 'no-cache stored its answer');
+    const rf = await chat(client, b3, { 'x-tollgate-cache': 'refresh' });
+    assert.equal(rf.mark, 'miss');
+    assert.equal(up.since(mark).length, 3);
+    const afterRf = await chat(client, b3);
+    assert.equal(afterRf.mark, 'hit');
+    assert.deepEqual(afterRf.data, rf.data, 'refresh stored its answer');
+
+    // max-age: a young enough entry is served, an older one is not.
+    mark = up.mark();
+    assert.equal((await chat(client, b3, { 'cache-control': 'max-age=3600' })).mark, 'hit');
+    assert.equal(up.since(mark).length, 0);
+    // The entry is at least a millisecond old by the time the next request arrives.
+    await new Promise((r) => setTimeout(r, 5));
+    assert.equal((await chat(client, b3, { 'cache-control': 'max-age=0' })).mark, 'miss');
+    assert.equal(up.since(mark).length, 1);
+});
+
+test('only successful answers are cached', T, async () => {
+    const { up, gw } = ctx;
+    const { client } = await cachedProject(gw);
+    const body = { model: 'fail-400', messages: msg(unique('refused')) };
+    const mark = up.mark();
+    for (let i = 0; i < 2; i++) {
+        const err = await client.chat.completions.create(body).catch((e) => e);
+        assert.equal(err.status, 400);
+    }
+    assert.equal(up.since(mark).length, 2, 'an error answer is never served from the cache');
+    // A cut stream is not kept either.
+    const cut = { model: 'cut-stream', messages: msg(unique('cut')) };
+    const mark2 = up.mark();
+    for (let i = 0; i < 2; i++) {
+        const s = await client.chat.completions.create({ ...cut, stream: true });
+        await (async () => {
+            for await (const _ of s);
+        })().catch(() => {});
+    }
+    assert.ok(up.since(mark2).length >= 2, 'a cut stream is never served from the cache');
+});
+
+test('cache settings are validated', T, async () => {
+    const { gw } = ctx;
+    const r = await gw.adminFetch('/v1/organization/projects', { body: { name: unique('badcache') } });
+    const bad = await gw.adminFetch(`/v1/organization/projects/${r.json.id}`, { body: { cache: { enabled: true, ttl_s: -1 } } });
+    assert.equal(bad.status, 400, bad.text);
+    assert.equal(bad.json.error.param, 'cache');
+});
+
+shutdownTest(ctx);
