@@ -165,7 +165,8 @@ struct call {
     uint64_t tried;       /* deployments of route tried */
     size_t next_fallback; /* into first_route->fallbacks */
     uint64_t attempt_start_us;
-    uint64_t retry_after_ms;   /* from this attempt's retry-after(-ms) header */
+    uint64_t retry_after_ms; /* from this attempt's retry-after(-ms) header */
+    bool has_retry_after_ms;
     size_t n_pass_base;        /* pass headers of our own, kept across attempts */
     const char *prepared_for;  /* upstream_model the upstream body was prepared for */
     struct retry_timer *timer; /* back-off before the next attempt */
@@ -740,8 +741,9 @@ note_retry_after(struct call *c, const struct tg_upstream_header *h)
     }
     char *end = NULL;
     double v = strtod(h->value, &end);
-    if (end != h->value && v >= 0 && v <= 86400000.0) {
+    if (end != h->value && v >= 0 && v <= 86400000.0 && (is_ms || !c->has_retry_after_ms)) {
         c->retry_after_ms = (uint64_t)(is_ms ? v : v * 1000);
+        c->has_retry_after_ms = is_ms; /* the finer header wins, whatever the order */
     }
 }
 
@@ -1230,6 +1232,7 @@ start_attempt(struct call *c)
     c->attempt++;
     c->attempt_start_us = tg_clock_mono_us();
     c->retry_after_ms = 0;
+    c->has_retry_after_ms = false;
     if (strcmp(c->prepared_for, c->upstream_model) != 0) {
         /* Another deployment names the model differently: the body's "model" changes. */
         tg_buf_reset(&c->rewritten);
