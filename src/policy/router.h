@@ -13,7 +13,10 @@
  * Breaker: closed -> open when, within the current window of window_ms, at least `failures`
  * calls failed and they are at least error_rate_pct of the window's calls. Open -> half-open
  * once open_ms has passed: one probe call is let through; its success closes the breaker (a
- * fresh window), its failure opens it again for open_ms. A 429 does not count against the
+ * fresh window), its failure opens it again for open_ms (the first verdict recorded on the
+ * deployment after the probe was claimed decides: a call begun before the breaker opened may
+ * end first and speak for the probe, which only moves the decision earlier). A 429 does not
+ * count against the
  * breaker: it cools the deployment down until its retry-after (or TG_ROUTER_COOLDOWN_MS).
  *
  * Times are the caller's monotonic milliseconds, so tests drive them.
