@@ -16,8 +16,8 @@
  * fresh window), its failure opens it again for open_ms (the first verdict recorded on the
  * deployment after the probe was claimed decides: a call begun before the breaker opened may
  * end first and speak for the probe, which only moves the decision earlier). A 429 does not
- * count against the
- * breaker: it cools the deployment down until its retry-after (or TG_ROUTER_COOLDOWN_MS).
+ * count against the breaker: it cools the deployment down until its retry-after (or
+ * TG_ROUTER_COOLDOWN_MS).
  *
  * Times are the caller's monotonic milliseconds, so tests drive them.
  */
