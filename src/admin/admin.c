@@ -46,6 +46,7 @@ static const struct admin_route *const tables[] = {
     tg_admin_routes_costs,
     tg_admin_routes_deployments,
     tg_admin_routes_policies,
+    tg_admin_routes_cache,
 };
 
 /* Routes reachable without an admin key, matched by worker.c before authentication. */

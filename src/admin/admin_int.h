@@ -113,6 +113,7 @@ extern const struct admin_route tg_admin_routes_budgets[];
 extern const struct admin_route tg_admin_routes_costs[];
 extern const struct admin_route tg_admin_routes_deployments[];
 extern const struct admin_route tg_admin_routes_policies[];
+extern const struct admin_route tg_admin_routes_cache[];
 
 /* The public route POST /v1/organization/invites/accept (admin_users.c): runs with key NULL,
  * inside a transaction like every other change. */

@@ -1415,15 +1415,17 @@ cache_lookup(struct call *c)
     /* A cached stream is not rebuilt into JSON: a JSON request for it goes upstream and its
      * answer replaces the entry. */
     bool is_servable = !e.is_stream || c->is_stream;
-    if (is_fresh && is_servable) {
-        mark->value = "hit";
-        c->is_cache_hit = true;
-        c->is_cache_store = false;
-        c->cache_saved_micros = e.cost_micros;
-        cache_replay(c, &e);
+    if (!is_fresh || !is_servable) {
+        tg_cache_entry_deinit(&e);
+        return false;
     }
+    mark->value = "hit";
+    c->is_cache_hit = true;
+    c->is_cache_store = false;
+    c->cache_saved_micros = e.cost_micros;
+    cache_replay(c, &e); /* answers the request, which frees c: not touched after this */
     tg_cache_entry_deinit(&e);
-    return c->is_cache_hit;
+    return true;
 }
 
 /* ---- entry points ---------------------------------------------------------------------- */

@@ -234,4 +234,107 @@ test('cache settings are validated', T, async () => {
     assert.equal(bad.json.error.param, 'cache');
 });
 
+test('admin: settings and stats, invalidation by project, model, age and all (audited)', T, async () => {
+    const { up, gw } = ctx;
+    const a = await cachedProject(gw, { enabled: true, ttl_s: 600 });
+    const b = await cachedProject(gw);
+    const got = await gw.adminFetch(`/v1/organization/projects/${a.project.id}/cache`);
+    assert.equal(got.status, 200, got.text);
+    assert.equal(got.json.object, 'project.cache');
+    assert.deepEqual(got.json.settings, { enabled: true, backend: 'memory', ttl_s: 600 });
+    for (const k of ['hits', 'misses', 'puts', 'evictions', 'entries', 'bytes', 'max_bytes']) {
+        assert.equal(typeof got.json.stats[k], 'number', k);
+    }
+
+    const mini = { model: 'gpt-4o-mini', messages: msg(unique('invalidate me')) };
+    const small = { model: 'mock-small', messages: msg(unique('keep me')) };
+    await chat(a.client, mini);
+    await chat(a.client, small);
+    await chat(b.client, mini);
+    const hitsBefore = got.json.stats.hits;
+    assert.equal((await chat(a.client, mini)).mark, 'hit');
+    const after = await gw.adminFetch(`/v1/organization/projects/${a.project.id}/cache`);
+    assert.ok(after.json.stats.hits > hitsBefore, 'the hit is counted');
+    assert.ok(after.json.stats.entries >= 3);
+
+    // By project and model: a's gpt-4o-mini entry goes; a's mock-small and b's stay.
+    const inv = await gw.adminFetch('/v1/organization/cache/invalidate', { body: { project_id: a.project.id, model: 'gpt-4o-mini' } });
+    assert.equal(inv.status, 200, inv.text);
+    assert.equal(inv.json.object, 'cache.invalidation');
+    assert.equal(inv.json.removed, 1);
+    assert.equal(inv.json.project_id, a.project.id);
+    let mark = up.mark();
+    assert.equal((await chat(a.client, mini)).mark, 'miss');
+    assert.equal((await chat(a.client, small)).mark, 'hit');
+    assert.equal((await chat(b.client, mini)).mark, 'hit');
+    assert.equal(up.since(mark).length, 1);
+
+    // By age: nothing is a day old yet.
+    const day = await gw.adminFetch('/v1/organization/cache/invalidate', { body: { project_id: b.project.id, older_than_s: 86400 } });
+    assert.equal(day.status, 200, day.text);
+    assert.equal(day.json.removed, 0);
+    assert.equal((await chat(b.client, mini)).mark, 'hit');
+
+    // A whole project, by name.
+    const byName = await gw.adminFetch('/v1/organization/cache/invalidate', { body: { project_id: b.project.name } });
+    assert.equal(byName.status, 200, byName.text);
+    assert.equal(byName.json.removed, 1);
+    assert.equal((await chat(b.client, mini)).mark, 'miss');
+
+    // Everything.
+    const all = await gw.adminFetch('/v1/organization/cache/invalidate', { body: { all: true } });
+    assert.equal(all.status, 200, all.text);
+    assert.ok(all.json.removed >= 3);
+    mark = up.mark();
+    assert.equal((await chat(a.client, small)).mark, 'miss');
+    assert.equal((await chat(a.client, mini)).mark, 'miss');
+    assert.equal(up.since(mark).length, 1, 'gpt-4o-mini went upstream again (mock-small never does)');
+
+    // Bad input names the member; nothing to select is refused; an unknown project is a 404.
+    for (const [body, param] of [
+        [{ older_than_s: 0 }, 'older_than_s'],
+        [{ all: 'yes' }, 'all'],
+        [{ model: 7 }, 'model'],
+        [{ nope: 1 }, null],
+    ]) {
+        const r = await gw.adminFetch('/v1/organization/cache/invalidate', { body });
+        assert.equal(r.status, 400, `${JSON.stringify(body)}: ${r.text}`);
+        if (param) assert.equal(r.json.error.param, param);
+    }
+    assert.equal((await gw.adminFetch('/v1/organization/cache/invalidate', { body: {} })).status, 400);
+    assert.equal((await gw.adminFetch('/v1/organization/cache/invalidate', { body: { project_id: 'proj_nope' } })).status, 404);
+
+    // Audited.
+    const log = await gw.adminFetch('/v1/organization/audit_logs?event_types=cache.invalidated&limit=100');
+    assert.equal(log.status, 200, log.text);
+    assert.ok(log.json.data.length >= 4, log.text.slice(0, 300));
+});
+
+test('admin: a reader invalidates only a project they are a member of', T, async () => {
+    const { gw } = ctx;
+    const a = await cachedProject(gw);
+    const inv = await gw.adminFetch('/v1/organization/invites', {
+        body: { email: `${unique('reader')}@example.com`, role: 'reader', projects: [{ id: a.project.id, role: 'member' }] },
+    });
+    assert.equal(inv.status, 200, inv.text);
+    const acc = await gw.adminFetch('/v1/organization/invites/accept', { key: null, body: { token: inv.json.token } });
+    assert.equal(acc.status, 200, acc.text);
+    const reader = acc.json.admin_api_key.value;
+    gw.clientKeys.push(reader);
+    const body = { model: 'gpt-4o-mini', messages: msg(unique('reader')) };
+    await chat(a.client, body);
+    const own = await gw.adminFetch('/v1/organization/cache/invalidate', { key: reader, body: { project_id: a.project.id } });
+    assert.equal(own.status, 200, own.text);
+    assert.equal(own.json.removed, 1);
+    const other = await gw.adminFetch('/v1/organization/cache/invalidate', { key: reader, body: { project_id: 'staging' } });
+    assert.equal(other.status, 403, other.text);
+    assert.equal(other.json.error.code, 'not_a_project_member');
+    const everything = await gw.adminFetch('/v1/organization/cache/invalidate', { key: reader, body: { all: true } });
+    assert.equal(everything.status, 403, everything.text);
+    const noProject = await gw.adminFetch('/v1/organization/cache/invalidate', { key: reader, body: { model: 'gpt-4o-mini' } });
+    assert.equal(noProject.status, 403, noProject.text);
+    const stats = await gw.adminFetch(`/v1/organization/projects/${a.project.id}/cache`, { key: reader });
+    assert.equal(stats.status, 200, stats.text);
+});
+
 shutdownTest(ctx);

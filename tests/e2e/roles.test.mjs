@@ -53,6 +53,8 @@ function allowed(roles) {
     if (roles === 'owner, reader' || roles === 'owner, reader (own keys)') return { member: true, nonMember: true };
     if (roles === 'owner, reader (project member)') return { member: true, nonMember: false };
     if (roles === 'owner, reader (project owner)') return { member: false, nonMember: false };
+    // The project is in the body (the walk's fixture names the walk project).
+    if (roles === "owner, reader (member of the body's project)") return { member: true, nonMember: false };
     throw new Error(`unknown roles cell "${roles}"`);
 }
 
@@ -63,6 +65,7 @@ const ACCESS_OF_ROLES = {
     'owner, reader (project member)': 'PROJECT',
     'owner, reader (project owner)': 'PROJECT',
     'anyone (invite token)': 'ORG_READ',
+    "owner, reader (member of the body's project)": 'ORG_READ',
 };
 
 // Bodies (and queries) for POST rows; each is harmless when it succeeds.
@@ -94,6 +97,7 @@ function fixture(row) {
         'projects/{project_id}/api_keys/{key_id}/token_policy': { max_n: 4 },
         'projects/{project_id}/aliases': { walk: { model: 'gpt-4o-mini' } },
         apply: { yaml: 'not_a_section: [1' },
+        'cache/invalidate': { project_id: walk?.id, model: 'walk-model' },
     };
     if (row.method !== 'POST') return { query: '' };
     assert.ok(p in bodies, `no fixture body for POST ${p}: add one to roles.test.mjs`);
