@@ -93,7 +93,9 @@
     X(COMPLETION_TOKENS, "completion-tokens", 0, "N", false,                                       \
       "completion (output) tokens per request (required)")                                         \
     X(CACHE_HIT_RATE, "cache-hit-rate", 0, "RATE", false,                                          \
-      "share of prompt tokens cached: 0 to 1, or a percentage (default: 0)")
+      "share of prompt tokens cached: 0 to 1, or a percentage (default: 0)")                       \
+    X(OLDER_THAN, "older-than", 0, "SECONDS", false, "only cached answers older than this")        \
+    X(ALL, "all", 0, NULL, false, "every cached answer of every project (owners)")
 
 enum tg_cli_opt_id {
 #define TG_CLI_OPT_ENUM(id, name, letter, arg, is_global, help) TG_CLI_OPT_##id,
@@ -325,6 +327,13 @@ int tg_cli_cmd_policy_get(struct tg_cli *cli);
 int tg_cli_cmd_policy_set(struct tg_cli *cli);
 int tg_cli_cmd_aliases_get(struct tg_cli *cli);
 int tg_cli_cmd_aliases_set(struct tg_cli *cli);
+
+/* ---- the response cache (cli_cache.c) ------------------------------------------------------ */
+
+/* cache get: --project P. cache invalidate: any of --project, --model, --older-than SECONDS,
+ * --all (at least one). */
+int tg_cli_cmd_cache_get(struct tg_cli *cli);
+int tg_cli_cmd_cache_invalidate(struct tg_cli *cli);
 
 /* Table of a config version diff ({"changes": [{path, change, old, new}]}): path, change,
  * old, new (values as compact JSON), or "No differences.\n". 0 or TG_EPARSE. */

@@ -7,6 +7,8 @@
 // has no upstream cost and records the cost it saved.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { useGateway, shutdownTest, T, msg } from './lib/setup.mjs';
 
 const ctx = useGateway();
@@ -335,6 +337,39 @@ test('admin: a reader invalidates only a project they are a member of', T, async
     assert.equal(noProject.status, 403, noProject.text);
     const stats = await gw.adminFetch(`/v1/organization/projects/${a.project.id}/cache`, { key: reader });
     assert.equal(stats.status, 200, stats.text);
+});
+
+// Runs `tollgate ARGS` against the gateway; never throws on a non-zero exit.
+async function tg(args) {
+    const env = { ...process.env, TOLLGATE_URL: ctx.gw.url, TOLLGATE_ADMIN_KEY: ctx.gw.adminKey };
+    try {
+        const { stdout, stderr } = await promisify(execFile)(process.env.TOLLGATE_BIN, args, { env });
+        return { code: 0, stdout, stderr };
+    } catch (e) {
+        if (typeof e.code !== 'number') throw e;
+        return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+    }
+}
+
+test('CLI: tollgate cache get and cache invalidate', T, async () => {
+    const { gw } = ctx;
+    const a = await cachedProject(gw, { enabled: true, ttl_s: 120 });
+    const body = { model: 'gpt-4o-mini', messages: msg(unique('cli')) };
+    await chat(a.client, body);
+    const get = await tg(['cache', 'get', '--project', a.project.name]);
+    assert.equal(get.code, 0, get.stderr);
+    assert.match(get.stdout, /enabled\s+yes/);
+    assert.match(get.stdout, /ttl\s+120 s/);
+    const js = await tg(['--json', 'cache', 'get', '--project', a.project.id]);
+    assert.equal(JSON.parse(js.stdout).settings.ttl_s, 120);
+    const none = await tg(['cache', 'invalidate']);
+    assert.equal(none.code, 2, 'nothing to select is a usage error');
+    const bad = await tg(['cache', 'invalidate', '--older-than', 'soon']);
+    assert.equal(bad.code, 2);
+    const inv = await tg(['cache', 'invalidate', '--project', a.project.name, '--model', 'gpt-4o-mini']);
+    assert.equal(inv.code, 0, inv.stderr);
+    assert.match(inv.stdout, /Removed 1 cached answer\./);
+    assert.equal((await chat(a.client, body)).mark, 'miss');
 });
 
 shutdownTest(ctx);
