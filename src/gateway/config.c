@@ -941,6 +941,7 @@ static const struct field deployment_fields[] = {
     NUM("upstream_model", parse_str, DF(upstream_model), 0, 0),
     NUM("weight", parse_int, DF(weight), 1, 1000000),
     NUM("priority", parse_int, DF(priority), 0, 1000),
+    SECTION("timeouts", DF(timeouts), timeout_fields),
 };
 
 static void
@@ -1053,7 +1054,7 @@ route_routing_finish(struct tg_model_route *r)
         r->deployments = tg_xcalloc(1, sizeof(*r->deployments));
         r->deployments[0] = (struct tg_model_deployment){
             tg_xstrdup(r->provider), r->upstream_model ? tg_xstrdup(r->upstream_model) : NULL, 1,
-            0};
+            0, {0}};
         r->n_deployments = 1;
     } else {
         free(r->provider);

@@ -24,6 +24,9 @@ struct tg_model_deployment {
     char *upstream_model; /* provider-side name; the route's name by default */
     uint32_t weight;      /* 1 */
     int32_t priority;     /* tier, lower preferred; 0 */
+    /* timeouts: {connect_ms, first_byte_ms, idle_ms, total_ms}: each field given overrides
+     * the provider's for calls to this deployment; a zero field is the provider's. */
+    struct tg_upstream_timeouts timeouts;
 };
 
 /* A model name clients use, mapped to a provider. name "*" matches any model not listed

@@ -1252,6 +1252,7 @@ start_attempt(struct call *c)
         .body_len = c->upstream_body_len,
         .is_stream = c->is_stream,
         .request_id = c->req->id,
+        .timeouts = c->dep >= 0 ? &c->route->deployments[c->dep].timeouts : NULL,
     };
     int rc = tg_provider_call_start(c->provider, c->w->upstream, &c->w->loop, &preq, &callbacks, c,
                                     &c->pcall);

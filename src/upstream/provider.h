@@ -51,6 +51,8 @@ struct tg_provider_request {
     size_t body_len;
     bool is_stream;
     const char *request_id; /* ours; sent upstream as X-Client-Request-Id for tracing */
+    /* The deployment's timeouts: each non-zero field overrides the provider's; NULL: none. */
+    const struct tg_upstream_timeouts *timeouts;
 };
 
 struct tg_provider_call;

@@ -188,13 +188,21 @@ fwd_done(int err, const char *message, void *arg)
 
 static const struct tg_upstream_callbacks fwd_callbacks = {fwd_headers, fwd_data, fwd_done};
 
-/* A provider's zero timeouts mean "not configured": the client's defaults apply. */
+/* The deployment's timeouts (req->timeouts) win per field over the provider's; zero means
+ * "not configured" at both levels, and then the client's defaults apply. */
 static struct tg_upstream_timeouts
-timeouts_of(const struct tg_provider *p)
+timeouts_of(const struct tg_provider *p, const struct tg_provider_request *req)
 {
     struct tg_upstream_timeouts d;
     tg_upstream_timeouts_default(&d);
     struct tg_upstream_timeouts t = p->timeouts;
+    if (req->timeouts != NULL) {
+        const struct tg_upstream_timeouts *o = req->timeouts;
+        t.connect_ms = o->connect_ms ? o->connect_ms : t.connect_ms;
+        t.first_byte_ms = o->first_byte_ms ? o->first_byte_ms : t.first_byte_ms;
+        t.idle_ms = o->idle_ms ? o->idle_ms : t.idle_ms;
+        t.total_ms = o->total_ms ? o->total_ms : t.total_ms;
+    }
     t.connect_ms = t.connect_ms ? t.connect_ms : d.connect_ms;
     t.first_byte_ms = t.first_byte_ms ? t.first_byte_ms : d.first_byte_ms;
     t.idle_ms = t.idle_ms ? t.idle_ms : d.idle_ms;
@@ -228,7 +236,7 @@ http_start(const struct tg_provider_ops *ops, build_fn build, const struct tg_pr
         .n_headers = c->hreq.n_headers,
         .body = req->body,
         .body_len = req->body_len,
-        .timeouts = timeouts_of(p),
+        .timeouts = timeouts_of(p, req),
     };
     rc = tg_upstream_call_start(client, &ureq, &fwd_callbacks, c, &c->up);
     if (rc < 0) {

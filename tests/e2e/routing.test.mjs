@@ -4,7 +4,8 @@
 // (the SDK, with its own retries off, sees 200; the ledger has one row per attempt); a 429
 // cools its deployment down; the breaker opens after its failures and half-opens after
 // open_ms; a route whose deployments fail falls back to another model, priced as that model;
-// nothing is retried once the first byte has reached the client; GET
+// nothing is retried once the first byte has reached the client; a deployment's own
+// first_byte_ms times it out and the retry goes to the other deployment; GET
 // /v1/organization/deployments shows the state.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -42,6 +43,11 @@ const MODELS = `  - name: rt-weights
       - {provider: up, upstream_model: cut-stream}
       - {provider: up, upstream_model: gpt-4o-mini, priority: 1}
     retry: {backoff_ms: 1}
+  - name: rt-timeout
+    deployments:
+      - {provider: up, upstream_model: slow-first-byte, timeouts: {first_byte_ms: 150}}
+      - {provider: up, upstream_model: gpt-4o-mini, priority: 1}
+    retry: {backoff_ms: 1}
 `;
 
 // expectedCost reads the shared price table; the gateway gets the same entries below.
@@ -57,6 +63,7 @@ const ctx = useGateway({
             'rt-fallback': P,
             'rt-fb-target': FB_PRICE,
             'rt-cut': P,
+            'rt-timeout': P,
         },
     },
 });
@@ -203,6 +210,27 @@ test('no retry once the first byte has reached the client', T, async () => {
     });
     assert.ok(text.length > 0, 'some content arrived before the cut');
     assert.deepEqual(up.since(mark).map((r) => r.model), ['cut-stream']);
+});
+
+test("a deployment's first_byte_ms times it out and the retry goes to the other deployment", T, async () => {
+    const { up, gw } = ctx;
+    const key = await gw.createKey('production', 'rt-t');
+    const mark = up.mark();
+    const started = Date.now();
+    const { data, response, request_id } = await chat(gw, key, 'rt-timeout', 'too slow');
+    assert.equal(response.status, 200);
+    assert.equal(data.choices[0].message.content, 'echo: too slow');
+    // The upstream holds slow-first-byte for 5 s; the provider's default first byte timeout
+    // is 120 s, so only the deployment's 150 ms explains an answer well before 5 s.
+    assert.ok(Date.now() - started < 4000, `took ${Date.now() - started} ms`);
+    assert.deepEqual(up.since(mark).map((r) => r.model), ['slow-first-byte', 'gpt-4o-mini']);
+    const rows = await rowsOf(gw, request_id, 2);
+    assert.deepEqual(rows.map((r) => [r.attempt, r.deployment]), [
+        [1, 'slow-first-byte'],
+        [2, 'gpt-4o-mini'],
+    ]);
+    assert.notEqual(rows[0].error, '');
+    assert.equal(rows[1].status, 200);
 });
 
 shutdownTest(ctx);

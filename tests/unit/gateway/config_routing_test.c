@@ -1,7 +1,7 @@
 /*
  * config_routing_test.c: the routing keys of a model route (deployments, strategy,
- * fallbacks, retry, breaker), their defaults, the single-provider form as one deployment,
- * and the errors that name the line.
+ * fallbacks, retry, breaker, per-deployment timeouts), their defaults, the single-provider form as
+ * one deployment, and the errors that name the line.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -104,6 +104,40 @@ breaker_section_fills_defaults(void **state)
     tg_config_free(c);
 }
 
+/* A deployment's timeouts keep only the fields it gives (zero: its provider's, merged per
+ * field when the call is made); a deployment without the key has none. */
+static void
+deployment_timeouts(void **state)
+{
+    char err[512];
+    struct tg_config *c = load("models:\n"
+                               "  - name: m\n"
+                               "    deployments:\n"
+                               "      - provider: a\n"
+                               "        timeouts: {first_byte_ms: 150, total_ms: 9000}\n"
+                               "      - {provider: b, timeouts: {connect_ms: 7, idle_ms: 8}}\n"
+                               "      - {provider: b, upstream_model: x}\n",
+                               err, sizeof(err));
+    if (c == NULL) {
+        fail_msg("%s", err);
+    }
+    const struct tg_model_route *m = tg_config_route(c, "m");
+    assert_int_equal(m->n_deployments, 3);
+    const struct tg_upstream_timeouts *t = &m->deployments[0].timeouts;
+    assert_int_equal(t->connect_ms, 0);
+    assert_int_equal(t->first_byte_ms, 150);
+    assert_int_equal(t->idle_ms, 0);
+    assert_int_equal(t->total_ms, 9000);
+    t = &m->deployments[1].timeouts;
+    assert_int_equal(t->connect_ms, 7);
+    assert_int_equal(t->first_byte_ms, 0);
+    assert_int_equal(t->idle_ms, 8);
+    assert_int_equal(t->total_ms, 0);
+    t = &m->deployments[2].timeouts;
+    assert_true(t->connect_ms == 0 && t->first_byte_ms == 0 && t->idle_ms == 0 && t->total_ms == 0);
+    tg_config_free(c);
+}
+
 static void
 expect_error(const char *yaml, const char *want)
 {
@@ -135,6 +169,11 @@ errors_name_the_key(void **state)
                  "out of range");
     expect_error("models:\n  - {name: m, provider: a, breaker: {bogus: 1}}\n",
                  "unknown key 'bogus'");
+    expect_error("models:\n  - {name: m, deployments: [{provider: a, timeouts: {first_byte_ms: "
+                 "0}}]}\n",
+                 "out of range");
+    expect_error("models:\n  - {name: m, deployments: [{provider: a, timeouts: {read_ms: 5}}]}\n",
+                 "unknown key 'read_ms'");
 }
 
 int
@@ -144,6 +183,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(deployments_and_defaults),
         cmocka_unit_test(breaker_section_fills_defaults),
+        cmocka_unit_test(deployment_timeouts),
         cmocka_unit_test(errors_name_the_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
