@@ -7,17 +7,18 @@
  *       {"object":"project.cache","project_id":..,"settings":{"enabled","backend","ttl_s"},
  *        "stats":{"backend":"memory","hits","misses","puts","evictions","entries","bytes",
  *                 "max_bytes"}}
- *       The stats are those of the process's memory cache, which every project's entries
- *       share (partitioned by key, not by store), so they are not the project's alone.
+ *       The stats are those of the project's backend (memory, fs or db), which every
+ *       project using it shares (partitioned by key), so they are not the project's alone.
  *   POST cache/invalidate               owners; readers for a project they are a member of
  *       {"project_id"?: id or name, "model"?: str, "older_than_s"?: int > 0, "all"?: bool}
  *       removes the entries matching every member given ("all": true, owners only, removes
- *       every entry); at least one is required. Answers {"object":"cache.invalidation",
- *       "removed":N, "project_id", "model", "older_than_s", "all"} and writes one audit entry
- *       "cache.invalidated" with that object as its after.
+ *       every entry) from every backend; at least one is required. Answers
+ * {"object":"cache.invalidation", "removed":N, "project_id", "model", "older_than_s", "all"} and
+ * writes one audit entry "cache.invalidated" with that object as its after.
  *
- * The cache is not in the store: an invalidation that is rolled back (its audit entry could
- * not be written) still removed the entries, which only costs a few upstream calls later.
+ * The memory and fs caches are not in the store: an invalidation that is rolled back (its
+ * audit entry could not be written) still removed their entries, which only costs a few
+ * upstream calls later. The db cache's removal rolls back with it.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,18 +31,36 @@
 #include "core/json.h"
 #include "core/log.h"
 
+static const char *
+backend_name(enum tg_cache_backend b)
+{
+    return b == TG_CACHE_FS ? "fs" : b == TG_CACHE_DB ? "db" : "memory";
+}
+
+/* The process-wide cache of backend b (NULL when it cannot be opened). Admin handlers run off
+ * the loop threads, so opening the fs cache or reading the database here is fine. */
+static struct tg_cache *
+backend_cache(enum tg_cache_backend b)
+{
+    const struct tg_state_env *env = tg_state_env_get();
+    return tg_cache_shared(b, env->config != NULL ? env->config->data_dir : NULL, env->store);
+}
+
 static void
-append_stats(struct tg_buf *b)
+append_stats(struct tg_buf *b, enum tg_cache_backend backend)
 {
     struct tg_cache_stats st;
     memset(&st, 0, sizeof(st));
-    tg_cache_stats(tg_cache_shared_memory(), &st);
+    struct tg_cache *c = backend_cache(backend);
+    if (c != NULL) {
+        tg_cache_stats(c, &st);
+    }
     tg_buf_appendf(b,
-                   "{\"backend\":\"memory\",\"hits\":%llu,\"misses\":%llu,\"puts\":%llu,"
+                   "{\"backend\":\"%s\",\"hits\":%llu,\"misses\":%llu,\"puts\":%llu,"
                    "\"evictions\":%llu,\"entries\":%zu,\"bytes\":%zu,\"max_bytes\":%zu}",
-                   (unsigned long long)st.hits, (unsigned long long)st.misses,
-                   (unsigned long long)st.puts, (unsigned long long)st.evictions, st.n_entries,
-                   st.bytes, st.max_bytes);
+                   backend_name(backend), (unsigned long long)st.hits,
+                   (unsigned long long)st.misses, (unsigned long long)st.puts,
+                   (unsigned long long)st.evictions, st.n_entries, st.bytes, st.max_bytes);
 }
 
 static void
@@ -52,10 +71,9 @@ get_project_cache(struct admin_job *j)
     tg_buf_append_str(&j->out, "{\"object\":\"project.cache\",\"project_id\":");
     tg_json_quote(&j->out, j->project->id);
     tg_buf_appendf(&j->out, ",\"settings\":{\"enabled\":%s,\"backend\":\"%s\",\"ttl_s\":%lld}",
-                   cs.enabled ? "true" : "false", cs.backend == TG_CACHE_FS ? "fs" : "memory",
-                   (long long)cs.ttl_s);
+                   cs.enabled ? "true" : "false", backend_name(cs.backend), (long long)cs.ttl_s);
     tg_buf_append_str(&j->out, ",\"stats\":");
-    append_stats(&j->out);
+    append_stats(&j->out, cs.backend);
     tg_buf_append_str(&j->out, "}");
 }
 
@@ -172,8 +190,16 @@ invalidate_cache(struct admin_job *j)
         .model = model,
         .older_than_ms = older_than_s * 1000,
     };
+    /* Every backend: a project may have switched backends, leaving entries in another. */
     size_t removed = 0;
-    int rc = tg_cache_invalidate(tg_cache_shared_memory(), &f, &removed);
+    int rc = 0;
+    static const enum tg_cache_backend backends[] = {TG_CACHE_MEMORY, TG_CACHE_FS, TG_CACHE_DB};
+    for (size_t i = 0; rc == 0 && i < sizeof(backends) / sizeof(backends[0]); i++) {
+        struct tg_cache *c = backend_cache(backends[i]);
+        size_t n = 0;
+        rc = c != NULL ? tg_cache_invalidate(c, &f, &n) : 0;
+        removed += n;
+    }
     if (rc < 0) {
         admin_store_error(j, rc, "cache");
         return;

@@ -127,8 +127,10 @@ tg_cache_settings_parse(const json_t *v, struct tg_cache_settings *out, char *er
                 out->backend = TG_CACHE_MEMORY;
             } else if (s && strcmp(s, "fs") == 0) {
                 out->backend = TG_CACHE_FS;
+            } else if (s && strcmp(s, "db") == 0) {
+                out->backend = TG_CACHE_DB;
             } else {
-                snprintf(err, err_cap, "cache.backend must be \"memory\" or \"fs\"");
+                snprintf(err, err_cap, "cache.backend must be \"memory\", \"fs\" or \"db\"");
                 return TG_EINVAL;
             }
         } else if (strcmp(name, "ttl_s") == 0) {

@@ -91,6 +91,11 @@ struct tg_cache *tg_cache_memory_new(size_t max_bytes);
  * Returns 0 and *out, or TG_EIO when the directory cannot be made or read. */
 int tg_cache_fs_new(const char *dir, size_t max_bytes, struct tg_cache **out);
 
+/* A cache in the store's cache_entries table (store/store.h), which it does not own. Its
+ * operations block on the database: callers run them off the loop threads. */
+struct tg_store;
+struct tg_cache *tg_cache_db_new(struct tg_store *store);
+
 /* Dispatchers; c may be NULL for tg_cache_free. */
 int tg_cache_get(struct tg_cache *c, const unsigned char key[TG_CACHE_KEY_BYTES],
                  struct tg_cache_entry *out);
@@ -109,7 +114,7 @@ int tg_cache_key(const char *partition, const char *endpoint, const char *body, 
                  unsigned char out[TG_CACHE_KEY_BYTES]);
 
 /* Per-project cache settings ("cache" in the project settings). */
-enum tg_cache_backend { TG_CACHE_MEMORY, TG_CACHE_FS };
+enum tg_cache_backend { TG_CACHE_MEMORY, TG_CACHE_FS, TG_CACHE_DB };
 
 struct tg_cache_settings {
     bool enabled;
@@ -117,7 +122,7 @@ struct tg_cache_settings {
     int64_t ttl_s;
 };
 
-/* Parses {"enabled": bool, "backend": "memory"|"fs", "ttl_s": int > 0}; absent members
+/* Parses {"enabled": bool, "backend": "memory"|"fs"|"db", "ttl_s": int > 0}; absent members
  * take the defaults (disabled, memory, 3600 s). Returns 0, or TG_EINVAL with a reason in err
  * (err_cap bytes). */
 int tg_cache_settings_parse(const json_t *v, struct tg_cache_settings *out, char *err,
@@ -148,5 +153,16 @@ void tg_cache_settings_of_project(const char *settings_json, struct tg_cache_set
 /* The process-wide memory cache the workers share (created on first use, 64 MiB, or
  * TOLLGATE_CACHE_MEMORY_BYTES). */
 struct tg_cache *tg_cache_shared_memory(void);
+
+/* The process-wide cache of backend b: the memory cache; for TG_CACHE_FS the directory
+ * data_dir/cache (created on first use, 256 MiB or TOLLGATE_CACHE_FS_BYTES); for TG_CACHE_DB
+ * the store's table. NULL when it cannot be opened (logged once per attempt). Opening the fs
+ * cache reads its directory: call it off the loop threads for fs and db. */
+struct tg_cache *tg_cache_shared(enum tg_cache_backend b, const char *data_dir,
+                                 struct tg_store *store);
+
+/* Frees the process-wide fs and db caches (at exit, with no request in flight); the next
+ * tg_cache_shared opens them again. */
+void tg_cache_shared_close(void);
 
 #endif

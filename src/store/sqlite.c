@@ -155,6 +155,26 @@ static const char *const migrations[] = {
     /* 4: what a cache hit saved (the original answer's cost); 0 on every other row, so old
      * rows and writers that do not name the column stay right. */
     "ALTER TABLE ledger ADD COLUMN saved_micros INTEGER NOT NULL DEFAULT 0;",
+    /* 5: the response cache's database backend, one row per key; the indexes serve
+     * invalidation by project, by model and by age. */
+    "CREATE TABLE cache_entries ("
+    "  key BLOB PRIMARY KEY,"
+    "  status INTEGER NOT NULL,"
+    "  is_stream INTEGER NOT NULL,"
+    "  content_type TEXT NOT NULL,"
+    "  project_id TEXT NOT NULL,"
+    "  model TEXT NOT NULL,"
+    "  prompt_tokens INTEGER NOT NULL,"
+    "  cached_tokens INTEGER NOT NULL,"
+    "  completion_tokens INTEGER NOT NULL,"
+    "  reasoning_tokens INTEGER NOT NULL,"
+    "  cost_micros INTEGER NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  expires_ms INTEGER NOT NULL,"
+    "  body BLOB NOT NULL);"
+    "CREATE INDEX cache_entries_project ON cache_entries (project_id);"
+    "CREATE INDEX cache_entries_model ON cache_entries (model);"
+    "CREATE INDEX cache_entries_created ON cache_entries (created_ms);",
 };
 
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
@@ -221,6 +241,10 @@ static const char *const migrations[] = {
     "id, org_id, event_key, channel, target, payload, created_ms, attempts, next_attempt_ms, "     \
     "delivered_ms, last_error"
 
+#define CACHE_COLUMNS                                                                              \
+    "status, is_stream, content_type, project_id, model, prompt_tokens, cached_tokens, "           \
+    "completion_tokens, reasoning_tokens, cost_micros, created_ms, expires_ms, body"
+
 #define STATEMENTS(X)                                                                              \
     X(BEGIN, "BEGIN IMMEDIATE")                                                                    \
     X(COMMIT, "COMMIT")                                                                            \
@@ -277,7 +301,15 @@ static const char *const migrations[] = {
                   "AND next_attempt_ms <= ?1 ORDER BY next_attempt_ms, id LIMIT ?2")               \
     X(OUTBOX_DELIVERED, "UPDATE outbox SET delivered_ms = ?2, last_error = NULL WHERE id = ?1")    \
     X(OUTBOX_FAILED, "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, "                \
-                     "next_attempt_ms = ?3 WHERE id = ?1")
+                     "next_attempt_ms = ?3 WHERE id = ?1")                                         \
+    X(CACHE_GET, "SELECT " CACHE_COLUMNS " FROM cache_entries WHERE key = ?")                      \
+    X(CACHE_DELETE_KEY, "DELETE FROM cache_entries WHERE key = ?")                                 \
+    X(CACHE_PUT, "INSERT OR REPLACE INTO cache_entries (key, " CACHE_COLUMNS ") VALUES "           \
+                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")                                     \
+    X(CACHE_INVALIDATE, "DELETE FROM cache_entries WHERE ?1 OR ((?2 IS NOT NULL OR "               \
+                        "?3 IS NOT NULL OR ?4 > 0) AND (?2 IS NULL OR project_id = ?2) "           \
+                        "AND (?3 IS NULL OR model = ?3) AND (?4 <= 0 OR created_ms < ?4))")        \
+    X(CACHE_STATS, "SELECT count(*), coalesce(sum(length(body)), 0) FROM cache_entries")
 
 enum stmt_id {
 #define STMT_ENUM(name, sql) S_##name,
@@ -1429,6 +1461,149 @@ sq_close(struct tg_store *store)
     free(s);
 }
 
+/* ---- response cache ---------------------------------------------------------------------- */
+
+struct cache_walk {
+    tg_store_cache_cb cb;
+    void *arg;
+    const unsigned char *key;
+    int64_t now_ms;
+    int n;
+    bool is_expired;
+};
+
+static int
+cache_row(sqlite3_stmt *st, void *arg)
+{
+    struct cache_walk *w = arg;
+    struct tg_cache_rec r = {
+        .key = w->key,
+        .status = sqlite3_column_int(st, 0),
+        .is_stream = sqlite3_column_int(st, 1) != 0,
+        .content_type = col_text(st, 2),
+        .project_id = col_text(st, 3),
+        .model = col_text(st, 4),
+        .prompt_tokens = sqlite3_column_int64(st, 5),
+        .cached_tokens = sqlite3_column_int64(st, 6),
+        .completion_tokens = sqlite3_column_int64(st, 7),
+        .reasoning_tokens = sqlite3_column_int64(st, 8),
+        .cost_micros = sqlite3_column_int64(st, 9),
+        .created_ms = sqlite3_column_int64(st, 10),
+        .expires_ms = sqlite3_column_int64(st, 11),
+    };
+    if (r.expires_ms > 0 && r.expires_ms <= w->now_ms) {
+        w->is_expired = true;
+        return 0;
+    }
+    /* column_blob before column_bytes: the documented order for a stable pointer. */
+    const void *body = sqlite3_column_blob(st, 12);
+    r.body_len = (size_t)sqlite3_column_bytes(st, 12);
+    r.body = body != NULL ? body : "";
+    w->n++;
+    return w->cb(&r, w->arg);
+}
+
+static int
+sq_cache_get(struct tg_store *store, const unsigned char *key, int64_t now_ms, tg_store_cache_cb cb,
+             void *arg)
+{
+    struct sq *s = sq_of(store);
+    struct cache_walk w = {cb, arg, key, now_ms, 0, false};
+    lock(s);
+    sqlite3_stmt *st = stmt(s, S_CACHE_GET);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    if (rc == 0) {
+        sqlite3_bind_blob(st, 1, key, TG_SHA256_BYTES, SQLITE_STATIC);
+        rc = each_row(s, st, cache_row, &w, "get cache entry");
+    }
+    if (rc == 0 && w.is_expired) {
+        st = stmt(s, S_CACHE_DELETE_KEY);
+        if (st != NULL) {
+            sqlite3_bind_blob(st, 1, key, TG_SHA256_BYTES, SQLITE_STATIC);
+            (void)run(s, st, "delete expired cache entry"); /* a miss either way */
+        }
+    }
+    unlock(s);
+    return rc == 0 && w.n == 0 ? TG_ENOTFOUND : rc;
+}
+
+static int
+sq_cache_put(struct tg_store *store, const struct tg_cache_rec *r)
+{
+    struct sq *s = sq_of(store);
+    if (r->body_len > INT32_MAX) {
+        return TG_ETOOBIG;
+    }
+    lock(s);
+    sqlite3_stmt *st = stmt(s, S_CACHE_PUT);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    if (rc == 0) {
+        sqlite3_bind_blob(st, 1, r->key, TG_SHA256_BYTES, SQLITE_STATIC);
+        sqlite3_bind_int(st, 2, r->status);
+        sqlite3_bind_int(st, 3, r->is_stream ? 1 : 0);
+        sqlite3_bind_text(st, 4, r->content_type ? r->content_type : "", -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 5, r->project_id ? r->project_id : "", -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 6, r->model ? r->model : "", -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 7, r->prompt_tokens);
+        sqlite3_bind_int64(st, 8, r->cached_tokens);
+        sqlite3_bind_int64(st, 9, r->completion_tokens);
+        sqlite3_bind_int64(st, 10, r->reasoning_tokens);
+        sqlite3_bind_int64(st, 11, r->cost_micros);
+        sqlite3_bind_int64(st, 12, r->created_ms);
+        sqlite3_bind_int64(st, 13, r->expires_ms);
+        /* An empty body binds an empty blob: NULL would break the NOT NULL column. */
+        sqlite3_bind_blob(st, 14, r->body != NULL ? r->body : "", (int)r->body_len, SQLITE_STATIC);
+        rc = run(s, st, "put cache entry");
+    }
+    unlock(s);
+    return rc;
+}
+
+static int
+sq_cache_invalidate(struct tg_store *store, bool all, const char *project_id, const char *model,
+                    int64_t created_before_ms, size_t *n_removed)
+{
+    struct sq *s = sq_of(store);
+    lock(s);
+    sqlite3_stmt *st = stmt(s, S_CACHE_INVALIDATE);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    if (rc == 0) {
+        sqlite3_bind_int(st, 1, all ? 1 : 0);
+        bind_text(st, 2, project_id);
+        bind_text(st, 3, model);
+        sqlite3_bind_int64(st, 4, created_before_ms);
+        rc = run(s, st, "invalidate cache entries");
+    }
+    if (n_removed != NULL) {
+        *n_removed = rc == 0 ? (size_t)sqlite3_changes(s->db) : 0;
+    }
+    unlock(s);
+    return rc;
+}
+
+static int
+cache_stats_row(sqlite3_stmt *st, void *arg)
+{
+    int64_t *v = arg;
+    v[0] = sqlite3_column_int64(st, 0);
+    v[1] = sqlite3_column_int64(st, 1);
+    return 0;
+}
+
+static int
+sq_cache_stats(struct tg_store *store, size_t *n_entries, size_t *bytes)
+{
+    struct sq *s = sq_of(store);
+    int64_t v[2] = {0, 0};
+    lock(s);
+    sqlite3_stmt *st = stmt(s, S_CACHE_STATS);
+    int rc = st != NULL ? each_row(s, st, cache_stats_row, v, "cache stats") : TG_ESTORE;
+    unlock(s);
+    *n_entries = (size_t)v[0];
+    *bytes = (size_t)v[1];
+    return rc;
+}
+
 static const struct tg_store_ops sqlite_ops = {
     .name = "sqlite",
     .close = sq_close,
@@ -1458,6 +1633,10 @@ static const struct tg_store_ops sqlite_ops = {
     .outbox_put = sq_outbox_put,
     .outbox_due = sq_outbox_due,
     .outbox_mark = sq_outbox_mark,
+    .cache_get = sq_cache_get,
+    .cache_put = sq_cache_put,
+    .cache_invalidate = sq_cache_invalidate,
+    .cache_stats = sq_cache_stats,
 };
 
 static int

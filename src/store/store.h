@@ -212,7 +212,27 @@ struct tg_outbox_rec {
     const char *last_error;  /* NULL when none */
 };
 
+/* One cached response (cache/cache.h's tg_cache_entry, keyed by its 32-byte hash). */
+struct tg_cache_rec {
+    const unsigned char *key; /* TG_SHA256_BYTES */
+    int status;
+    bool is_stream;
+    const char *content_type;
+    const char *project_id;
+    const char *model;
+    int64_t prompt_tokens;
+    int64_t cached_tokens;
+    int64_t completion_tokens;
+    int64_t reasoning_tokens;
+    int64_t cost_micros;
+    int64_t created_ms;
+    int64_t expires_ms; /* 0: never */
+    const char *body;
+    size_t body_len;
+};
+
 typedef int (*tg_store_outbox_cb)(const struct tg_outbox_rec *r, void *arg);
+typedef int (*tg_store_cache_cb)(const struct tg_cache_rec *r, void *arg);
 typedef int (*tg_store_org_cb)(const struct tg_org_rec *r, void *arg);
 typedef int (*tg_store_project_cb)(const struct tg_project_rec *r, void *arg);
 typedef int (*tg_store_key_cb)(const struct tg_key_rec *r, void *arg);
@@ -298,6 +318,19 @@ struct tg_store_ops {
                       void *arg);
     int (*outbox_mark)(struct tg_store *s, int64_t id, int64_t delivered_ms, const char *error,
                        int64_t next_attempt_ms);
+
+    /* Response cache. get calls cb with the entry under key (TG_SHA256_BYTES) unless it
+     * expired at now_ms (then it is deleted); TG_ENOTFOUND when there is none. put replaces
+     * the entry under r->key. invalidate removes every entry (all) or those matching every
+     * given condition (project_id, model non-NULL; created_before_ms > 0: created before it),
+     * none when no condition is given; *n_removed (may be NULL) gets their number. stats
+     * counts the entries and their body bytes. */
+    int (*cache_get)(struct tg_store *s, const unsigned char *key, int64_t now_ms,
+                     tg_store_cache_cb cb, void *arg);
+    int (*cache_put)(struct tg_store *s, const struct tg_cache_rec *r);
+    int (*cache_invalidate)(struct tg_store *s, bool all, const char *project_id, const char *model,
+                            int64_t created_before_ms, size_t *n_removed);
+    int (*cache_stats)(struct tg_store *s, size_t *n_entries, size_t *bytes);
 };
 
 /* The chain hash of r (over r->prev_hash and every field except seq and hash). */
