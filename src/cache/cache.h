@@ -43,6 +43,9 @@ struct tg_cache_entry {
 /* Releases the entry's body; the entry may be reused afterwards. */
 void tg_cache_entry_deinit(struct tg_cache_entry *e);
 
+/* Copies src into dst (dst's body freshly allocated). Returns 0 or TG_ENOMEM. */
+int tg_cache_entry_copy(struct tg_cache_entry *dst, const struct tg_cache_entry *src);
+
 /* Which entries invalidate() removes: all of them, or those matching every set field (a
  * filter with no field set matches nothing). */
 struct tg_cache_filter {

@@ -6,9 +6,6 @@
 
 #include "cache/cache.h"
 
-/* Copies src into dst (dst's body freshly allocated). Returns 0 or TG_ENOMEM. */
-int tg_cache_entry_copy(struct tg_cache_entry *dst, const struct tg_cache_entry *src);
-
 /* True when f selects an entry of that project, model and creation time, now being now_ms. */
 bool tg_cache_filter_match(const struct tg_cache_filter *f, const char *project_id,
                            const char *model, int64_t created_ms, int64_t now_ms);

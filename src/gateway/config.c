@@ -695,6 +695,38 @@ static const struct field budgets_fields[] = {
     NUM("timezone_offset_minutes", parse_tz_offset, CF(budget_tz_offset_minutes), 0, 0),
 };
 
+/* cache.shared_projects: project names (projects are made through the admin API, so any
+ * name is accepted; a name no project has shares nothing). */
+static int
+parse_shared_projects(struct ctx *cx, const struct ynode *v, const char *path,
+                      const struct field *f, void *dst)
+{
+    (void)f;
+    struct tg_config *c =
+        (struct tg_config *)((char *)dst - offsetof(struct tg_config, cache_shared_projects));
+    if (v->kind != Y_SEQ || v->n > 1024) {
+        return fail(cx, v, "%s: expected a list of project names", path);
+    }
+    for (size_t i = 0; i < c->n_cache_shared_projects; i++) {
+        free(c->cache_shared_projects[i]);
+    }
+    free(c->cache_shared_projects);
+    c->cache_shared_projects = tg_xcalloc(v->n + 1, sizeof(char *));
+    c->n_cache_shared_projects = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        const struct ynode *n = v->kids[i];
+        if (n->kind != Y_SCALAR || is_null(n) || n->str[0] == '\0') {
+            return fail(cx, n, "%s[%zu]: expected a project name", path, i);
+        }
+        c->cache_shared_projects[c->n_cache_shared_projects++] = tg_xstrdup(n->str);
+    }
+    return 0;
+}
+
+static const struct field cache_fields[] = {
+    NUM("shared_projects", parse_shared_projects, CF(cache_shared_projects), 0, 0),
+};
+
 static const struct field top_fields[] = {
     NUM("listen", parse_listen, 0, 0, 0),
     NUM("workers", parse_int, CF(workers), 0, 1024),
@@ -707,6 +739,7 @@ static const struct field top_fields[] = {
     SECTION("keys", 0, keys_fields),
     SECTION("notifications", 0, notifications_fields),
     SECTION("budgets", 0, budgets_fields),
+    SECTION("cache", 0, cache_fields),
     NUM("providers", parse_node, offsetof(struct load, providers), 0, 0),
     NUM("models", parse_node, offsetof(struct load, models), 0, 0),
     NUM("projects", parse_node, offsetof(struct load, projects), 0, 0),
@@ -1053,8 +1086,10 @@ route_routing_finish(struct tg_model_route *r)
     if (r->n_deployments == 0) {
         r->deployments = tg_xcalloc(1, sizeof(*r->deployments));
         r->deployments[0] = (struct tg_model_deployment){
-            tg_xstrdup(r->provider), r->upstream_model ? tg_xstrdup(r->upstream_model) : NULL, 1,
-            0, {0}};
+            .provider = tg_xstrdup(r->provider),
+            .upstream_model = r->upstream_model ? tg_xstrdup(r->upstream_model) : NULL,
+            .weight = 1,
+        };
         r->n_deployments = 1;
     } else {
         free(r->provider);
@@ -1621,7 +1656,19 @@ tg_config_free(struct tg_config *c)
     }
     free(c->projects);
     free(c->prices);
+    names_free(c->cache_shared_projects, c->n_cache_shared_projects);
     free(c);
+}
+
+bool
+tg_config_cache_shared(const struct tg_config *c, const char *project_name)
+{
+    for (size_t i = 0; c != NULL && project_name != NULL && i < c->n_cache_shared_projects; i++) {
+        if (strcmp(c->cache_shared_projects[i], project_name) == 0) {
+            return true;
+        }
+    }
+    return false;
 }
 
 /* Secrets go into HTTP headers: a control character (a stray CR/LF) would split them. */

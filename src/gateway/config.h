@@ -119,6 +119,11 @@ struct tg_config {
     int budget_tz_offset_minutes;      /* budgets.timezone_offset_minutes: month boundary, 0 */
 
     bool is_mock_default; /* made from the environment with no OPENAI_API_KEY */
+
+    /* cache.shared_projects: names of the projects whose response caches are one partition
+     * (each project's is its own otherwise). */
+    char **cache_shared_projects;
+    size_t n_cache_shared_projects;
 };
 
 /* Loads and validates the YAML file at path. Returns 0 and sets *out, or a negative code
@@ -136,6 +141,10 @@ void tg_config_free(struct tg_config *c);
  * trailing newlines). Returns a heap string (caller frees) or NULL with a message in err;
  * anything that is not a reference is refused with a message saying how to fix it. */
 char *tg_config_resolve_secret(const char *ref, const char *what, char *err, size_t err_cap);
+
+/* True when the operator listed project_name in cache.shared_projects: its cache entries
+ * live in the one shared partition (cache.h, tg_cache_key) with the other listed projects'. */
+bool tg_config_cache_shared(const struct tg_config *c, const char *project_name);
 
 /* The provider named name, or NULL. */
 const struct tg_provider *tg_config_provider(const struct tg_config *c, const char *name);

@@ -145,6 +145,7 @@ struct call {
     /* Response cache (cache/cache.h). */
     bool is_cache_hit;   /* answered from the cache: the ledger row records a saving */
     bool is_cache_store; /* a successful answer is stored under cache_key */
+    enum tg_cache_backend cache_backend;
     int64_t cache_ttl_ms;
     int64_t cache_saved_micros; /* a hit: what the replayed answer cost when it was made */
     unsigned char cache_key[TG_CACHE_KEY_BYTES];
@@ -555,6 +556,58 @@ estimate_prompt_tokens(const struct call *c)
 
 /* ---- response cache ------------------------------------------------------------------ */
 
+/*
+ * One cache operation of the fs or db backend on the libuv thread pool: both block (file
+ * system, database), so they never run on the loop thread. A lookup keeps its call waiting
+ * (the request stays valid until it is answered) and answers or goes upstream in the after-work
+ * callback; a put owns a copy of the entry and nothing of the call, which may be gone.
+ */
+struct cache_job {
+    uv_work_t work;
+    struct call *c; /* lookup: the waiting call; put: NULL */
+    enum tg_cache_backend backend;
+    const char *data_dir; /* the config's, which lives as long as the process */
+    struct tg_store *store;
+    unsigned char key[TG_CACHE_KEY_BYTES];
+    struct tg_cache_entry e; /* lookup: the entry found; put: the copy to store */
+    struct tg_http_header *mark;
+    int64_t max_age_ms;
+    int64_t ttl_ms;
+    int rc;
+};
+
+static struct cache_job *
+cache_job_new(const struct call *c)
+{
+    struct cache_job *j = tg_xcalloc(1, sizeof(*j));
+    j->work.data = j;
+    j->backend = c->cache_backend;
+    j->data_dir = c->state->config->data_dir;
+    j->store = tg_state_env_get()->store;
+    memcpy(j->key, c->cache_key, TG_CACHE_KEY_BYTES);
+    j->rc = TG_EIO;
+    return j;
+}
+
+static void
+cache_put_work(uv_work_t *w)
+{
+    struct cache_job *j = w->data;
+    struct tg_cache *cache = tg_cache_shared(j->backend, j->data_dir, j->store);
+    j->rc = cache != NULL ? tg_cache_put(cache, j->key, &j->e, j->ttl_ms) : TG_EIO;
+}
+
+static void
+cache_put_done(uv_work_t *w, int status)
+{
+    struct cache_job *j = w->data;
+    if (status == 0 && j->rc < 0) {
+        tg_log_debug("cache: an answer was not stored: %s", tg_strerror(j->rc));
+    }
+    tg_cache_entry_deinit(&j->e);
+    free(j);
+}
+
 /* Stores a successful, complete answer when the request allowed it (after the relay). */
 static void
 cache_store(struct call *c, const struct tg_usage *u, int64_t cost_micros)
@@ -583,6 +636,16 @@ cache_store(struct call *c, const struct tg_usage *u, int64_t cost_micros)
     struct tg_buf *b = is_sse ? &c->cache_raw : &c->resp;
     e.body = b->data ? b->data : (char *)"";
     e.body_len = b->len;
+    if (c->cache_backend != TG_CACHE_MEMORY) {
+        struct cache_job *j = cache_job_new(c);
+        j->ttl_ms = c->cache_ttl_ms;
+        if (tg_cache_entry_copy(&j->e, &e) != 0 ||
+            uv_queue_work(&c->w->loop, &j->work, cache_put_work, cache_put_done) != 0) {
+            tg_cache_entry_deinit(&j->e);
+            free(j);
+        }
+        return;
+    }
     int rc = tg_cache_put(tg_cache_shared_memory(), c->cache_key, &e, c->cache_ttl_ms);
     if (rc < 0) {
         tg_log_debug("cache: request %s not stored: %s", c->req->id, tg_strerror(rc));
@@ -1380,10 +1443,60 @@ cache_replay(struct call *c, const struct tg_cache_entry *e)
     tg_buf_deinit(&synth);
 }
 
+/* Answers c from e when it is fresh enough for the client and servable in the form asked;
+ * false leaves c untouched for the upstream. The caller still owns e. */
+static bool
+cache_try_hit(struct call *c, struct tg_http_header *mark, int64_t max_age_ms,
+              const struct tg_cache_entry *e)
+{
+    bool is_fresh = max_age_ms < 0 || tg_clock_unix_ms() - e->created_ms <= max_age_ms;
+    /* A cached stream is not rebuilt into JSON: a JSON request for it goes upstream and its
+     * answer replaces the entry. */
+    bool is_servable = !e->is_stream || c->is_stream;
+    if (!is_fresh || !is_servable) {
+        return false;
+    }
+    mark->value = "hit";
+    c->is_cache_hit = true;
+    c->is_cache_store = false;
+    c->cache_saved_micros = e->cost_micros;
+    cache_replay(c, e); /* answers the request, which frees c: not touched after this */
+    return true;
+}
+
+static void go_upstream(struct call *c);
+
+static void
+cache_get_work(uv_work_t *w)
+{
+    struct cache_job *j = w->data;
+    struct tg_cache *cache = tg_cache_shared(j->backend, j->data_dir, j->store);
+    j->rc = cache != NULL ? tg_cache_get(cache, j->key, &j->e) : TG_EIO;
+}
+
+static void
+cache_get_done(uv_work_t *w, int status)
+{
+    struct cache_job *j = w->data;
+    struct call *c = j->c;
+    bool is_hit = false;
+    if (status == 0 && j->rc == 0) {
+        is_hit = cache_try_hit(c, j->mark, j->max_age_ms, &j->e);
+        tg_cache_entry_deinit(&j->e);
+    } else if (status == 0 && j->rc != TG_ENOTFOUND) {
+        tg_log_debug("cache: lookup for request %s failed: %s", c->req->id, tg_strerror(j->rc));
+    }
+    free(j);
+    if (!is_hit) {
+        go_upstream(c);
+    }
+}
+
 /*
  * The cache step: for a project whose settings enable the cache, looks the request up (unless
  * the client said no-cache, no-store, bypass or refresh) and answers a hit. Returns true when
- * the request was answered. On a miss it arms the store of the answer (unless no-store or
+ * the request was answered, or is waiting for an fs or db lookup on the thread pool (which
+ * answers it or sends it upstream). On a miss it arms the store of the answer (unless no-store or
  * bypass) and marks the response "x-tollgate-cache: miss".
  */
 static bool
@@ -1407,26 +1520,29 @@ cache_lookup(struct call *c)
     mark->name = "x-tollgate-cache";
     mark->value = "miss";
     c->is_cache_store = cc.store;
+    c->cache_backend = cs.backend;
     c->cache_ttl_ms = cs.ttl_s * 1000;
+    if (!cc.lookup) {
+        return false;
+    }
+    if (cs.backend != TG_CACHE_MEMORY) {
+        struct cache_job *j = cache_job_new(c);
+        j->c = c;
+        j->mark = mark;
+        j->max_age_ms = cc.max_age_ms;
+        if (uv_queue_work(&c->w->loop, &j->work, cache_get_work, cache_get_done) != 0) {
+            free(j);
+            return false;
+        }
+        return true; /* cache_get_done answers it or sends it upstream */
+    }
     struct tg_cache_entry e;
-    if (!cc.lookup || tg_cache_get(tg_cache_shared_memory(), c->cache_key, &e) != 0) {
+    if (tg_cache_get(tg_cache_shared_memory(), c->cache_key, &e) != 0) {
         return false;
     }
-    bool is_fresh = cc.max_age_ms < 0 || tg_clock_unix_ms() - e.created_ms <= cc.max_age_ms;
-    /* A cached stream is not rebuilt into JSON: a JSON request for it goes upstream and its
-     * answer replaces the entry. */
-    bool is_servable = !e.is_stream || c->is_stream;
-    if (!is_fresh || !is_servable) {
-        tg_cache_entry_deinit(&e);
-        return false;
-    }
-    mark->value = "hit";
-    c->is_cache_hit = true;
-    c->is_cache_store = false;
-    c->cache_saved_micros = e.cost_micros;
-    cache_replay(c, &e); /* answers the request, which frees c: not touched after this */
+    bool is_hit = cache_try_hit(c, mark, cc.max_age_ms, &e);
     tg_cache_entry_deinit(&e);
-    return true;
+    return is_hit;
 }
 
 /* ---- entry points ---------------------------------------------------------------------- */
@@ -1959,6 +2075,15 @@ tg_proxy_handle(struct tg_worker *w, struct tg_http_req *req, enum tg_api api,
     if (cache_lookup(c)) {
         return;
     }
+    go_upstream(c);
+}
+
+/* Sends an admitted call upstream: the step after the cache, on a miss. */
+static void
+go_upstream(struct call *c)
+{
+    struct tg_http_req *req = c->req;
+    struct tg_worker *w = c->w;
     int prc = prepare_upstream_body(c);
     if (prc < 0) {
         if (c->is_admitted) {

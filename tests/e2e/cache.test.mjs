@@ -2,16 +2,20 @@
 // the admin API; a repeated request is answered from the cache (the upstream called once,
 // `x-tollgate-cache: miss` then `hit`, the SDK sees the same content); a cached stream is
 // replayed as a stream and a cached JSON answer served as a stream when asked; projects never
-// share entries; Cache-Control no-cache / no-store / max-age=N and x-tollgate-cache
+// share entries unless the operator lists them in cache.shared_projects; Cache-Control no-cache / no-store / max-age=N and x-tollgate-cache
 // bypass / refresh steer each request; only successful answers are cached; a hit's ledger row
-// has no upstream cost and records the cost it saved.
+// has no upstream cost and records the cost it saved. The fs and db backends (their get and
+// put on the thread pool) hit, are cleared by the admin invalidation and survive a restart.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { useGateway, shutdownTest, T, msg } from './lib/setup.mjs';
+import { startGateway } from './lib/gateway.mjs';
 
-const ctx = useGateway();
+// Two projects the operator lets share one cache partition (created by name in the test).
+const SHARED = [`shared-a-${process.pid}`, `shared-b-${process.pid}`];
+const ctx = useGateway({ gateway: { extraYaml: `cache:\n  shared_projects: [${SHARED.join(', ')}]\n` } });
 
 let seq = 0;
 function unique(base) {
@@ -20,8 +24,8 @@ function unique(base) {
 }
 
 // A fresh project with the cache enabled (memory backend) and a key in it.
-async function cachedProject(gw, cache = { enabled: true }) {
-    const r = await gw.adminFetch('/v1/organization/projects', { body: { name: unique('cache') } });
+async function cachedProject(gw, cache = { enabled: true }, name = unique('cache')) {
+    const r = await gw.adminFetch('/v1/organization/projects', { body: { name } });
     assert.equal(r.status, 200, r.text);
     const p = r.json;
     const s = await gw.adminFetch(`/v1/organization/projects/${p.id}`, { body: { cache } });
@@ -156,6 +160,25 @@ test('partitioned per project: another project misses', T, async () => {
     assert.equal(r1.mark, null);
     assert.equal(r2.mark, null);
     assert.equal(up.since(mark).length, 4);
+});
+
+test('cache.shared_projects: the listed projects share entries, the others keep their own', T, async () => {
+    const { up, gw } = ctx;
+    const a = await cachedProject(gw, { enabled: true }, SHARED[0]);
+    const b = await cachedProject(gw, { enabled: true }, SHARED[1]);
+    const c = await cachedProject(gw);
+    const body = { model: 'gpt-4o-mini', messages: msg(unique('shared answer')) };
+    const mark = up.mark();
+    const first = await chat(a.client, body);
+    assert.equal(first.mark, 'miss');
+    // b is listed too: a's answer serves it, without going upstream.
+    const second = await chat(b.client, body);
+    assert.equal(second.mark, 'hit');
+    assert.equal(second.data.choices[0].message.content, first.data.choices[0].message.content);
+    assert.equal(up.since(mark).length, 1);
+    // c is not listed: its own partition misses.
+    assert.equal((await chat(c.client, body)).mark, 'miss');
+    assert.equal(up.since(mark).length, 2);
 });
 
 test('Cache-Control no-cache, no-store, max-age and x-tollgate-cache bypass, refresh', T, async () => {
@@ -370,6 +393,103 @@ test('CLI: tollgate cache get and cache invalidate', T, async () => {
     assert.equal(inv.code, 0, inv.stderr);
     assert.match(inv.stdout, /Removed 1 cached answer\./);
     assert.equal((await chat(a.client, body)).mark, 'miss');
+});
+
+// The fs and db backends store on the thread pool after the answer is sent: wait (bounded)
+// until the project's backend counted the put before asking again.
+async function waitPuts(gw, projectId, atLeast) {
+    const deadline = Date.now() + 10000;
+    for (;;) {
+        const r = await gw.adminFetch(`/v1/organization/projects/${projectId}/cache`);
+        assert.equal(r.status, 200, r.text);
+        if (r.json.stats.puts >= atLeast) return r.json.stats;
+        assert.ok(Date.now() < deadline, `the cache counted ${r.json.stats.puts} puts, expected ${atLeast}`);
+        await new Promise((res) => setTimeout(res, 20));
+    }
+}
+
+async function entriesOf(gw, projectId) {
+    const r = await gw.adminFetch(`/v1/organization/projects/${projectId}/cache`);
+    assert.equal(r.status, 200, r.text);
+    return r.json.stats.entries;
+}
+
+for (const backend of ['fs', 'db']) {
+    test(`backend ${backend}: miss then hit (JSON and stream), invalidation through the admin route clears it`, T, async () => {
+        const { up, gw } = ctx;
+        const { project, client } = await cachedProject(gw, { enabled: true, backend });
+        const got = await gw.adminFetch(`/v1/organization/projects/${project.id}/cache`);
+        assert.equal(got.json.settings.backend, backend);
+        assert.equal(got.json.stats.backend, backend);
+        const puts0 = got.json.stats.puts;
+        const body = { model: 'gpt-4o-mini', messages: msg(unique(`on ${backend}`)) };
+        const mark = up.mark();
+        const first = await chat(client, body);
+        assert.equal(first.mark, 'miss');
+        await waitPuts(gw, project.id, puts0 + 1);
+        const second = await chat(client, body);
+        assert.equal(second.mark, 'hit');
+        assert.deepEqual(second.data, first.data, 'the replay equals the original');
+        assert.equal(up.since(mark).length, 1, 'the upstream was called once');
+        // A cached JSON answer served as a stream.
+        const streamed = await chatStream(client, body);
+        assert.equal(streamed.mark, 'hit');
+        assert.equal(streamed.text, first.data.choices[0].message.content);
+        // A cached stream replayed as a stream.
+        const sbody = { model: 'gpt-4o-mini', messages: msg(unique(`stream on ${backend}`)) };
+        const s1 = await chatStream(client, sbody);
+        assert.equal(s1.mark, 'miss');
+        await waitPuts(gw, project.id, puts0 + 2);
+        const s2 = await chatStream(client, sbody);
+        assert.equal(s2.mark, 'hit');
+        assert.deepEqual(s2.chunks, s1.chunks);
+        assert.equal(up.since(mark).length, 2);
+        assert.ok((await entriesOf(gw, project.id)) >= 2);
+
+        const inv = await gw.adminFetch('/v1/organization/cache/invalidate', { body: { project_id: project.id } });
+        assert.equal(inv.status, 200, inv.text);
+        assert.equal(inv.json.removed, 2, 'both entries of the project removed');
+        assert.equal((await chat(client, body)).mark, 'miss');
+        assert.equal(up.since(mark).length, 3);
+    });
+}
+
+test('backends fs and db: entries survive a restart on the same data directory', T, async () => {
+    const { up, upstreamKey, azureKey } = ctx;
+    const gws = [await startGateway({ upstream: up, upstreamKey, azureKey })];
+    try {
+        const first = gws[0];
+        const made = [];
+        for (const backend of ['fs', 'db']) {
+            const p = await cachedProject(first, { enabled: true, backend });
+            const body = { model: 'gpt-4o-mini', messages: msg(unique(`kept on ${backend}`)) };
+            const r = await chat(p.client, body);
+            assert.equal(r.mark, 'miss');
+            await waitPuts(first, p.project.id, 1);
+            made.push({ ...p, body, data: r.data });
+        }
+        await first.stopAndCheck();
+
+        gws.push(await startGateway({ upstream: up, upstreamKey, azureKey, dataDir: first.dataDir, adminKey: first.adminKey }));
+        const second = gws[1];
+        const mark = up.mark();
+        for (const m of made) {
+            second.clientKeys.push(m.key);
+            const r = await chat(second.client(m.key), m.body);
+            assert.equal(r.mark, 'hit', `a ${m.project.name} entry survived the restart`);
+            assert.deepEqual(r.data, m.data);
+        }
+        assert.equal(up.since(mark).length, 0, 'no upstream call after the restart');
+        await second.stopAndCheck();
+    } finally {
+        for (const g of gws) {
+            if (!g.exit) {
+                g.kill();
+                await g.exited;
+            }
+        }
+        for (const g of gws) if (g.cleanupOk) g.cleanup();
+    }
 });
 
 shutdownTest(ctx);
