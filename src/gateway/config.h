@@ -47,7 +47,7 @@ struct tg_model_route {
     uint64_t retry_backoff_ms;      /* retry.backoff_ms: doubled per retry, 100 */
     struct tg_breaker_conf breaker; /* failures 0 (the single-provider form): never opens */
     struct tg_router *router;       /* runtime state shared by the workers, or NULL */
-    char *tier;           /* tier: the model tier it belongs to (aliases), or NULL */
+    char *tier;                     /* tier: the model tier it belongs to (aliases), or NULL */
 };
 
 /* model_tiers: {name: [models]}: the models an alias naming the tier may resolve to
