@@ -1512,7 +1512,10 @@ cache_lookup(struct call *c)
     struct tg_cache_control cc;
     tg_cache_control_parse(tg_http_req_header(c->req, "cache-control"),
                            tg_http_req_header(c->req, "x-tollgate-cache"), &cc);
-    if (tg_cache_key(c->project->id, tg_api_path(c->api), c->req->body.data, c->req->body.len,
+    /* The project's own partition unless the operator shares it (cache.shared_projects). */
+    const char *partition =
+        tg_config_cache_shared(c->state->config, c->project->name) ? "shared" : c->project->id;
+    if (tg_cache_key(partition, tg_api_path(c->api), c->req->body.data, c->req->body.len,
                      c->cache_key) != 0) {
         return false;
     }
