@@ -17,10 +17,12 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "cache/cache.h"
 #include "core/err.h"
 #include "core/json.h"
 #include "core/mem.h"
 #include "policy/limits.h"
+#include "policy/token_policy.h"
 
 #define YAML_MAX_DEPTH 32
 #define YAML_MAX_NODES 100000
@@ -591,7 +593,8 @@ read_account(struct reader *r, yaml_node_t *n)
  * that add members (limits, budgets, deployments) add them to this table, so a misspelt
  * member is a 400 naming its line rather than a setting nobody reads.
  */
-static const char *const settings_keys[] = {"budget", "models", "rate_limits", NULL};
+static const char *const settings_keys[] = {"aliases",     "budget",       "cache", "models",
+                                            "rate_limits", "token_policy", NULL};
 
 /* The members of one model's rate limits (admin_rate_limits.c), each a non-negative integer
  * up to 10^12 as the admin API takes them; a model with none is left out, not empty. */
@@ -678,12 +681,45 @@ check_budget(struct reader *r, const char *where, yaml_node_t *settings_node,
     return fail(r, at, "%s.%s", where, err);
 }
 
+/* settings.cache, token_policy and aliases, when given, must read as the admin API's own
+ * parsers read them (cache/cache.h, policy/token_policy.h), so what apply stores is what a
+ * request then uses; the line named is the member's. */
+static bool
+check_parsed_settings(struct reader *r, yaml_node_t *n, const json_t *settings)
+{
+    char err[200];
+    const json_t *cache = json_object_get(settings, "cache");
+    if (cache != NULL) {
+        struct tg_cache_settings cs;
+        if (tg_cache_settings_parse(cache, &cs, err, sizeof(err)) != 0) {
+            return fail(r, map_get(r, n, "cache"), "settings.cache: %s", err);
+        }
+    }
+    if (json_object_get(settings, "token_policy") != NULL) {
+        struct tg_token_policy p;
+        int rc = tg_token_policy_parse(settings, &p, err, sizeof(err));
+        tg_token_policy_free(&p);
+        if (rc != 0) {
+            return fail(r, map_get(r, n, "token_policy"), "settings.%s", err);
+        }
+    }
+    if (json_object_get(settings, "aliases") != NULL) {
+        struct tg_aliases a;
+        int rc = tg_aliases_parse(settings, &a, err, sizeof(err));
+        tg_aliases_free(&a);
+        if (rc != 0) {
+            return fail(r, map_get(r, n, "aliases"), "settings.%s", err);
+        }
+    }
+    return true;
+}
+
 /* settings.models, when given, must be a list of model names. */
 static bool
 check_settings(struct reader *r, yaml_node_t *n, const json_t *settings)
 {
     if (!check_rate_limits(r, "settings", n, settings) ||
-        !check_budget(r, "settings", n, settings)) {
+        !check_budget(r, "settings", n, settings) || !check_parsed_settings(r, n, settings)) {
         return false;
     }
     const json_t *models = json_object_get(settings, "models");

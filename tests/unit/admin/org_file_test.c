@@ -2,7 +2,8 @@
  * org_file_test.c: the organization file (admin/org_file.h): writing a model and reading it
  * back gives the same model, strings that would read as other types are quoted, scalars in
  * settings get their JSON types, the organization section (budget and rate limits) round-trips
- * and is checked as admission reads it, and every refusal names the line at fault.
+ * and is checked as admission reads it, a project's cache, token_policy and aliases settings
+ * round-trip and are checked by their own parsers, and every refusal names the line at fault.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -306,6 +307,49 @@ test_alias_bomb_is_refused(void **state)
     read_refused(deep, "nests too deeply");
 }
 
+/* cache, token_policy and aliases are settings a file may carry: written and read back
+ * unchanged (forced_params keeps its JSON values' types), and refused, naming the line, when
+ * their parsers refuse them. */
+static void
+test_cache_policy_aliases_round_trip(void **state)
+{
+    (void)state;
+    json_error_t jerr;
+    json_t *model = json_loads(
+        "{\"users\":[],\"projects\":[{\"name\":\"p\",\"members\":[],\"service_accounts\":[],"
+        "\"settings\":{"
+        "\"cache\":{\"enabled\":true,\"backend\":\"fs\",\"ttl_s\":600},"
+        "\"token_policy\":{\"default_max_tokens\":256,\"max_tokens\":1024,"
+        "\"on_max_tokens\":\"refuse\",\"max_n\":2,\"default_stop\":[\"END\",\"true\"],"
+        "\"max_prompt_bytes\":100000,\"forbidden_params\":[\"logit_bias\"],"
+        "\"forced_params\":{\"temperature\":0.5,\"store\":false,\"user\":\"42\"}},"
+        "\"aliases\":{\"fast\":{\"tier\":\"small\"},\"default\":{\"model\":\"gpt-4o-mini\"}}}}]}",
+        0, &jerr);
+    assert_non_null(model);
+    char *text = write_model(model);
+    json_t *back = read_ok(text);
+    if (!json_equal(model, back)) {
+        char *a = json_dumps(model, JSON_SORT_KEYS), *b = json_dumps(back, JSON_SORT_KEYS);
+        fail_msg("differs:\n%s\n%s\n%s", a, b, text);
+    }
+    free(text);
+    json_decref(back);
+    json_decref(model);
+
+    read_refused("projects:\n- name: p\n  settings:\n    cache: {enabled: true, ttl_s: -1}\n",
+                 "line 4: settings.cache: ");
+    read_refused("projects:\n- name: p\n  settings:\n    cache: {backend: tape}\n",
+                 "settings.cache");
+    read_refused("projects:\n- name: p\n  settings:\n    token_policy: {max_n: 0}\n",
+                 "line 4: settings.token_policy.max_n");
+    read_refused("projects:\n- name: p\n  settings:\n    models: [a]\n"
+                 "    token_policy: {on_max_tokens: maybe}\n",
+                 "line 5: settings.token_policy");
+    read_refused("projects:\n- name: p\n  settings:\n    aliases: {fast: {color: red}}\n",
+                 "line 4: settings.aliases");
+    read_refused("projects:\n- name: p\n  settings:\n    aliases: [fast]\n", "settings.aliases");
+}
+
 int
 main(void)
 {
@@ -317,6 +361,7 @@ main(void)
         cmocka_unit_test(test_organization_round_trip),
         cmocka_unit_test(test_organization_refusals_name_the_line),
         cmocka_unit_test(test_alias_bomb_is_refused),
+        cmocka_unit_test(test_cache_policy_aliases_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
