@@ -314,4 +314,34 @@ test('apply: bad files are refused with the line named, and nothing is applied',
     assert.equal(await exportYaml(gw), base, 'nothing was applied');
 });
 
+test('apply: cache, token_policy and aliases settings round-trip through export and apply', T, async () => {
+    const { gw } = ctx;
+    const ORG = '/v1/organization';
+    const p = await ok(gw.adminFetch(`${ORG}/projects`, { body: { name: uniqueName('rt') } }));
+    await ok(gw.adminFetch(`${ORG}/projects/${p.id}`, { body: { cache: { enabled: true, ttl_s: 120 } } }));
+    const policy = { max_tokens: 100, on_max_tokens: 'refuse', default_stop: ['END'], forced_params: { temperature: 0 } };
+    await ok(gw.adminFetch(`${ORG}/projects/${p.id}/token_policy`, { body: policy }));
+    await ok(gw.adminFetch(`${ORG}/projects/${p.id}/aliases`, { body: { fast: { model: 'gpt-4o-mini' } } }));
+    const before = await ok(gw.adminFetch(`${ORG}/projects/${p.id}/token_policy`));
+    const yaml = await exportYaml(gw);
+    assert.ok(yaml.includes('    cache:\n') && yaml.includes('    token_policy:\n') && yaml.includes('    aliases:\n'), yaml);
+    // The export applies as it is: nothing to change.
+    const same = await apply(gw, yaml, false);
+    assert.equal(same.status, 200, same.text);
+    assert.deepEqual(same.json.changes, []);
+    // Other settings, then the export: each member is back as it was.
+    await ok(gw.adminFetch(`${ORG}/projects/${p.id}`, { body: { cache: { enabled: false } } }));
+    await ok(gw.adminFetch(`${ORG}/projects/${p.id}/token_policy`, { body: { max_n: 1 } }));
+    await ok(gw.adminFetch(`${ORG}/projects/${p.id}/aliases`, { body: { slow: { model: 'gpt-4o-mini' } } }));
+    const back = await apply(gw, yaml, false);
+    assert.equal(back.status, 200, back.text);
+    assert.notDeepEqual(back.json.changes, []);
+    assert.equal(await exportYaml(gw), yaml);
+    assert.deepEqual(await ok(gw.adminFetch(`${ORG}/projects/${p.id}/token_policy`)), before);
+    // A file whose token policy its parser refuses is a 400 naming the line.
+    const bad = await apply(gw, yaml.replace('on_max_tokens: refuse', 'on_max_tokens: maybe'), true);
+    assert.equal(bad.status, 400, bad.text);
+    assert.match(bad.text, /line \d+: settings\.token_policy/);
+});
+
 shutdownTest(ctx);
