@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "core/err.h"
 
 #define MAX_TIER_MODELS 64
@@ -100,7 +101,16 @@ tg_policies_apply(const struct tg_state *st, const struct tg_project *p, const c
         snprintf(out->param, sizeof(out->param), "%s", res.param);
         return TG_EINVAL;
     }
-    snprintf(out->header, sizeof(out->header), "%s%s%s", out->is_alias ? "model=aliased" : "",
-             out->is_alias && res.changes[0] != '\0' ? "," : "", res.changes);
+    /* The header is a list of short names; truncating it is harmless, so it is built with
+     * bounded appends rather than one snprintf the compiler flags as possibly truncated. */
+    struct tg_buf h;
+    tg_buf_init(&h, sizeof(out->header) - 1);
+    tg_buf_append_str(&h, out->is_alias ? "model=aliased" : "");
+    tg_buf_append_str(&h, out->is_alias && res.changes[0] != '\0' ? "," : "");
+    tg_buf_append_str(&h, res.changes);
+    size_t n = h.len < sizeof(out->header) - 1 ? h.len : sizeof(out->header) - 1;
+    memcpy(out->header, h.data ? h.data : "", n);
+    out->header[n] = '\0';
+    tg_buf_deinit(&h);
     return 0;
 }
