@@ -20,6 +20,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "policy/admission.h"
 #include "policy/price.h"
 #include "store/store.h"
 #include "upstream/api.h"
@@ -891,6 +892,27 @@ copy_field(char *dst, size_t cap, const char *src)
     snprintf(dst, cap, "%s", src ? src : "");
 }
 
+/*
+ * A completed batch's cost counts against the month's budgets at once, as a live call's does
+ * (admission's spend is what refuses the next request), not only after a restart reloads spend
+ * from the ledger. Two retrieves racing on the first completion could both charge: that errs
+ * towards refusing early, never towards overspending.
+ */
+static void
+charge_budgets(struct job *j, int64_t micros)
+{
+    const struct tg_state_env *env = tg_state_env_get();
+    struct tg_admission *a = env->admission;
+    if (a == NULL || micros <= 0) {
+        return;
+    }
+    int64_t start =
+        tg_period_start_ms(tg_clock_unix_ms(), j->state->config->budget_tz_offset_minutes);
+    a->ops->seed_spend(a, TG_SCOPE_KEY, j->key->id, start, micros);
+    a->ops->seed_spend(a, TG_SCOPE_PROJECT, j->project->id, start, micros);
+    a->ops->seed_spend(a, TG_SCOPE_ORG, j->key->org_id, start, micros);
+}
+
 /* One ledger row per output line at the batch price (50% of standard, rounded up). Lines
  * are numbered in custom_id order, so two reads of the same output give the same rows and
  * the ledger keeps the first. */
@@ -955,6 +977,7 @@ account_output(struct job *j, json_t *batch)
         row.status = (int)tg_json_int(resp, "status_code", 200);
         row.ttft_ms = -1;
         tg_ledger_push(j->w->ledger, &row);
+        charge_budgets(j, row.cost_micros);
     }
     free(sorted);
     json_decref(lines);

@@ -136,7 +136,8 @@ test('batches: another project sees none of a project\'s files and batches', T, 
 
 test('batches: a completed batch is accounted once, one ledger row per line at half price', T, async () => {
     const { gw } = ctx;
-    const client = gw.client(await gw.createKey('development', 'batch-account'));
+    const key = await gw.createKeyObject('development', 'batch-account');
+    const client = gw.client(key.value);
     const input = [line('r1', 'gpt-4o-mini', 'first question here'), line('r2', 'gpt-4o-mini', 'second')];
     const f = await client.files.create({ file: jsonl(input), purpose: 'batch' });
     const b = await client.batches.create({ input_file_id: f.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
@@ -145,6 +146,14 @@ test('batches: a completed batch is accounted once, one ledger row per line at h
     assert.ok(done.output_file_id);
     const out = (await (await client.files.content(done.output_file_id)).text()).trim().split('\n');
     assert.equal(out.length, 2, 'the output file belongs to the batch\'s project');
+    // The batch's cost counts against the key's month at once, as a live call's would.
+    const spent = await gw.adminFetch(`/v1/organization/projects/development/api_keys/${key.id}/budget`);
+    assert.equal(spent.status, 200, spent.text);
+    const batchCost = input.reduce(
+        (sum, l) => sum + Math.ceil(expectedCost('gpt-4o-mini', usageFor('chat.completions', l.body)) / 2),
+        0,
+    );
+    assert.equal(spent.json.spend_micros, batchCost);
 
     const rows = await gw.waitLedger(b.id);
     // A second retrieve, then a marker request: once its row is in, the ledger has seen
