@@ -30,6 +30,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "gateway/microbatch.h"
 
 static void
 append_project(struct tg_buf *b, const struct tg_project_rec *p)
@@ -53,6 +54,11 @@ append_project(struct tg_buf *b, const struct tg_project_rec *p)
     if (json_is_object(cache)) {
         tg_buf_append_str(b, ",\"cache\":");
         tg_json_dump_buf(cache, b);
+    }
+    json_t *batching = json_object_get(settings, "embedding_batching");
+    if (json_is_object(batching)) {
+        tg_buf_append_str(b, ",\"embedding_batching\":");
+        tg_json_dump_buf(batching, b);
     }
     json_decref(settings);
     tg_buf_append_str(b, ",\"created_at\":");
@@ -703,6 +709,29 @@ settings_with_cache(struct admin_job *j, const char *settings, json_t *cache)
     return text != NULL ? text : tg_xstrdup("{}");
 }
 
+/* The settings text with "embedding_batching" set to the body's (validated like the gateway
+ * reads it: 400 naming "embedding_batching" otherwise). Returns the new text (caller frees),
+ * or NULL after answering. */
+static char *
+settings_with_batching(struct admin_job *j, const char *settings, json_t *batching)
+{
+    struct tg_mb_settings mb;
+    char why[160];
+    if (tg_mb_settings_parse(batching, &mb, why, sizeof(why)) != 0) {
+        admin_error(j, 400, why, "embedding_batching", "invalid_value");
+        return NULL;
+    }
+    json_t *root = json_loads(settings != NULL ? settings : "{}", 0, NULL);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        root = json_object();
+    }
+    json_object_set(root, "embedding_batching", batching);
+    char *text = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(root);
+    return text != NULL ? text : tg_xstrdup("{}");
+}
+
 /* The project's name and environment from the body (either may be absent when !required). */
 static bool
 read_names(struct admin_job *j, bool required, const char **name, const char **environment)
@@ -815,7 +844,8 @@ load_project(struct admin_job *j, struct project_copy *c)
 static void
 modify_project(struct admin_job *j)
 {
-    static const char *const allowed[] = {"name", "environment", "models", "cache", NULL};
+    static const char *const allowed[] = {"name",  "environment",        "models",
+                                          "cache", "embedding_batching", NULL};
     const char *name = NULL;
     const char *environment = NULL;
     bool has_models = false;
@@ -850,6 +880,15 @@ modify_project(struct admin_job *j)
         }
         free(settings);
         settings = with_cache;
+    }
+    json_t *batching = j->body != NULL ? json_object_get(j->body, "embedding_batching") : NULL;
+    if (batching != NULL) {
+        char *with_batching = settings_with_batching(j, settings, batching);
+        if (with_batching == NULL) {
+            goto out;
+        }
+        free(settings);
+        settings = with_batching;
     }
     rec.settings = settings;
     after = project_json(&rec);

@@ -21,6 +21,7 @@
 #include "core/err.h"
 #include "core/json.h"
 #include "core/mem.h"
+#include "gateway/microbatch.h"
 #include "policy/limits.h"
 #include "policy/token_policy.h"
 
@@ -593,8 +594,9 @@ read_account(struct reader *r, yaml_node_t *n)
  * that add members (limits, budgets, deployments) add them to this table, so a misspelt
  * member is a 400 naming its line rather than a setting nobody reads.
  */
-static const char *const settings_keys[] = {"aliases",     "budget",       "cache", "models",
-                                            "rate_limits", "token_policy", NULL};
+static const char *const settings_keys[] = {
+    "aliases", "budget",      "cache",        "embedding_batching",
+    "models",  "rate_limits", "token_policy", NULL};
 
 /* The members of one model's rate limits (admin_rate_limits.c), each a non-negative integer
  * up to 10^12 as the admin API takes them; a model with none is left out, not empty. */
@@ -693,6 +695,14 @@ check_parsed_settings(struct reader *r, yaml_node_t *n, const json_t *settings)
         struct tg_cache_settings cs;
         if (tg_cache_settings_parse(cache, &cs, err, sizeof(err)) != 0) {
             return fail(r, map_get(r, n, "cache"), "settings.cache: %s", err);
+        }
+    }
+    const json_t *batching = json_object_get(settings, "embedding_batching");
+    if (batching != NULL) {
+        struct tg_mb_settings mb;
+        if (tg_mb_settings_parse(batching, &mb, err, sizeof(err)) != 0) {
+            return fail(r, map_get(r, n, "embedding_batching"), "settings.embedding_batching: %s",
+                        err);
         }
     }
     if (json_object_get(settings, "token_policy") != NULL) {
