@@ -7,13 +7,16 @@
  *       OpenAI's list shape (?limit, ?after), one item per deployment of every configured
  *       route, in config order:
  *         {"object":"organization.deployment","id":"<model>/<index>","model":"<route name>",
- *          "provider":"<provider>","upstream_model":"<name upstream>","weight":N,
+ *          "provider":"<provider>","upstream_model":"<name upstream>",
+ *          "status":"available"|"unavailable","unavailable_reason":"<why>"|null,"weight":N,
  *          "priority":N,"strategy":"weighted"|"least_outstanding"|"lowest_latency",
  *          "breaker":"closed"|"open"|"half_open","outstanding":N,
  *          "ewma_ttft_ms":N|null,"cooldown_until":<Unix ms>|null,
  *          "breaker_open_until":<Unix ms>|null,"window_calls":N,"window_failures":N}
  *       cooldown_until is set while a 429's retry-after keeps the deployment out of rotation;
- *       breaker_open_until while the breaker is open (then it turns half-open).
+ *       breaker_open_until while the breaker is open (then it turns half-open). A deployment
+ *       is "unavailable" for the process's life when its provider's key could not be resolved
+ *       at start; the reason names the provider and the variable or file, never a secret.
  *
  * The state lives in memory (the config's routers) and is shared by the workers; it starts
  * fresh with each process. Reading it takes each router's lock briefly; nothing is stored.
@@ -52,6 +55,14 @@ append_deployment(struct tg_buf *b, const struct tg_model_route *r, size_t i, co
     tg_json_quote(b, v.provider);
     tg_buf_append_str(b, ",\"upstream_model\":");
     tg_json_quote(b, v.upstream_model);
+    tg_buf_append_str(b, ",\"status\":");
+    tg_buf_append_str(b, v.unavailable != NULL ? "\"unavailable\"" : "\"available\"");
+    tg_buf_append_str(b, ",\"unavailable_reason\":");
+    if (v.unavailable != NULL) {
+        tg_json_quote(b, v.unavailable);
+    } else {
+        tg_buf_append_str(b, "null");
+    }
     tg_buf_appendf(b,
                    ",\"weight\":%u,\"priority\":%d,\"strategy\":\"%s\",\"breaker\":\"%s\","
                    "\"outstanding\":%lld,\"ewma_ttft_ms\":",

@@ -841,6 +841,7 @@ provider_deinit(struct tg_provider *p)
     free((char *)p->type);
     free((char *)p->base_url);
     free((char *)p->api_version);
+    free((char *)p->unavailable);
     wipe_free(p->api_key);
 }
 
@@ -904,6 +905,35 @@ provider_check(struct ctx *cx, const struct ynode *y, const char *path, struct p
     return 0;
 }
 
+/* Providers whose key did not resolve: refused when none is left to serve, else one line
+ * each at start, so a missing key is known before the first call needs it. */
+static int
+check_unavailable(struct ctx *cx, const struct tg_config *c, const struct ynode *list)
+{
+    size_t usable = 0;
+    for (size_t i = 0; i < c->n_providers; i++) {
+        usable += c->providers[i].unavailable == NULL;
+    }
+    if (c->n_providers > 0 && usable == 0) {
+        /* Nothing could serve: refused as before, at the first provider's api_key line. */
+        const struct tg_provider *p = &c->providers[0];
+        const struct ynode *at =
+            list != NULL && list->kind == Y_SEQ && list->n > 0 ? list->kids[0] : list;
+        const struct ynode *key = map_get(at, "api_key");
+        return fail(cx, key != NULL ? key : at, "providers[0].api_key (provider '%s'): %s%s",
+                    p->name, p->unavailable,
+                    c->n_providers > 1 ? "; no other provider is usable either" : "");
+    }
+    for (size_t i = 0; i < c->n_providers; i++) {
+        const struct tg_provider *p = &c->providers[i];
+        if (p->unavailable != NULL) {
+            tg_log_warn("provider '%s': %s; its deployments are unavailable", p->name,
+                        p->unavailable);
+        }
+    }
+    return 0;
+}
+
 static int
 read_provider(struct ctx *cx, struct tg_config *c, const struct ynode *y, size_t i)
 {
@@ -936,17 +966,28 @@ read_provider(struct ctx *cx, struct tg_config *c, const struct ynode *y, size_t
         goto out;
     }
     char *secret = NULL;
+    char *unavailable = NULL;
     if (pc.api_key != NULL) {
         char what[160];
         char msg[400];
         snprintf(what, sizeof(what), "%s.api_key (provider '%s')", path, pc.name);
-        secret = tg_config_resolve_secret(pc.api_key, what, msg, sizeof(msg));
-        if (secret == NULL) {
+        /* A value that is not a reference (an inline secret) is a config error; a reference
+         * that does not resolve (unset variable, unreadable file) only makes this provider
+         * unavailable: tg_config_load refuses the config when no provider is left. */
+        if (!ref_ok(pc.api_key, what, msg, sizeof(msg))) {
             rc = fail(cx, map_get(y, "api_key"), "%s", msg);
             goto out;
         }
+        secret = tg_config_resolve_secret(pc.api_key, what, msg, sizeof(msg));
+        if (secret == NULL) {
+            /* msg is "<what>: <why>"; the why names the variable or path, never a value. */
+            size_t n = strlen(what);
+            bool is_prefixed = strncmp(msg, what, n) == 0 && strncmp(msg + n, ": ", 2) == 0;
+            unavailable = tg_xstrdup(is_prefixed ? msg + n + 2 : msg);
+        }
     }
     struct tg_provider *p = provider_add(c);
+    p->unavailable = unavailable;
     p->name = pc.name;
     p->type = pc.type;
     p->base_url = pc.base_url;
@@ -1081,7 +1122,7 @@ route_routing_free(struct tg_model_route *r)
 /* Gives a route its deployments (one from provider/upstream_model in the single-provider
  * form) and its router. */
 static void
-route_routing_finish(struct tg_model_route *r)
+route_routing_finish(const struct tg_config *c, struct tg_model_route *r)
 {
     if (r->n_deployments == 0) {
         r->deployments = tg_xcalloc(1, sizeof(*r->deployments));
@@ -1096,13 +1137,18 @@ route_routing_finish(struct tg_model_route *r)
         r->provider = tg_xstrdup(r->deployments[0].provider);
     }
     struct tg_router_deployment_conf d[TG_ROUTER_MAX_DEPLOYMENTS];
+    char why[TG_ROUTER_MAX_DEPLOYMENTS][480];
     for (size_t i = 0; i < r->n_deployments; i++) {
         if (r->deployments[i].upstream_model == NULL) {
             r->deployments[i].upstream_model = tg_xstrdup(r->name);
         }
+        const struct tg_provider *p = tg_config_provider(c, r->deployments[i].provider);
+        if (p != NULL && p->unavailable != NULL) {
+            snprintf(why[i], sizeof(why[i]), "provider '%s': %s", p->name, p->unavailable);
+        }
         d[i] = (struct tg_router_deployment_conf){
             r->deployments[i].provider, r->deployments[i].upstream_model, r->deployments[i].weight,
-            r->deployments[i].priority};
+            r->deployments[i].priority, p != NULL && p->unavailable != NULL ? why[i] : NULL};
     }
     free(r->upstream_model);
     r->upstream_model = tg_xstrdup(r->deployments[0].upstream_model);
@@ -1225,7 +1271,7 @@ read_model(struct ctx *cx, struct tg_config *c, const struct ynode *y, size_t i)
     if (r.upstream_model == NULL) {
         r.upstream_model = tg_xstrdup(r.name);
     }
-    route_routing_finish(&r);
+    route_routing_finish(c, &r);
     c->models = tg_xrealloc(c->models, (c->n_models + 1) * sizeof(*c->models));
     c->models[c->n_models++] = r;
     return 0;
@@ -1481,7 +1527,7 @@ env_providers(struct tg_config *c, char *err, size_t err_cap)
         c->models[i].provider = tg_xstrdup(route);
         c->models[i].upstream_model = tg_xstrdup(name);
         route_routing_defaults(&c->models[i]);
-        route_routing_finish(&c->models[i]);
+        route_routing_finish(c, &c->models[i]);
     }
     c->n_models = n;
     return 0;
@@ -1551,6 +1597,9 @@ tg_config_load(const char *path, struct tg_config **out, char *err, size_t err_c
         }
     }
     rc = read_list(&cx, &l.c, l.providers, read_provider);
+    if (rc == 0) {
+        rc = check_unavailable(&cx, &l.c, l.providers);
+    }
     if (rc == 0) {
         rc = read_list(&cx, &l.c, l.models, read_model);
     }

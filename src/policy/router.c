@@ -20,6 +20,7 @@
 struct dep {
     char *provider;
     char *upstream_model;
+    char *unavailable; /* NULL: can be picked */
     uint32_t weight;
     int32_t priority;
     enum tg_breaker_state breaker;
@@ -56,6 +57,7 @@ tg_router_new(const struct tg_router_deployment_conf *d, size_t n, enum tg_route
     for (size_t i = 0; i < n; i++) {
         r->d[i].provider = tg_xstrdup(d[i].provider);
         r->d[i].upstream_model = tg_xstrdup(d[i].upstream_model);
+        r->d[i].unavailable = d[i].unavailable ? tg_xstrdup(d[i].unavailable) : NULL;
         r->d[i].weight = d[i].weight > 0 ? d[i].weight : 1;
         r->d[i].priority = d[i].priority;
         r->d[i].ewma_ttft_ms = -1;
@@ -72,6 +74,7 @@ tg_router_free(struct tg_router *r)
     for (size_t i = 0; i < r->n; i++) {
         free(r->d[i].provider);
         free(r->d[i].upstream_model);
+        free(r->d[i].unavailable);
     }
     pthread_mutex_destroy(&r->mu);
     free(r);
@@ -81,6 +84,13 @@ size_t
 tg_router_size(const struct tg_router *r)
 {
     return r->n;
+}
+
+/* Set once at creation and never changed: no lock needed. */
+const char *
+tg_router_unavailable(const struct tg_router *r, size_t i)
+{
+    return i < r->n ? r->d[i].unavailable : NULL;
 }
 
 /* The breaker as seen at now: an open one past its open_ms is half-open. */
@@ -96,7 +106,7 @@ breaker_at(const struct dep *d, uint64_t now_ms)
 static bool
 is_available(const struct dep *d, uint64_t now_ms)
 {
-    if (now_ms < d->cooldown_until_ms) {
+    if (d->unavailable != NULL || now_ms < d->cooldown_until_ms) {
         return false;
     }
     switch (breaker_at(d, now_ms)) {
@@ -286,6 +296,7 @@ tg_router_view(struct tg_router *r, size_t i, uint64_t now_ms, struct tg_deploym
     out->upstream_model = d->upstream_model;
     out->weight = d->weight;
     out->priority = d->priority;
+    out->unavailable = d->unavailable;
     out->breaker = breaker_at(d, now_ms);
     out->outstanding = d->outstanding;
     out->ewma_ttft_ms = d->ewma_ttft_ms;

@@ -49,6 +49,10 @@ struct tg_router_deployment_conf {
     const char *upstream_model; /* copied */
     uint32_t weight;            /* >= 1 */
     int32_t priority;           /* tier; lower is preferred */
+    /* Copied; non-NULL: the deployment is never picked, and this says why (its provider's
+     * key could not be resolved at start, e.g. "provider 'x': environment variable X is not
+     * set"). It never holds a secret. */
+    const char *unavailable;
 };
 
 enum tg_breaker_state { TG_BREAKER_CLOSED, TG_BREAKER_OPEN, TG_BREAKER_HALF_OPEN };
@@ -66,6 +70,7 @@ struct tg_deployment_view {
     const char *upstream_model; /* borrowed from the router */
     uint32_t weight;
     int32_t priority;
+    const char *unavailable; /* borrowed from the router; NULL when it can be picked */
     enum tg_breaker_state breaker;
     int64_t outstanding;
     int64_t ewma_ttft_ms;       /* -1 when never measured */
@@ -89,9 +94,10 @@ size_t tg_router_size(const struct tg_router *r);
 /*
  * Picks a deployment not in exclude_mask (bit i: deployment i) by the strategy, in the best
  * tier that has one available at now_ms; rnd is a random number (the caller's generator, so
- * tests are deterministic). Counts the call as outstanding and, for a half-open breaker,
- * claims its one probe. Returns the index, or -1 when none is available. Every pick must be
- * followed by exactly one tg_router_record for the same index.
+ * tests are deterministic); an unavailable deployment is never chosen. Counts the call as
+ * outstanding and, for a half-open breaker, claims its one probe. Returns the index, or -1 when
+ * none is available. Every pick must be followed by exactly one tg_router_record for the same
+ * index.
  */
 int tg_router_pick(struct tg_router *r, uint64_t exclude_mask, uint64_t now_ms, uint64_t rnd);
 
@@ -103,6 +109,9 @@ void tg_router_record(struct tg_router *r, int i, enum tg_route_outcome o, int64
 /* Deployment i's conf and state at now_ms (an open breaker whose open_ms has passed reads as
  * half-open). */
 void tg_router_view(struct tg_router *r, size_t i, uint64_t now_ms, struct tg_deployment_view *out);
+
+/* Why deployment i can never be picked (borrowed), or NULL when it can. */
+const char *tg_router_unavailable(const struct tg_router *r, size_t i);
 
 /* "closed", "open", "half_open". */
 const char *tg_breaker_state_name(enum tg_breaker_state s);

@@ -38,6 +38,9 @@ struct tg_provider {
                            * "https://RESOURCE.openai.azure.com" (azure) */
     const char *api_key;  /* resolved secret, or NULL (openai-compatible servers may need none) */
     const char *api_version; /* azure only, e.g. "2024-10-21" */
+    /* Non-NULL: the api_key reference could not be resolved at start (no secret in it, e.g.
+     * "environment variable X is not set"); its deployments are never picked. */
+    const char *unavailable;
     struct tg_upstream_timeouts timeouts;
     struct tg_mock_settings mock;
     const struct tg_provider_ops *ops;

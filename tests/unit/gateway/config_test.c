@@ -17,6 +17,7 @@
 
 #include "core/err.h"
 #include "gateway/config.h"
+#include "policy/router.h"
 
 #define MAX_FILES 8
 
@@ -414,11 +415,16 @@ missing_env_var_and_unreadable_file_name_the_provider(void **state)
              "is not set");
     char yaml[512];
     snprintf(yaml, sizeof(yaml),
-             "providers:\n  - name: m\n    type: mock\n  - name: second\n    type: openai\n"
+             "providers:\n  - name: second\n    type: openai\n"
              "    api_key: file:%s/no-such-file\n",
              fx->dir);
-    load_err(fx, yaml, 6, "providers[1].api_key (provider 'second'): cannot open ");
+    load_err(fx, yaml, 4, "providers[0].api_key (provider 'second'): cannot open ");
     assert_non_null(strstr(fx->err, "no-such-file"));
+    /* Several providers, none usable: still refused, and it says so. */
+    load_err(fx,
+             "providers:\n  - name: a\n    type: openai\n    api_key: env:TG_TEST_NOT_SET\n"
+             "  - name: b\n    type: openai\n    api_key: env:TG_TEST_NOT_SET\n",
+             4, "no other provider is usable either");
 
     /* A key file with a line break inside would split an HTTP header. */
     write_file(fx, "twolines", "abc\ndef\n");
@@ -426,6 +432,61 @@ missing_env_var_and_unreadable_file_name_the_provider(void **state)
              "providers:\n  - name: x\n    type: openai\n    api_key: file:%s/twolines\n", fx->dir);
     load_err(fx, yaml, 4, "control character");
     assert_null(strstr(fx->err, "abc"));
+}
+
+/* A provider whose key does not resolve, next to one that can serve: the config loads, the
+ * provider says why it is unavailable (naming the variable or file, never a value), and
+ * the routers never pick its deployments. An inline secret is still a config error. */
+static void
+missing_key_marks_provider_unavailable(void **state)
+{
+    struct fx *fx = *state;
+    unsetenv("TG_TEST_NOT_SET");
+    char yaml[1024];
+    snprintf(yaml, sizeof(yaml),
+             "providers:\n"
+             "  - name: m\n    type: mock\n"
+             "  - name: azure-eu\n    type: openai\n    api_key: env:TG_TEST_NOT_SET\n"
+             "  - name: filed\n    type: openai\n    api_key: file:%s/no-such-file\n"
+             "models:\n"
+             "  - name: gpt-4o\n    deployments:\n"
+             "      - {provider: azure-eu, upstream_model: gpt-4o, weight: 1000}\n"
+             "      - {provider: m, upstream_model: gpt-4o, weight: 1}\n"
+             "  - name: only-azure\n    provider: azure-eu\n",
+             fx->dir);
+    struct tg_config *c = load_ok(fx, yaml);
+    const struct tg_provider *p = tg_config_provider(c, "azure-eu");
+    assert_non_null(p);
+    assert_null(p->api_key);
+    assert_string_equal(p->unavailable, "environment variable TG_TEST_NOT_SET is not set");
+    p = tg_config_provider(c, "filed");
+    assert_non_null(p);
+    assert_non_null(strstr(p->unavailable, "cannot open "));
+    assert_non_null(strstr(p->unavailable, "no-such-file"));
+    assert_null(tg_config_provider(c, "m")->unavailable);
+
+    const struct tg_model_route *r = tg_config_route(c, "gpt-4o");
+    assert_non_null(r);
+    assert_non_null(r->router);
+    assert_string_equal(tg_router_unavailable(r->router, 0),
+                        "provider 'azure-eu': environment variable TG_TEST_NOT_SET is not set");
+    assert_null(tg_router_unavailable(r->router, 1));
+    for (uint64_t k = 0; k < 20; k++) {
+        int i = tg_router_pick(r->router, 0, 1, k * 977);
+        assert_int_equal(i, 1); /* weight 1000 does not matter: it is never picked */
+        tg_router_record(r->router, i, TG_ROUTE_OK, 1, 0, 1);
+    }
+    r = tg_config_route(c, "only-azure");
+    assert_non_null(r);
+    assert_int_equal(tg_router_pick(r->router, 0, 1, 0), -1);
+    tg_config_free(c);
+
+    /* An inline secret stays a config error even when another provider could serve. */
+    load_err(fx,
+             "providers:\n  - name: m\n    type: mock\n"
+             "  - name: x\n    type: openai\n    api_key: sk-inline-secret-123\n",
+             6, "inline secrets are refused");
+    assert_null(strstr(fx->err, "sk-inline"));
 }
 
 static void
@@ -780,6 +841,7 @@ main(void)
         cmocka_unit_test_setup_teardown(inline_secret_is_refused_without_echo, setup, teardown),
         cmocka_unit_test_setup_teardown(missing_env_var_and_unreadable_file_name_the_provider,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(missing_key_marks_provider_unavailable, setup, teardown),
         cmocka_unit_test_setup_teardown(unknown_key_reports_line, setup, teardown),
         cmocka_unit_test_setup_teardown(wrong_types_and_ranges, setup, teardown),
         cmocka_unit_test_setup_teardown(listen_forms, setup, teardown),

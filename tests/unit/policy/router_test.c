@@ -23,6 +23,7 @@ make(enum tg_route_strategy s, const uint32_t *weights, const int32_t *prio, siz
         d[i].upstream_model = "m";
         d[i].weight = weights[i];
         d[i].priority = prio ? prio[i] : 0;
+        d[i].unavailable = NULL;
     }
     struct tg_router *r = tg_router_new(d, n, s, &breaker);
     assert_non_null(r);
@@ -218,7 +219,7 @@ throttled_cools_down_until_retry_after(void **state)
 static void
 breaker_with_zero_failures_never_opens(void **state)
 {
-    struct tg_router_deployment_conf d = {"a", "m", 1, 0};
+    struct tg_router_deployment_conf d = {"a", "m", 1, 0, NULL};
     struct tg_breaker_conf off = {0, 50, 1000, 500};
     struct tg_router *r = tg_router_new(&d, 1, TG_ROUTE_WEIGHTED, &off);
     for (int k = 0; k < 20; k++) {
@@ -230,6 +231,36 @@ breaker_with_zero_failures_never_opens(void **state)
     assert_int_equal(v.breaker, TG_BREAKER_CLOSED);
     assert_int_equal(v.window_failures, 20);
     tg_router_free(r);
+}
+
+/* A deployment whose provider's key was missing at start is never picked, whatever its
+ * weight or tier; the view and tg_router_unavailable say why; all-unavailable picks -1. */
+static void
+unavailable_is_never_picked(void **state)
+{
+    struct tg_router_deployment_conf d[2] = {
+        {"azure-eu", "m", 1000, 0, "provider 'azure-eu': environment variable K is not set"},
+        {"openai", "m", 1, 1, NULL},
+    };
+    struct tg_router *r = tg_router_new(d, 2, TG_ROUTE_WEIGHTED, &breaker);
+    uint64_t x = 1;
+    for (int k = 0; k < 50; k++) {
+        int i = tg_router_pick(r, 0, 10, next_rnd(&x));
+        assert_int_equal(i, 1);
+        tg_router_record(r, i, TG_ROUTE_OK, 5, 0, 10);
+    }
+    assert_int_equal(tg_router_pick(r, UINT64_C(1) << 1, 10, 0), -1);
+    struct tg_deployment_view v;
+    tg_router_view(r, 0, 10, &v);
+    assert_string_equal(v.unavailable, "provider 'azure-eu': environment variable K is not set");
+    assert_string_equal(tg_router_unavailable(r, 0), v.unavailable);
+    assert_null(tg_router_unavailable(r, 1));
+    assert_null(tg_router_unavailable(r, 2));
+    tg_router_free(r);
+
+    struct tg_router *all = tg_router_new(d, 1, TG_ROUTE_LEAST_OUTSTANDING, &breaker);
+    assert_int_equal(tg_router_pick(all, 0, 10, 0), -1);
+    tg_router_free(all);
 }
 
 static void
@@ -256,6 +287,7 @@ main(void)
         cmocka_unit_test(breaker_needs_the_error_rate_and_window),
         cmocka_unit_test(throttled_cools_down_until_retry_after),
         cmocka_unit_test(breaker_with_zero_failures_never_opens),
+        cmocka_unit_test(unavailable_is_never_picked),
         cmocka_unit_test(names_and_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
