@@ -2,7 +2,7 @@
 // "embedding_batching" on through the admin API; 20 concurrent SDK embeddings calls reach the
 // scripted upstream as far fewer requests; each caller gets its own vectors in its own order
 // (the ones the upstream made for its inputs), its usage share, and its own ledger row; the
-// shares sum to the upstream's totals; callers with different encoding_format never share an
+// shares sum to the upstream's totals; an upstream error reaches every caller; callers with different encoding_format never share an
 // upstream request; bad settings are refused with the member named.
 //
 // The scripted upstream's vector for an input also depends on the input's position in the
@@ -115,6 +115,27 @@ test('base64 and float callers are not merged together', T, async () => {
         const want = embeddingFor(input, at.k);
         const b64 = at.rec.body.encoding_format === 'base64';
         assert.deepEqual(r.data[0].embedding, b64 ? embeddingBase64(want) : want);
+    }
+});
+
+test('an upstream error answers every caller of the batch with it', T, async () => {
+    const { up, gw } = ctx;
+    const { client } = await batchedProject(gw, { enabled: true, window_ms: 40 });
+    const mark = up.mark();
+    const results = await Promise.allSettled(
+        Array.from({ length: 4 }, (_, i) => client.embeddings.create({ model: 'fail-400', input: unique(`err ${i}`) })),
+    );
+    const recs = up.since(mark).filter((r) => r.endpoint === 'embeddings');
+    assert.ok(recs.length < 4, `batched: ${recs.length} upstream requests`);
+    for (const r of results) {
+        assert.equal(r.status, 'rejected');
+        assert.equal(r.reason.status, 400);
+        assert.equal(r.reason.param, 'max_tokens', 'the upstream error, as it came');
+    }
+    for (const r of results) {
+        const rows = await gw.waitLedger(r.reason.requestID);
+        assert.equal(rows[rows.length - 1].status, 400);
+        assert.equal(rows[rows.length - 1].cost_micros, 0);
     }
 });
 
