@@ -6,7 +6,10 @@
 // open_ms; a route whose deployments fail falls back to another model, priced as that model;
 // nothing is retried once the first byte has reached the client; a deployment's own
 // first_byte_ms times it out and the retry goes to the other deployment; GET
-// /v1/organization/deployments shows the state.
+// /v1/organization/deployments shows the state. The az provider's key variable is left
+// unset here: the gateway starts anyway, says so once at start, never picks az's
+// deployments, answers 503 naming the provider and variable when nothing else can serve,
+// and the deployments route shows them unavailable.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { useGateway, shutdownTest, T, msg } from './lib/setup.mjs';
@@ -48,6 +51,13 @@ const MODELS = `  - name: rt-weights
       - {provider: up, upstream_model: slow-first-byte, timeouts: {first_byte_ms: 150}}
       - {provider: up, upstream_model: gpt-4o-mini, priority: 1}
     retry: {backoff_ms: 1}
+  - name: rt-nokey
+    deployments:
+      - {provider: az, upstream_model: my-deployment, weight: 1000}
+      - {provider: up, upstream_model: gpt-4o-mini, weight: 1}
+  - name: rt-nokey-only
+    provider: az
+    upstream_model: my-deployment
 `;
 
 // expectedCost reads the shared price table; the gateway gets the same entries below.
@@ -55,6 +65,9 @@ Object.assign(PRICES, { 'rt-retry': P, 'rt-fallback': P, 'rt-fb-target': FB_PRIC
 
 const ctx = useGateway({
     gateway: {
+        // TG_TEST_AZURE_KEY stays unset (node drops undefined variables from the child's
+        // environment): provider az is unavailable from the start.
+        azureKey: undefined,
         models: MODELS,
         prices: {
             'rt-weights': P,
@@ -64,6 +77,8 @@ const ctx = useGateway({
             'rt-fb-target': FB_PRICE,
             'rt-cut': P,
             'rt-timeout': P,
+            'rt-nokey': P,
+            'rt-nokey-only': P,
         },
     },
 });
@@ -231,6 +246,43 @@ test("a deployment's first_byte_ms times it out and the retry goes to the other 
     ]);
     assert.notEqual(rows[0].error, '');
     assert.equal(rows[1].status, 200);
+});
+
+test('a deployment whose key variable is unset is said at start, skipped, and shown unavailable', T, async () => {
+    const { up, gw } = ctx;
+    const line = "provider 'az': environment variable TG_TEST_AZURE_KEY is not set; its deployments are unavailable";
+    assert.equal(gw.logs().split(line).length - 1, 1, `one start line in:\n${gw.logs()}`);
+
+    const key = await gw.createKey('production', 'rt-k');
+    const mark = up.mark();
+    // Weight 1000 against 1: only skipping az explains every call going to up.
+    for (let i = 0; i < 10; i++) {
+        const { data, response } = await chat(gw, key, 'rt-nokey', `no key ${i}`);
+        assert.equal(response.status, 200);
+        assert.equal(data.choices[0].message.content, `echo: no key ${i}`);
+    }
+    assert.deepEqual(up.since(mark).map((r) => r.model), Array(10).fill('gpt-4o-mini'));
+
+    // Nothing else can serve: 503 naming the provider and the variable, nothing upstream.
+    const mark2 = up.mark();
+    const res = await gw.rawFetch('/v1/chat/completions', {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'rt-nokey-only', messages: msg('anyone?') }),
+    });
+    assert.equal(res.status, 503);
+    assert.equal(res.json.error.type, 'server_error');
+    assert.match(res.json.error.message, /provider 'az': environment variable TG_TEST_AZURE_KEY is not set/);
+    assert.deepEqual(up.since(mark2), []);
+
+    const ds = await deployments(gw, 'rt-nokey');
+    const reason = "provider 'az': environment variable TG_TEST_AZURE_KEY is not set";
+    assert.deepEqual(ds.map((d) => [d.provider, d.status, d.unavailable_reason]), [
+        ['az', 'unavailable', reason],
+        ['up', 'available', null],
+    ]);
+    const only = await deployments(gw, 'rt-nokey-only');
+    assert.deepEqual(only.map((d) => [d.provider, d.status]), [['az', 'unavailable']]);
 });
 
 shutdownTest(ctx);
