@@ -393,6 +393,13 @@ owned(struct job *j)
         fail(j, 502, "The provider of this object is no longer configured.", NULL, NULL);
         return false;
     }
+    if (j->provider->unavailable != NULL) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "The provider %s of this object is unavailable: %s.",
+                 j->provider->name, j->provider->unavailable);
+        fail(j, 503, msg, NULL, NULL);
+        return false;
+    }
     return true;
 }
 
@@ -579,6 +586,12 @@ rewrite_lines(struct job *j, const char *data, size_t len, struct tg_buf *out, j
     if (prov == NULL) {
         fail(j, 400, "No line of the file names a model this project can use.", "file",
              "model_not_found");
+    } else if (prov->unavailable != NULL) {
+        /* Its key was missing at start: say so here rather than let the provider answer 401. */
+        snprintf(msg, sizeof(msg), "The provider %s of these models is unavailable: %s.",
+                 prov->name, prov->unavailable);
+        fail(j, 503, msg, NULL, NULL);
+        prov = NULL;
     } else if (!provider_carries_files(prov)) {
         snprintf(msg, sizeof(msg), "The provider %s of these models does not take batch files.",
                  prov->name);
