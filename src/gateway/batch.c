@@ -851,6 +851,48 @@ batch_file_owned(struct job *j)
     upstream_run(j, "POST", "/batches", "application/json", batch_created);
 }
 
+/*
+ * A batch's cost is known only when it completes, so it cannot reserve its bound as a live call
+ * does; but a batch is not started for a key, project or organization whose monthly budget is
+ * already used up (its cost is charged on completion, see charge_budgets). Answers 429
+ * insufficient_quota and returns true when so.
+ */
+static bool
+budget_is_spent(struct job *j)
+{
+    struct tg_admission *a = tg_state_env_get()->admission;
+    if (a == NULL) {
+        return false;
+    }
+    const struct tg_level_limits *levels[TG_SCOPE_COUNT] = {
+        [TG_SCOPE_KEY] = tg_state_key_limits(j->state, j->key->id),
+        [TG_SCOPE_PROJECT] = &j->project->limits,
+        [TG_SCOPE_ORG] = &j->state->org_limits,
+    };
+    const char *ids[TG_SCOPE_COUNT] = {j->key->id, j->project->id, j->key->org_id};
+    int64_t now = tg_clock_unix_ms();
+    for (int s = 0; s < TG_SCOPE_COUNT; s++) {
+        const struct tg_level_limits *l = levels[s];
+        if (l == NULL || !l->has_budget || l->budget.monthly_limit_micros <= 0) {
+            continue;
+        }
+        int64_t limit = l->budget.monthly_limit_micros;
+        if (a->ops->spend(a, (enum tg_scope)s, ids[s], now) < limit) {
+            continue;
+        }
+        char usd[32];
+        char msg[200];
+        tg_price_format_usd(limit, usd, sizeof(usd));
+        snprintf(msg, sizeof(msg),
+                 "The %s's monthly budget of $%s is used up: no batch can start until the next "
+                 "period or a higher limit.",
+                 tg_scope_name((enum tg_scope)s), usd);
+        tg_http_respond_error(j->req, 429, msg, "insufficient_quota", NULL, "insufficient_quota");
+        return true;
+    }
+    return false;
+}
+
 static void
 batch_create(struct job *j)
 {
@@ -876,6 +918,9 @@ batch_create(struct job *j)
     }
     j->id = tg_arena_strdup(&j->req->arena, fid);
     json_decref(body);
+    if (budget_is_spent(j)) {
+        return;
+    }
     store_run(j, S_GET, "file", j->id, batch_file_owned);
 }
 

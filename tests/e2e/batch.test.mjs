@@ -178,4 +178,25 @@ test('batches: a completed batch is accounted once, one ledger row per line at h
     }
 });
 
+test('batches: a key whose monthly budget is used up cannot start a batch (429 insufficient_quota)', T, async () => {
+    const { up, gw } = ctx;
+    const key = await gw.createKeyObject('development', 'batch-broke');
+    const client = gw.client(key.value, { maxRetries: 0 });
+    const f = await client.files.create({ file: jsonl([line('r1', 'gpt-4o-mini', 'question')]), purpose: 'batch' });
+    // One call spends more than a micro-dollar; then the key's budget becomes one micro-dollar.
+    await client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'spend it' }] });
+    const set = await gw.adminFetch(`/v1/organization/projects/development/api_keys/${key.id}/budget`, {
+        body: { monthly_limit: '0.000001' },
+    });
+    assert.equal(set.status, 200, set.text);
+    const mark = up.mark();
+    const err = await client.batches
+        .create({ input_file_id: f.id, endpoint: '/v1/chat/completions', completion_window: '24h' })
+        .catch((e) => e);
+    assert.equal(err.status, 429, String(err));
+    assert.equal(err.code, 'insufficient_quota');
+    assert.match(err.message, /key's monthly budget/);
+    assert.equal(up.since(mark).filter((r) => r.path === '/v1/batches').length, 0, 'nothing sent upstream');
+});
+
 shutdownTest(ctx);
