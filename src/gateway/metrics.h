@@ -1,0 +1,49 @@
+/*
+ * metrics.h: process-wide request metrics and their Prometheus text exposition (GET /metrics).
+ *
+ * Every settled request adds its ledger row here (counts by project, model, provider,
+ * deployment and status; latency histograms; tokens by kind; cost; cache hits and savings).
+ * Labels come only from bounded sets (ids and names from the config and the store, status
+ * codes), never from request text. The number of label combinations is capped: past the cap a
+ * row counts into one series whose labels all read "other", and a warning is logged once.
+ *
+ * Thread-safe: one mutex guards the series table; a record is a hash lookup and a few adds,
+ * far cheaper than the request it counts, and a scrape copies under the same lock.
+ */
+#ifndef TG_GATEWAY_METRICS_H
+#define TG_GATEWAY_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "store/store.h"
+
+/* The default cap on label combinations. */
+#define TG_METRICS_MAX_SERIES 10000
+
+enum tg_metrics_refusal { TG_METRICS_RATE_LIMITED, TG_METRICS_BUDGET_REFUSED };
+
+/* Counts one settled request. upstream_ms is the time spent waiting on the provider (-1 when
+ * nothing went upstream, e.g. a cache hit or a refusal). */
+void tg_metrics_record(const struct tg_ledger_row *row, int64_t upstream_ms);
+
+/* Counts a request refused by admission (429) for project_id. */
+void tg_metrics_refused(enum tg_metrics_refusal why, const char *project_id);
+
+/* Gauges sampled at scrape time by the caller, appended after the counters. */
+struct tg_metrics_gauges {
+    int64_t open_connections; /* < 0: not reported */
+    int64_t ledger_depth;     /* < 0: not reported */
+};
+
+/* Appends the exposition text of everything counted so far (plus gauges) to out. */
+int tg_metrics_render(struct tg_buf *out, const struct tg_metrics_gauges *g);
+
+/* Appends s to out escaped as a Prometheus label value (\\, \" and \n). */
+int tg_metrics_escape(struct tg_buf *out, const char *s);
+
+/* Tests: forgets every series and sets the cap (0: the default). */
+void tg_metrics_reset(size_t max_series);
+
+#endif
