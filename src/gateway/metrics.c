@@ -9,6 +9,7 @@
 #include "gateway/metrics.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -426,4 +427,24 @@ tg_metrics_render(struct tg_buf *b, const struct tg_metrics_gauges *g)
     }
     free(v);
     return 0;
+}
+
+static atomic_size_t connections[TG_METRICS_MAX_WORKERS];
+
+void
+tg_metrics_set_connections(int index, size_t n)
+{
+    if (index >= 0 && index < TG_METRICS_MAX_WORKERS) {
+        atomic_store_explicit(&connections[index], n, memory_order_relaxed);
+    }
+}
+
+int64_t
+tg_metrics_connections(void)
+{
+    size_t sum = 0;
+    for (size_t i = 0; i < TG_METRICS_MAX_WORKERS; i++) {
+        sum += atomic_load_explicit(&connections[i], memory_order_relaxed);
+    }
+    return (int64_t)sum;
 }

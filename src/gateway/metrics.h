@@ -37,6 +37,14 @@ struct tg_metrics_gauges {
     int64_t ledger_depth;     /* < 0: not reported */
 };
 
+/* Worker index's count of open connections, sampled by the worker on each request (so a
+ * scrape from any worker sees them all). Indexes past TG_METRICS_MAX_WORKERS are ignored. */
+#define TG_METRICS_MAX_WORKERS 256
+void tg_metrics_set_connections(int index, size_t n);
+
+/* Sum of the counts set by tg_metrics_set_connections. */
+int64_t tg_metrics_connections(void);
+
 /* Appends the exposition text of everything counted so far (plus gauges) to out. */
 int tg_metrics_render(struct tg_buf *out, const struct tg_metrics_gauges *g);
 

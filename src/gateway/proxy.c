@@ -31,6 +31,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "gateway/metrics.h"
 #include "gateway/microbatch.h"
 #include "gateway/policies.h"
 #include "gateway/quota.h"
@@ -714,6 +715,12 @@ settle(struct call *c)
     row.is_stream = c->is_stream;
     copy_field(row.error, sizeof(row.error), c->error);
     tg_ledger_push(c->w->ledger, &row);
+    /* The last attempt's time is the upstream share; a cache hit or a call that never went
+     * out has none. */
+    int64_t upstream_ms = !c->is_cache_hit && c->attempt_start_us != 0
+                              ? (int64_t)((tg_clock_mono_us() - c->attempt_start_us) / 1000)
+                              : -1;
+    tg_metrics_record(&row, upstream_ms);
     if (c->is_admitted) {
         c->is_admitted = false;
         if (u.is_known || row.is_usage_estimated) {
@@ -1928,6 +1935,7 @@ refuse_rate(struct call *c, const struct tg_admit_result *r, const struct levels
         h[n] = (struct tg_http_header){"retry-after-ms", vals[n]};
         n++;
     }
+    tg_metrics_refused(TG_METRICS_RATE_LIMITED, c->project->id);
     answer_429(c, msg, r->is_tokens ? "tokens" : "requests", "rate_limit_exceeded", h, n);
 }
 
@@ -1939,6 +1947,7 @@ refuse_budget(struct call *c, enum tg_scope scope, const struct levels *lv)
                             sizeof(msg));
     /* A spent budget stays spent for the month: the SDK must not retry (openai-wire.md 6.2). */
     static const struct tg_http_header h[1] = {{"x-should-retry", "false"}};
+    tg_metrics_refused(TG_METRICS_BUDGET_REFUSED, c->project->id);
     answer_429(c, msg, "insufficient_quota", "insufficient_quota", h, 1);
 }
 

@@ -15,6 +15,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "gateway/batch.h"
+#include "gateway/metrics.h"
 #include "gateway/proxy.h"
 #include "policy/auth.h"
 
@@ -47,7 +48,7 @@ tg_worker_state(struct tg_worker *w)
 
 /* ---- routing ----------------------------------------------------------------------------- */
 
-enum route_kind { R_HEALTH, R_READY, R_MODELS, R_MODEL, R_API, R_ADMIN, R_BATCH };
+enum route_kind { R_HEALTH, R_METRICS, R_READY, R_MODELS, R_MODEL, R_API, R_ADMIN, R_BATCH };
 
 struct route {
     enum route_kind kind;
@@ -56,13 +57,21 @@ struct route {
 };
 
 static const struct route routes[] = {
-    {R_HEALTH, TG_HTTP_GET, "/healthz"},           {R_READY, TG_HTTP_GET, "/readyz"},
-    {R_MODELS, TG_HTTP_GET, "/v1/models"},         {R_MODEL, TG_HTTP_GET, "/v1/models/"},
-    {R_API, TG_HTTP_POST, "/v1/chat/completions"}, {R_API, TG_HTTP_POST, "/v1/completions"},
-    {R_API, TG_HTTP_POST, "/v1/embeddings"},       {R_API, TG_HTTP_POST, "/v1/responses"},
-    {R_API, TG_HTTP_POST, "/v1/moderations"},      {R_ADMIN, TG_HTTP_OTHER, "/v1/organization/"},
-    {R_BATCH, TG_HTTP_OTHER, "/v1/files"},         {R_BATCH, TG_HTTP_OTHER, "/v1/files/"},
-    {R_BATCH, TG_HTTP_OTHER, "/v1/batches"},       {R_BATCH, TG_HTTP_OTHER, "/v1/batches/"},
+    {R_HEALTH, TG_HTTP_GET, "/healthz"},
+    {R_METRICS, TG_HTTP_GET, "/metrics"},
+    {R_READY, TG_HTTP_GET, "/readyz"},
+    {R_MODELS, TG_HTTP_GET, "/v1/models"},
+    {R_MODEL, TG_HTTP_GET, "/v1/models/"},
+    {R_API, TG_HTTP_POST, "/v1/chat/completions"},
+    {R_API, TG_HTTP_POST, "/v1/completions"},
+    {R_API, TG_HTTP_POST, "/v1/embeddings"},
+    {R_API, TG_HTTP_POST, "/v1/responses"},
+    {R_API, TG_HTTP_POST, "/v1/moderations"},
+    {R_ADMIN, TG_HTTP_OTHER, "/v1/organization/"},
+    {R_BATCH, TG_HTTP_OTHER, "/v1/files"},
+    {R_BATCH, TG_HTTP_OTHER, "/v1/files/"},
+    {R_BATCH, TG_HTTP_OTHER, "/v1/batches"},
+    {R_BATCH, TG_HTTP_OTHER, "/v1/batches/"},
 };
 
 static bool
@@ -174,6 +183,20 @@ test_clock(struct tg_http_req *req, const struct tg_key_entry *key)
 static void
 dispatch(struct tg_worker *w, struct tg_http_req *req, const struct route *r)
 {
+    tg_metrics_set_connections(w->index, tg_http_server_connections(w->http));
+    if (r->kind == R_METRICS) {
+        /* Unauthenticated: the exposition holds ids and counts, never keys or text. */
+        struct tg_buf b;
+        tg_buf_init(&b, 0);
+        struct tg_metrics_gauges g = {.open_connections = tg_metrics_connections(),
+                                      .ledger_depth =
+                                          w->ledger ? (int64_t)tg_ledger_depth(w->ledger) : -1};
+        tg_metrics_render(&b, &g);
+        tg_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, 0,
+                        b.data ? b.data : "", b.len);
+        tg_buf_deinit(&b);
+        return;
+    }
     if (r->kind == R_HEALTH) {
         respond_json(req, 200, "{\"status\":\"ok\"}");
         return;
