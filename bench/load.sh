@@ -81,7 +81,7 @@ export BODY_FILE=$BODY
 # --- preflight: one request must succeed and look right -----------------------
 has_auth=0
 for h in "${HEADERS[@]}"; do case ${h,,} in authorization:*) has_auth=1 ;; esac; done
-[ $has_auth = 1 ] || curl_h+=(-H "Authorization: Bearer ${API_KEY:-sk-bench-0123456789abcdef0123456789abcdef}")
+[ $has_auth = 1 ] || curl_h+=(-H "Authorization: Bearer ${API_KEY:-bench-placeholder-key}")
 pre=$(curl -s -m 10 -o "$LOG_DIR/preflight.body" -w '%{http_code}' -X POST "$URL" \
       -H 'Content-Type: application/json' "${curl_h[@]}" --data-binary "@$BODY") || true
 if [ "$pre" != 200 ] || ! grep -qF -- "$EXPECT" "$LOG_DIR/preflight.body"; then

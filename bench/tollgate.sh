@@ -100,7 +100,7 @@ start() {
     (
         cd "$D" || exit 1
         ulimit -c unlimited 2>/dev/null
-        export BENCH_UPSTREAM_KEY=sk-bench-upstream-0123456789abcdef
+        export BENCH_UPSTREAM_KEY=bench-placeholder-upstream-key
         TOLLGATE_ADMIN_KEY=$(cat "$ADMIN")
         export TOLLGATE_ADMIN_KEY
         exec nohup taskset -c "$PROXY_CPU" "$TOLLGATE_BIN" serve --config "$D/tollgate.yaml" \

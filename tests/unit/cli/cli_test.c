@@ -29,8 +29,11 @@
 #include "cli/cli_int.h"
 #include "core/buf.h"
 #include "core/err.h"
+#include "policy/keys.h"
 
-#define ADMIN_KEY "tg-TestAdminKey0123456789abcdefghijklmnopqrstu"
+/* Placeholder keys: well-formed (prefix + 43 characters), obviously not real. */
+#define ADMIN_KEY TG_KEY_PREFIX "PLACEHOLDERadminKEY000000000000000000000000"
+#define NEW_KEY TG_KEY_PREFIX "PLACEHOLDERnewKEY00000000000000000000000000"
 #define ARGC(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 /* ---- argument parsing ---------------------------------------------------------------------- */
@@ -1263,8 +1266,7 @@ url_of(const struct server *s, char *buf, size_t cap)
 
 static const char created_key[] =
     "{\"object\":\"organization.project.api_key\",\"id\":\"key_new\",\"name\":\"ci\","
-    "\"redacted_value\":\"tg-NeW****Key1\",\"value\":\"tg-"
-    "NeWsecretvalue0000000000000000000000000Key1"
+    "\"redacted_value\":\"" TG_KEY_PREFIX "PLAC...0000\",\"value\":\"" NEW_KEY
     "\",\"created_at\":1793541900,\"last_used_at\":null,\"project_id\":\"proj_p\"}";
 
 static void
@@ -1283,7 +1285,7 @@ e2e_keys_create_prints_the_key_once(void **state)
     struct run r = run_cli(ARGC(argv), argv);
     server_stop(&s);
     assert_int_equal(r.rc, 0);
-    assert_string_equal(r.out, "tg-NeWsecretvalue0000000000000000000000000Key1\n");
+    assert_string_equal(r.out, NEW_KEY "\n");
     assert_non_null(strstr(r.err, "Created key key_new (\"ci\") in project production"));
     assert_non_null(strstr(r.err, "not shown again"));
     assert_null(strstr(r.err, ADMIN_KEY));

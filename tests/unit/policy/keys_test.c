@@ -62,7 +62,7 @@ wellformed_rejects_wrong_shapes(void **state)
     assert_true(tg_key_is_wellformed(bad));
     bad[10] = '_';
     assert_true(tg_key_is_wellformed(bad));
-    assert_true(tg_key_is_wellformed("tg-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"));
+    assert_true(tg_key_is_wellformed(TG_KEY_PREFIX "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"));
 }
 
 static void
@@ -86,7 +86,7 @@ static void
 redaction_shows_prefix_and_ends_only(void **state)
 {
     char out[TG_KEY_REDACTED_CAP];
-    tg_key_redact("tg-AbCdefghijklmnopqrstuvwxyz0123456789ABwXyZ", out);
+    tg_key_redact(TG_KEY_PREFIX "AbCdefghijklmnopqrstuvwxyz0123456789ABwXyZ", out);
     assert_string_equal(out, "tg-AbCd...wXyZ");
 
     char key[TG_KEY_LEN + 1];

@@ -72,7 +72,7 @@ openai_url_and_headers(void **state)
     struct tg_provider p = {.name = "openai",
                             .type = "openai",
                             .base_url = "https://api.openai.com/v1",
-                            .api_key = "sk-test-secret"};
+                            .api_key = "placeholder-secret"};
     static const char *const urls[TG_API_COUNT] = {
         "https://api.openai.com/v1/chat/completions", "https://api.openai.com/v1/completions",
         "https://api.openai.com/v1/embeddings",       "https://api.openai.com/v1/responses",
@@ -83,7 +83,7 @@ openai_url_and_headers(void **state)
         struct tg_provider_http_req r;
         assert_int_equal(tg_provider_openai_build(&p, &req, &r), 0);
         assert_string_equal(r.url, urls[api]);
-        assert_string_equal(header(&r, "Authorization"), "Bearer sk-test-secret");
+        assert_string_equal(header(&r, "Authorization"), "Bearer placeholder-secret");
         assert_string_equal(header(&r, "Content-Type"), "application/json");
         assert_string_equal(header(&r, "X-Client-Request-Id"), "req_0123abcd");
         assert_null(header(&r, "Accept")); /* not a stream */
@@ -460,7 +460,7 @@ cancel_through_the_wrapper_ends_once(void **state)
     assert_int_equal(tg_upstream_client_new(&loop, &client), 0);
     char base[64];
     snprintf(base, sizeof(base), "http://127.0.0.1:%d/v1", s.port);
-    struct tg_provider p = {.type = "openai", .base_url = base, .api_key = "sk-wire"};
+    struct tg_provider p = {.type = "openai", .base_url = base, .api_key = "placeholder-wire"};
     struct tg_provider_request req = request(TG_API_CHAT, true);
     struct wire_rec r = {0};
     tg_buf_init(&r.body, 0);
@@ -471,7 +471,7 @@ cancel_through_the_wrapper_ends_once(void **state)
     }
     assert_true(s.has_request);
     assert_non_null(strstr(s.request, "POST /v1/chat/completions "));
-    assert_non_null(strcasestr(s.request, "\r\nauthorization: Bearer sk-wire\r\n"));
+    assert_non_null(strcasestr(s.request, "\r\nauthorization: Bearer placeholder-wire\r\n"));
     assert_non_null(strcasestr(s.request, "\r\naccept: text/event-stream\r\n"));
     tg_provider_call_cancel(&p, call);
     assert_int_equal(r.n_done, 0); /* not from inside cancel */
