@@ -602,17 +602,19 @@ rewrite_lines(struct job *j, const char *data, size_t len, struct tg_buf *out, j
 }
 
 static void
-file_created_stored(struct job *j)
+created_stored(struct job *j)
 {
     if (j->store_rc < 0) {
-        fail(j, 500, "The file was uploaded but its ownership could not be recorded.", NULL, NULL);
+        fail(j, 500, "The object was created but its ownership could not be recorded.", NULL, NULL);
         return;
     }
     answer_resp(j);
 }
 
+/* A create the provider answered: the object is recorded as the project's (kind "file" or
+ * "batch", with its provider and the models it names), then the answer goes out. */
 static void
-file_created(struct job *j)
+record_created(struct job *j, const char *kind, json_t *models)
 {
     if (relay_error(j)) {
         return;
@@ -623,10 +625,19 @@ file_created(struct job *j)
     }
     json_t *d = json_object();
     json_object_set_new(d, "provider", json_string(j->provider->name));
-    json_object_set(d, "models", j->file_doc);
+    json_object_set(d, "models", models);
+    if (strcmp(kind, "batch") == 0) {
+        json_object_set_new(d, "is_accounted", json_false());
+    }
     json_object_set_new(d, "object", obj);
     j->id = tg_arena_strdup(&j->req->arena, tg_json_str(obj, "id"));
-    store_put(j, "file", j->id, d, file_created_stored);
+    store_put(j, kind, j->id, d, created_stored);
+}
+
+static void
+file_created(struct job *j)
+{
+    record_created(j, "file", j->file_doc);
 }
 
 static void
@@ -779,32 +790,9 @@ file_owned(struct job *j)
 static void batch_refresh(struct job *j);
 
 static void
-batch_created_stored(struct job *j)
-{
-    if (j->store_rc < 0) {
-        fail(j, 500, "The batch was created but its ownership could not be recorded.", NULL, NULL);
-        return;
-    }
-    answer_resp(j);
-}
-
-static void
 batch_created(struct job *j)
 {
-    if (relay_error(j)) {
-        return;
-    }
-    json_t *obj = resp_json(j);
-    if (obj == NULL) {
-        return;
-    }
-    json_t *d = json_object();
-    json_object_set_new(d, "provider", json_string(j->provider->name));
-    json_object_set(d, "models", json_object_get(j->file_doc, "models"));
-    json_object_set_new(d, "is_accounted", json_false());
-    json_object_set_new(d, "object", obj);
-    j->id = tg_arena_strdup(&j->req->arena, tg_json_str(obj, "id"));
-    store_put(j, "batch", j->id, d, batch_created_stored);
+    record_created(j, "batch", json_object_get(j->file_doc, "models"));
 }
 
 /* Every model of the input file must be one the project may use now, on the file's
