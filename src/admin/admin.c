@@ -640,3 +640,57 @@ tg_admin_is_public(const struct tg_http_req *req)
     }
     return false;
 }
+
+/* ---- key listings ------------------------------------------------------------------------ */
+
+static int
+scan_key(const struct tg_key_rec *k, void *arg)
+{
+    struct admin_key_scan *s = arg;
+    if (!s->keep(s->j, k)) {
+        return 0;
+    }
+    if (s->want_id != NULL) {
+        if (strcmp(k->id, s->want_id) == 0) {
+            s->append(&s->one, k, NULL);
+            s->is_active = k->revoked_ms == 0;
+        }
+        return 0;
+    }
+    struct tg_buf item;
+    tg_buf_init(&item, 0);
+    s->append(&item, k, NULL);
+    bool more = admin_page_add(&s->page, k->id, item.data);
+    tg_buf_deinit(&item);
+    return more ? 0 : 1;
+}
+
+void
+admin_keys_list(struct admin_key_scan *s, const char *what)
+{
+    struct admin_job *j = s->j;
+    s->want_id = NULL;
+    if (!admin_page_begin(&s->page, j)) {
+        return;
+    }
+    int rc = j->store->ops->keys_list(j->store, j->state->org_id, scan_key, s);
+    if (rc < 0) {
+        admin_store_error(j, rc, what);
+        return;
+    }
+    admin_page_end(&s->page);
+}
+
+bool
+admin_keys_find(struct admin_key_scan *s, const char *what)
+{
+    struct admin_job *j = s->j;
+    s->want_id = admin_param(j, "key_id");
+    tg_buf_init(&s->one, 0);
+    int rc = j->store->ops->keys_list(j->store, j->state->org_id, scan_key, s);
+    if (rc < 0 || s->one.len == 0) {
+        admin_store_error(j, rc < 0 ? rc : TG_ENOTFOUND, what);
+        return false;
+    }
+    return true;
+}

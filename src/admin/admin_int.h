@@ -216,6 +216,27 @@ json_t *admin_settings_root(const char *settings);
 /* The canonical text of settings (compact, keys sorted: equal settings, equal texts). */
 char *admin_settings_text(const json_t *root);
 
+/*
+ * The organization's keys that keep() accepts (project keys of a project, admin keys a caller
+ * may see), listed as a page of append()'s objects or found one by the path's {key_id}.
+ * Set j, keep and append, then call one of the two.
+ */
+struct admin_key_scan {
+    struct admin_job *j;
+    bool (*keep)(const struct admin_job *j, const struct tg_key_rec *k);
+    void (*append)(struct tg_buf *b, const struct tg_key_rec *k, const char *value);
+    struct admin_page page;
+    const char *want_id; /* set by admin_keys_find */
+    struct tg_buf one;   /* the found key's JSON (the caller frees it with tg_buf_deinit) */
+    bool is_active;      /* the found key is not revoked */
+};
+
+/* Answers a page of the kept keys; what names them in errors ("API keys"). */
+void admin_keys_list(struct admin_key_scan *s, const char *what);
+
+/* Finds the kept key named by {key_id}; false after answering 404 or 500. */
+bool admin_keys_find(struct admin_key_scan *s, const char *what);
+
 /* Unix seconds from milliseconds, or JSON null when ms is 0, appended to out. */
 void admin_append_time(struct tg_buf *out, int64_t ms);
 

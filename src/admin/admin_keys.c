@@ -99,71 +99,33 @@ create_key(struct admin_job *j)
     memset(value, 0, sizeof(value));
 }
 
-struct key_scan {
-    struct admin_job *j;
-    struct admin_page page;
-    const char *want_id; /* one key, or NULL for all */
-    struct tg_buf one;   /* the wanted key's JSON */
-    bool is_active;      /* the wanted key is not revoked */
-};
-
-static int
-scan_key(const struct tg_key_rec *k, void *arg)
+/* The project keys of the path's project. */
+static bool
+keep_project_key(const struct admin_job *j, const struct tg_key_rec *k)
 {
-    struct key_scan *s = arg;
-    if (k->kind != TG_KEY_PROJECT || k->project_id == NULL ||
-        strcmp(k->project_id, s->j->project->id) != 0) {
-        return 0;
-    }
-    if (s->want_id != NULL) {
-        if (strcmp(k->id, s->want_id) == 0) {
-            append_key(&s->one, k, NULL);
-            s->is_active = k->revoked_ms == 0;
-        }
-        return 0;
-    }
-    struct tg_buf item;
-    tg_buf_init(&item, 0);
-    append_key(&item, k, NULL);
-    bool more = admin_page_add(&s->page, k->id, item.data);
-    tg_buf_deinit(&item);
-    return more ? 0 : 1;
+    return k->kind == TG_KEY_PROJECT && k->project_id != NULL &&
+           strcmp(k->project_id, j->project->id) == 0;
 }
 
 static void
 list_keys(struct admin_job *j)
 {
-    struct key_scan s = {.j = j};
-    if (!admin_page_begin(&s.page, j)) {
-        return;
-    }
-    int rc = j->store->ops->keys_list(j->store, j->state->org_id, scan_key, &s);
-    if (rc < 0) {
-        admin_store_error(j, rc, "API keys");
-        return;
-    }
-    admin_page_end(&s.page);
+    struct admin_key_scan s = {.j = j, .keep = keep_project_key, .append = append_key};
+    admin_keys_list(&s, "API keys");
 }
 
 /* Finds the key of the path in this project; false after answering 404 or 500. */
 static bool
-find_key(struct admin_job *j, struct key_scan *s)
+find_key(struct admin_job *j, struct admin_key_scan *s)
 {
-    s->j = j;
-    s->want_id = admin_param(j, "key_id");
-    tg_buf_init(&s->one, 0);
-    int rc = j->store->ops->keys_list(j->store, j->state->org_id, scan_key, s);
-    if (rc < 0 || s->one.len == 0) {
-        admin_store_error(j, rc < 0 ? rc : TG_ENOTFOUND, "API key in this project");
-        return false;
-    }
-    return true;
+    *s = (struct admin_key_scan){.j = j, .keep = keep_project_key, .append = append_key};
+    return admin_keys_find(s, "API key in this project");
 }
 
 static void
 get_key(struct admin_job *j)
 {
-    struct key_scan s = {0};
+    struct admin_key_scan s;
     if (find_key(j, &s)) {
         tg_buf_append(&j->out, s.one.data, s.one.len);
     }
@@ -173,7 +135,7 @@ get_key(struct admin_job *j)
 static void
 delete_key(struct admin_job *j)
 {
-    struct key_scan s = {0};
+    struct admin_key_scan s;
     if (!find_key(j, &s)) {
         tg_buf_deinit(&s.one);
         return;

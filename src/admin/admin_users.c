@@ -712,57 +712,20 @@ insert_admin_key(struct admin_job *j, const char *user_id, const char *role, con
     return rc;
 }
 
-struct admin_key_scan {
-    struct admin_job *j;
-    struct admin_page page;
-    const char *want_id;
-    struct tg_buf one;
-    bool is_active;
-};
-
-/* Readers see only their own admin keys. */
+/* Admin keys; readers see only their own. */
 static bool
-may_see(const struct admin_job *j, const struct tg_key_rec *k)
+may_see_admin_key(const struct admin_job *j, const struct tg_key_rec *k)
 {
-    return j->is_owner || (j->user_id != NULL && k->owner_user_id != NULL &&
-                           strcmp(j->user_id, k->owner_user_id) == 0);
-}
-
-static int
-scan_admin_key(const struct tg_key_rec *k, void *arg)
-{
-    struct admin_key_scan *s = arg;
-    if (k->kind != TG_KEY_ADMIN || !may_see(s->j, k)) {
-        return 0;
-    }
-    if (s->want_id != NULL) {
-        if (strcmp(k->id, s->want_id) == 0) {
-            append_admin_key(&s->one, k, NULL);
-            s->is_active = k->revoked_ms == 0;
-        }
-        return 0;
-    }
-    struct tg_buf item;
-    tg_buf_init(&item, 0);
-    append_admin_key(&item, k, NULL);
-    bool more = admin_page_add(&s->page, k->id, item.data);
-    tg_buf_deinit(&item);
-    return more ? 0 : 1;
+    return k->kind == TG_KEY_ADMIN &&
+           (j->is_owner || (j->user_id != NULL && k->owner_user_id != NULL &&
+                            strcmp(j->user_id, k->owner_user_id) == 0));
 }
 
 static void
 list_admin_keys(struct admin_job *j)
 {
-    struct admin_key_scan s = {.j = j};
-    if (!admin_page_begin(&s.page, j)) {
-        return;
-    }
-    int rc = j->store->ops->keys_list(j->store, j->state->org_id, scan_admin_key, &s);
-    if (rc < 0) {
-        admin_store_error(j, rc, "admin API keys");
-        return;
-    }
-    admin_page_end(&s.page);
+    struct admin_key_scan s = {.j = j, .keep = may_see_admin_key, .append = append_admin_key};
+    admin_keys_list(&s, "admin API keys");
 }
 
 static void
@@ -785,21 +748,14 @@ create_admin_key(struct admin_job *j)
 static bool
 find_admin_key(struct admin_job *j, struct admin_key_scan *s)
 {
-    s->j = j;
-    s->want_id = admin_param(j, "key_id");
-    tg_buf_init(&s->one, 0);
-    int rc = j->store->ops->keys_list(j->store, j->state->org_id, scan_admin_key, s);
-    if (rc < 0 || s->one.len == 0) {
-        admin_store_error(j, rc < 0 ? rc : TG_ENOTFOUND, "admin API key");
-        return false;
-    }
-    return true;
+    *s = (struct admin_key_scan){.j = j, .keep = may_see_admin_key, .append = append_admin_key};
+    return admin_keys_find(s, "admin API key");
 }
 
 static void
 get_admin_key(struct admin_job *j)
 {
-    struct admin_key_scan s = {0};
+    struct admin_key_scan s;
     if (find_admin_key(j, &s)) {
         tg_buf_append(&j->out, s.one.data, s.one.len);
     }
@@ -809,7 +765,7 @@ get_admin_key(struct admin_job *j)
 static void
 delete_admin_key(struct admin_job *j)
 {
-    struct admin_key_scan s = {0};
+    struct admin_key_scan s;
     if (!find_admin_key(j, &s)) {
         tg_buf_deinit(&s.one);
         return;
