@@ -1536,8 +1536,7 @@ cache_get_done(uv_work_t *w, int status)
 static bool
 cache_lookup(struct call *c)
 {
-    struct tg_cache_settings cs;
-    tg_cache_settings_of_project(c->project->settings, &cs);
+    const struct tg_cache_settings cs = c->project->cache;
     if (!cs.enabled ||
         (c->api != TG_API_CHAT && c->api != TG_API_COMPLETIONS && c->api != TG_API_EMBEDDINGS) ||
         c->n_pass >= MAX_PASS_HEADERS) {
@@ -2333,8 +2332,7 @@ mb_join(struct call *c)
     if (c->api != TG_API_EMBEDDINGS || c->is_stream) {
         return false;
     }
-    struct tg_mb_settings s;
-    tg_mb_settings_of_project(c->project->settings, &s);
+    const struct tg_mb_settings s = c->project->embedding_batching;
     if (!s.enabled || tg_mb_req_parse(c->upstream_body, c->upstream_body_len, &c->mbreq) != 0 ||
         c->mbreq.n_inputs >= (size_t)s.max_inputs) {
         return false;

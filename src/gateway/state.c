@@ -150,6 +150,9 @@ parse_settings(struct tg_project *p, const char *settings)
     }
     parse_limits(root, "project", p->id, &p->limits);
     parse_policy(root, "project", p->id, &p->token_policy, &p->aliases);
+    /* Read once here, not per request: the relay consults them on every call. */
+    tg_cache_settings_of_project(p->settings, &p->cache);
+    tg_mb_settings_of_project(p->settings, &p->embedding_batching);
     json_decref(root);
 }
 

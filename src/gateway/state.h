@@ -18,7 +18,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cache/cache.h"
 #include "gateway/config.h"
+#include "gateway/microbatch.h"
 #include "policy/keys.h"
 #include "policy/limits.h"
 #include "policy/price.h"
@@ -46,6 +48,8 @@ struct tg_project {
     struct tg_level_limits limits;       /* settings' rate_limits and budget (none if bad) */
     struct tg_token_policy token_policy; /* settings' token_policy (empty if bad) */
     struct tg_aliases aliases;           /* settings' aliases (none if bad) */
+    struct tg_cache_settings cache;      /* settings' cache (off if bad) */
+    struct tg_mb_settings embedding_batching; /* settings' embedding_batching (off if bad) */
 };
 
 /* A key's limits (document kind "key_settings", id = key id), sorted by key id. */
