@@ -40,18 +40,43 @@ static int done(struct tg_cli *cli, json_t *ans, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static int
-done(struct tg_cli *cli, json_t *ans, const char *fmt, ...)
+vdone(struct tg_cli *cli, json_t *ans, const char *fmt, va_list ap)
 {
     if (cli->is_json) {
         tg_cli_json_print(cli, ans);
     } else {
-        va_list ap;
-        va_start(ap, fmt);
         vfprintf(cli->out, fmt, ap);
-        va_end(ap);
         fputc('\n', cli->out);
     }
     json_decref(ans);
+    return 0;
+}
+
+static int
+done(struct tg_cli *cli, json_t *ans, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vdone(cli, ans, fmt, ap);
+    va_end(ap);
+    return 0;
+}
+
+/* DELETE path (freed here), then the confirmation (or the answer with --json). Returns the
+ * command's exit status. */
+static int
+delete_and_say(struct tg_cli *cli, char *path, const char *fmt, ...)
+{
+    json_t *ans = NULL;
+    int rc = call(cli, "DELETE", path, NULL, &ans);
+    free(path);
+    if (rc < 0) {
+        return 1;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vdone(cli, ans, fmt, ap);
+    va_end(ap);
     return 0;
 }
 
@@ -324,19 +349,14 @@ tg_cli_cmd_members_set_role(struct tg_cli *cli)
 int
 tg_cli_cmd_members_remove(struct tg_cli *cli)
 {
-    json_t *ans = NULL;
     char *id = user_id_of(cli, cli->args->pos[0]);
     if (id == NULL) {
         return 1;
     }
-    char *path = tg_cli_path("projects/%s/users/%s", project_opt(cli), id);
-    int rc = call(cli, "DELETE", path, NULL, &ans);
-    free(path);
-    if (rc == 0) {
-        rc = done(cli, ans, "Removed %s from project %s.", cli->args->pos[0], project_opt(cli));
-    }
+    int rc = delete_and_say(cli, tg_cli_path("projects/%s/users/%s", project_opt(cli), id),
+                            "Removed %s from project %s.", cli->args->pos[0], project_opt(cli));
     free(id);
-    return rc < 0 ? 1 : 0;
+    return rc;
 }
 
 /* ---- users ----------------------------------------------------------------------------------- */
@@ -381,19 +401,14 @@ tg_cli_cmd_users_set_role(struct tg_cli *cli)
 int
 tg_cli_cmd_users_delete(struct tg_cli *cli)
 {
-    json_t *ans = NULL;
     char *id = user_id_of(cli, cli->args->pos[0]);
     if (id == NULL) {
         return 1;
     }
-    char *path = tg_cli_path("users/%s", id);
-    int rc = call(cli, "DELETE", path, NULL, &ans);
-    free(path);
-    if (rc == 0) {
-        rc = done(cli, ans, "Removed user %s; their admin keys are revoked.", cli->args->pos[0]);
-    }
+    int rc = delete_and_say(cli, tg_cli_path("users/%s", id),
+                            "Removed user %s; their admin keys are revoked.", cli->args->pos[0]);
     free(id);
-    return rc < 0 ? 1 : 0;
+    return rc;
 }
 
 /* ---- invites --------------------------------------------------------------------------------- */
@@ -459,14 +474,8 @@ tg_cli_cmd_invites_get(struct tg_cli *cli)
 int
 tg_cli_cmd_invites_delete(struct tg_cli *cli)
 {
-    json_t *ans = NULL;
-    char *path = tg_cli_path("invites/%s", cli->args->pos[0]);
-    int rc = call(cli, "DELETE", path, NULL, &ans);
-    free(path);
-    if (rc < 0) {
-        return 1;
-    }
-    return done(cli, ans, "Deleted invite %s; its token no longer works.", cli->args->pos[0]);
+    return delete_and_say(cli, tg_cli_path("invites/%s", cli->args->pos[0]),
+                          "Deleted invite %s; its token no longer works.", cli->args->pos[0]);
 }
 
 int
@@ -538,14 +547,8 @@ tg_cli_cmd_admin_keys_get(struct tg_cli *cli)
 int
 tg_cli_cmd_admin_keys_revoke(struct tg_cli *cli)
 {
-    json_t *ans = NULL;
-    char *path = tg_cli_path("admin_api_keys/%s", cli->args->pos[0]);
-    int rc = call(cli, "DELETE", path, NULL, &ans);
-    free(path);
-    if (rc < 0) {
-        return 1;
-    }
-    return done(cli, ans, "Revoked admin key %s.", cli->args->pos[0]);
+    return delete_and_say(cli, tg_cli_path("admin_api_keys/%s", cli->args->pos[0]),
+                          "Revoked admin key %s.", cli->args->pos[0]);
 }
 
 /* ---- service accounts ------------------------------------------------------------------------ */
@@ -608,15 +611,9 @@ tg_cli_cmd_svc_rename(struct tg_cli *cli)
 int
 tg_cli_cmd_svc_delete(struct tg_cli *cli)
 {
-    json_t *ans = NULL;
-    char *path =
-        tg_cli_path("projects/%s/service_accounts/%s", project_opt(cli), cli->args->pos[0]);
-    int rc = call(cli, "DELETE", path, NULL, &ans);
-    free(path);
-    if (rc < 0) {
-        return 1;
-    }
-    return done(cli, ans, "Deleted service account %s; its keys are revoked.", cli->args->pos[0]);
+    return delete_and_say(
+        cli, tg_cli_path("projects/%s/service_accounts/%s", project_opt(cli), cli->args->pos[0]),
+        "Deleted service account %s; its keys are revoked.", cli->args->pos[0]);
 }
 
 int
