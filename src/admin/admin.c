@@ -47,6 +47,8 @@ static const struct admin_route *const tables[] = {
     tg_admin_routes_deployments,
     tg_admin_routes_policies,
     tg_admin_routes_cache,
+    tg_admin_routes_monitor,
+    tg_admin_routes_dashboard,
 };
 
 /* Routes reachable without an admin key, matched by worker.c before authentication. */

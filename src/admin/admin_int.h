@@ -114,6 +114,8 @@ extern const struct admin_route tg_admin_routes_costs[];
 extern const struct admin_route tg_admin_routes_deployments[];
 extern const struct admin_route tg_admin_routes_policies[];
 extern const struct admin_route tg_admin_routes_cache[];
+extern const struct admin_route tg_admin_routes_monitor[];
+extern const struct admin_route tg_admin_routes_dashboard[];
 
 /* The public route POST /v1/organization/invites/accept (admin_users.c): runs with key NULL,
  * inside a transaction like every other change. */

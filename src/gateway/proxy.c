@@ -33,6 +33,7 @@
 #include "core/mem.h"
 #include "gateway/metrics.h"
 #include "gateway/microbatch.h"
+#include "gateway/observe.h"
 #include "gateway/policies.h"
 #include "gateway/quota.h"
 #include "policy/admission.h"
@@ -152,6 +153,12 @@ struct call {
     int64_t cache_saved_micros; /* a hit: what the replayed answer cost when it was made */
     unsigned char cache_key[TG_CACHE_KEY_BYTES];
     struct tg_buf cache_raw; /* SSE mode: the upstream stream as received, for the cache */
+
+    /* Quality signals of the answer and body logging (gateway/observe.h). */
+    char finish_reason[24]; /* the first choice's, "" when none */
+    bool is_empty;          /* a 2xx answer with no text and no tool call */
+    bool is_refusal;        /* the model refused */
+    bool is_body_logged;    /* the project logs bodies: keep the stream text in cache_raw */
 
     int64_t admitted_ms;
     uint64_t first_byte_us;
@@ -720,7 +727,19 @@ settle(struct call *c)
     int64_t upstream_ms = !c->is_cache_hit && c->attempt_start_us != 0
                               ? (int64_t)((tg_clock_mono_us() - c->attempt_start_us) / 1000)
                               : -1;
-    tg_metrics_record(&row, upstream_ms);
+    struct tg_observation obs = {.row = &row,
+                                 .upstream_ms = upstream_ms,
+                                 .finish_reason = c->finish_reason,
+                                 .is_empty = c->is_empty,
+                                 .is_refusal = c->is_refusal};
+    if (c->is_body_logged) {
+        const struct tg_buf *answer = c->mode == RELAY_SSE ? &c->cache_raw : &c->resp;
+        obs.request_body = c->req->body.data;
+        obs.request_len = c->req->body.len;
+        obs.response_body = answer->data;
+        obs.response_len = answer->len;
+    }
+    tg_observe(&obs);
     if (c->is_admitted) {
         c->is_admitted = false;
         if (u.is_known || row.is_usage_estimated) {
@@ -974,8 +993,10 @@ on_data(const char *data, size_t len, void *arg)
         copy_field(c->error, sizeof(c->error), "client gone; drain bound reached");
         return TG_ECANCELED;
     }
-    if (c->mode == RELAY_SSE && c->is_cache_store && tg_buf_append(&c->cache_raw, data, len) < 0) {
+    if (c->mode == RELAY_SSE && (c->is_cache_store || c->is_body_logged) &&
+        tg_buf_append(&c->cache_raw, data, len) < 0) {
         c->is_cache_store = false; /* larger than an answer may be: not cached */
+        c->is_body_logged = false; /* nor logged whole */
     }
     if (c->mode == RELAY_BUFFER) {
         if (tg_buf_append(&c->resp, data, len) < 0) {

@@ -14,9 +14,11 @@
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "dashboard/dashboard.h"
 #include "gateway/batch.h"
 #include "gateway/metrics.h"
 #include "gateway/proxy.h"
+#include "monitor/feedback.h"
 #include "policy/auth.h"
 
 static atomic_bool is_ready = true;
@@ -48,7 +50,18 @@ tg_worker_state(struct tg_worker *w)
 
 /* ---- routing ----------------------------------------------------------------------------- */
 
-enum route_kind { R_HEALTH, R_METRICS, R_READY, R_MODELS, R_MODEL, R_API, R_ADMIN, R_BATCH };
+enum route_kind {
+    R_HEALTH,
+    R_METRICS,
+    R_READY,
+    R_MODELS,
+    R_MODEL,
+    R_API,
+    R_ADMIN,
+    R_BATCH,
+    R_FEEDBACK,
+    R_DASHBOARD,
+};
 
 struct route {
     enum route_kind kind;
@@ -72,6 +85,9 @@ static const struct route routes[] = {
     {R_BATCH, TG_HTTP_OTHER, "/v1/files/"},
     {R_BATCH, TG_HTTP_OTHER, "/v1/batches"},
     {R_BATCH, TG_HTTP_OTHER, "/v1/batches/"},
+    {R_FEEDBACK, TG_HTTP_POST, "/v1/feedback"},
+    {R_DASHBOARD, TG_HTTP_GET, "/dashboard"},
+    {R_DASHBOARD, TG_HTTP_GET, "/dashboard/"},
 };
 
 static bool
@@ -197,6 +213,11 @@ dispatch(struct tg_worker *w, struct tg_http_req *req, const struct route *r)
         tg_buf_deinit(&b);
         return;
     }
+    if (r->kind == R_DASHBOARD) {
+        /* Static page and assets: the page signs in with an admin key it keeps itself. */
+        tg_dashboard_serve(req);
+        return;
+    }
     if (r->kind == R_HEALTH) {
         respond_json(req, 200, "{\"status\":\"ok\"}");
         return;
@@ -236,6 +257,10 @@ dispatch(struct tg_worker *w, struct tg_http_req *req, const struct route *r)
     }
     if (r->kind == R_MODELS || r->kind == R_MODEL) {
         tg_proxy_models(req, st, p, r->kind == R_MODEL ? req->path + strlen(r->path) : NULL);
+        return;
+    }
+    if (r->kind == R_FEEDBACK) {
+        tg_feedback_handle(w, req, st, key, p);
         return;
     }
     if (r->kind == R_BATCH) {
