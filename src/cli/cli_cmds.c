@@ -17,8 +17,6 @@
 #include "core/json.h"
 #include "core/mem.h"
 
-#define TG_CLI_MAX_USAGE_PAGES 10000
-
 int
 tg_cli_print(struct tg_cli *cli, const json_t *v, tg_cli_table_fn fn)
 {
@@ -202,108 +200,31 @@ out:
     return rc;
 }
 
-/* GETs every page of a usage query (next_page cursors) into one page object in *out. */
-static int
-usage_fetch(struct tg_cli *cli, const struct tg_cli_usage_query *q, json_t **out)
+static void
+usage_path(const void *q, const char *page, bool is_csv, struct tg_buf *out)
 {
-    struct tg_buf path;
-    json_t *all = NULL;
-    char *page = NULL;
-    int rc = 0;
-    tg_buf_init(&path, 0);
-    for (int n = 0; n < TG_CLI_MAX_USAGE_PAGES; n++) {
-        json_t *ans = NULL;
-        tg_buf_reset(&path);
-        tg_cli_usage_query_path(q, page, &path);
-        rc = tg_cli_request(cli, "GET", path.data, NULL, &ans);
-        if (rc < 0) {
-            goto out;
-        }
-        json_t *data = json_object_get(ans, "data");
-        const char *next = tg_json_str(ans, "next_page");
-        bool is_last = !json_is_true(json_object_get(ans, "has_more")) || next == NULL ||
-                       (page != NULL && strcmp(next, page) == 0);
-        free(page);
-        page = is_last ? NULL : tg_xstrdup(next);
-        if (!json_is_array(data)) {
-            tg_cli_fail(cli, "the usage answer has no \"data\" list");
-            json_decref(ans);
-            rc = TG_EPARSE;
-            goto out;
-        }
-        if (all == NULL) {
-            all = ans;
-        } else {
-            json_array_extend(json_object_get(all, "data"), data);
-            json_decref(ans);
-        }
-        if (page == NULL) {
-            json_object_set_new(all, "has_more", json_false());
-            json_object_set_new(all, "next_page", json_null());
-            goto out;
-        }
-    }
-    tg_cli_fail(cli, "the usage answer has more than %d pages", TG_CLI_MAX_USAGE_PAGES);
-    rc = TG_ETOOBIG;
-out:
-    free(page);
-    tg_buf_deinit(&path);
-    if (rc < 0) {
-        json_decref(all);
-        all = NULL;
-    }
-    *out = all;
-    return rc;
+    tg_cli_usage_query_path(q, page, is_csv, out);
+}
+
+static int
+usage_table(const json_t *page, const void *q, const json_t *projects, struct tg_buf *out)
+{
+    return tg_cli_usage_table(page, q, projects, out);
 }
 
 int
 tg_cli_cmd_usage(struct tg_cli *cli)
 {
     struct tg_cli_usage_query q;
-    struct tg_buf b;
-    json_t *usage = NULL;
-    json_t *projects = NULL;
     char err[200];
-    int rc = 1;
     if (tg_cli_usage_query_parse(cli->args, cli->now_s, &q, err, sizeof(err)) < 0) {
         tg_cli_fail(cli, "%s", err);
         return 2;
     }
-    tg_buf_init(&b, 0);
-    if (cli->args->opt[TG_CLI_OPT_CSV] != NULL) {
-        /* One CSV answer covers the whole window: no pages to follow. */
-        struct tg_buf csv;
-        tg_cli_usage_query_path(&q, NULL, &b);
-        tg_buf_append_str(&b, "&format=csv");
-        tg_buf_init(&csv, 0);
-        if (tg_cli_request_text(cli, "GET", b.data, NULL, &csv) == 0) {
-            fwrite(csv.data, 1, csv.len, cli->out);
-            rc = 0;
-        }
-        tg_buf_deinit(&csv);
-        goto out;
-    }
-    if (usage_fetch(cli, &q, &usage) < 0) {
-        goto out;
-    }
-    if (cli->is_json) {
-        tg_cli_json_print(cli, usage);
-        rc = 0;
-        goto out;
-    }
-    /* Project ids mean little to a reader: show names when grouping by project. */
-    if (q.by_project && tg_cli_list_fetch(cli, "/v1/organization/projects", &projects) < 0) {
-        goto out;
-    }
-    if (tg_cli_usage_table(usage, &q, projects, &b) < 0) {
-        tg_cli_fail(cli, "the usage answer does not have the expected shape");
-        goto out;
-    }
-    fputs(b.data, cli->out);
-    rc = 0;
-out:
-    json_decref(usage);
-    json_decref(projects);
-    tg_buf_deinit(&b);
-    return rc;
+    struct tg_cli_report r = {.what = "usage",
+                              .q = &q,
+                              .by_project = q.by_project,
+                              .path = usage_path,
+                              .table = usage_table};
+    return tg_cli_report_run(cli, &r);
 }

@@ -14,7 +14,6 @@
 #include "core/json.h"
 #include "core/mem.h"
 
-#define DAY_S 86400
 #define MAX_PAGES 1000
 #define MAX_REQUESTS 10000000000LL /* 10^10 a day */
 #define MAX_TOKENS 100000000LL     /* 10^8 a request */
@@ -49,8 +48,6 @@ int
 tg_cli_costs_query_parse(const struct tg_cli_args *a, int64_t now_s, struct tg_cli_costs_query *q,
                          char *err, size_t err_cap)
 {
-    const char *start = a->opt[TG_CLI_OPT_START];
-    const char *end = a->opt[TG_CLI_OPT_END];
     memset(q, 0, sizeof(*q));
     q->project = a->opt[TG_CLI_OPT_PROJECT];
     if (a->opt[TG_CLI_OPT_GROUP_BY] != NULL &&
@@ -58,30 +55,7 @@ tg_cli_costs_query_parse(const struct tg_cli_args *a, int64_t now_s, struct tg_c
         return TG_EINVAL;
     }
     /* As usage: the last seven days, OpenAI's default page of daily buckets. */
-    int64_t today = (now_s / DAY_S - (now_s % DAY_S < 0)) * DAY_S;
-    q->start_s = today - 6 * DAY_S;
-    if (start != NULL && tg_cli_time_parse(start, false, &q->start_s) < 0) {
-        snprintf(err, err_cap, "--start: '%.40s' is not YYYY-MM-DD[THH:MM[:SS]] or Unix seconds",
-                 start);
-        return TG_EINVAL;
-    }
-    if (end != NULL && tg_cli_time_parse(end, true, &q->end_s) < 0) {
-        snprintf(err, err_cap, "--end: '%.40s' is not YYYY-MM-DD[THH:MM[:SS]] or Unix seconds",
-                 end);
-        return TG_EINVAL;
-    }
-    if (end != NULL && q->end_s <= q->start_s) {
-        snprintf(err, err_cap, "--end must be later than --start");
-        return TG_EINVAL;
-    }
-    return 0;
-}
-
-static void
-append_param(struct tg_buf *out, const char *name, const char *value)
-{
-    tg_buf_appendf(out, "&%s=", name);
-    tg_cli_url_escape(out, value);
+    return tg_cli_window_parse(a, now_s, &q->start_s, &q->end_s, err, err_cap);
 }
 
 void
@@ -94,22 +68,22 @@ tg_cli_costs_query_path(const struct tg_cli_costs_query *q, const char *page, bo
     }
     tg_buf_append_str(out, "&bucket_width=1d&limit=180");
     if (q->by_project) {
-        append_param(out, "group_by", "project_id");
+        tg_cli_url_param(out, "group_by", "project_id");
     }
     if (q->by_key) {
-        append_param(out, "group_by", "api_key_id");
+        tg_cli_url_param(out, "group_by", "api_key_id");
     }
     if (q->by_line_item) {
-        append_param(out, "group_by", "line_item");
+        tg_cli_url_param(out, "group_by", "line_item");
     }
     if (q->project != NULL) {
-        append_param(out, "project_ids", q->project);
+        tg_cli_url_param(out, "project_ids", q->project);
     }
     if (is_csv) {
         tg_buf_append_str(out, "&format=csv");
     }
     if (page != NULL) {
-        append_param(out, "page", page);
+        tg_cli_url_param(out, "page", page);
     }
 }
 
@@ -367,110 +341,33 @@ tg_cli_estimate_cost(const struct tg_cli_estimate *e, int64_t input_micros,
 /* ---- commands ---------------------------------------------------------------------------------
  */
 
-/* GETs every page of the costs query into one page object. */
-static int
-costs_fetch(struct tg_cli *cli, const struct tg_cli_costs_query *q, json_t **out)
+static void
+costs_path(const void *q, const char *page, bool is_csv, struct tg_buf *out)
 {
-    struct tg_buf path;
-    json_t *all = NULL;
-    char *page = NULL;
-    int rc = 0;
-    tg_buf_init(&path, 0);
-    for (int n = 0;; n++) {
-        if (n == MAX_PAGES) {
-            tg_cli_fail(cli, "the costs answer has more than %d pages", MAX_PAGES);
-            rc = TG_ETOOBIG;
-            break;
-        }
-        json_t *ans = NULL;
-        tg_buf_reset(&path);
-        tg_cli_costs_query_path(q, page, false, &path);
-        rc = tg_cli_request(cli, "GET", path.data, NULL, &ans);
-        if (rc < 0) {
-            break;
-        }
-        json_t *data = json_object_get(ans, "data");
-        const char *next = tg_json_str(ans, "next_page");
-        bool is_last = !json_is_true(json_object_get(ans, "has_more")) || next == NULL ||
-                       (page != NULL && strcmp(next, page) == 0);
-        free(page);
-        page = is_last ? NULL : tg_xstrdup(next);
-        if (!json_is_array(data)) {
-            tg_cli_fail(cli, "the costs answer has no \"data\" list");
-            json_decref(ans);
-            rc = TG_EPARSE;
-            break;
-        }
-        if (all == NULL) {
-            all = ans;
-        } else {
-            json_array_extend(json_object_get(all, "data"), data);
-            json_decref(ans);
-        }
-        if (page == NULL) {
-            json_object_set_new(all, "has_more", json_false());
-            json_object_set_new(all, "next_page", json_null());
-            break;
-        }
-    }
-    free(page);
-    tg_buf_deinit(&path);
-    if (rc < 0) {
-        json_decref(all);
-        all = NULL;
-    }
-    *out = all;
-    return rc;
+    tg_cli_costs_query_path(q, page, is_csv, out);
+}
+
+static int
+costs_table(const json_t *page, const void *q, const json_t *projects, struct tg_buf *out)
+{
+    return tg_cli_costs_table(page, q, projects, out);
 }
 
 int
 tg_cli_cmd_costs(struct tg_cli *cli)
 {
     struct tg_cli_costs_query q;
-    struct tg_buf b;
-    json_t *costs = NULL;
-    json_t *projects = NULL;
     char err[200];
-    int rc = 1;
     if (tg_cli_costs_query_parse(cli->args, cli->now_s, &q, err, sizeof(err)) < 0) {
         tg_cli_fail(cli, "%s", err);
         return 2;
     }
-    tg_buf_init(&b, 0);
-    if (cli->args->opt[TG_CLI_OPT_CSV] != NULL) {
-        /* One CSV answer covers the whole window: no pages to follow. */
-        tg_cli_costs_query_path(&q, NULL, true, &b);
-        struct tg_buf csv;
-        tg_buf_init(&csv, 0);
-        if (tg_cli_request_text(cli, "GET", b.data, NULL, &csv) == 0) {
-            fwrite(csv.data, 1, csv.len, cli->out);
-            rc = 0;
-        }
-        tg_buf_deinit(&csv);
-        goto out;
-    }
-    if (costs_fetch(cli, &q, &costs) < 0) {
-        goto out;
-    }
-    if (cli->is_json) {
-        tg_cli_json_print(cli, costs);
-        rc = 0;
-        goto out;
-    }
-    if (q.by_project && tg_cli_list_fetch(cli, "/v1/organization/projects", &projects) < 0) {
-        goto out;
-    }
-    if (tg_cli_costs_table(costs, &q, projects, &b) < 0) {
-        tg_cli_fail(cli, "the costs answer does not have the expected shape");
-        goto out;
-    }
-    fputs(b.data, cli->out);
-    rc = 0;
-out:
-    json_decref(costs);
-    json_decref(projects);
-    tg_buf_deinit(&b);
-    return rc;
+    struct tg_cli_report r = {.what = "costs",
+                              .q = &q,
+                              .by_project = q.by_project,
+                              .path = costs_path,
+                              .table = costs_table};
+    return tg_cli_report_run(cli, &r);
 }
 
 int

@@ -197,8 +197,6 @@ int
 tg_cli_usage_query_parse(const struct tg_cli_args *a, int64_t now_s, struct tg_cli_usage_query *q,
                          char *err, size_t err_cap)
 {
-    const char *start = a->opt[TG_CLI_OPT_START];
-    const char *end = a->opt[TG_CLI_OPT_END];
     memset(q, 0, sizeof(*q));
     q->bucket = a->opt[TG_CLI_OPT_BUCKET] ? a->opt[TG_CLI_OPT_BUCKET] : "1d";
     q->endpoint = a->opt[TG_CLI_OPT_ENDPOINT] ? a->opt[TG_CLI_OPT_ENDPOINT] : "completions";
@@ -216,58 +214,72 @@ tg_cli_usage_query_parse(const struct tg_cli_args *a, int64_t now_s, struct tg_c
         parse_groups(q, a->opt[TG_CLI_OPT_GROUP_BY], err, err_cap) < 0) {
         return TG_EINVAL;
     }
+    return tg_cli_window_parse(a, now_s, &q->start_s, &q->end_s, err, err_cap);
+}
+
+int
+tg_cli_window_parse(const struct tg_cli_args *a, int64_t now_s, int64_t *start_s, int64_t *end_s,
+                    char *err, size_t err_cap)
+{
+    const char *start = a->opt[TG_CLI_OPT_START];
+    const char *end = a->opt[TG_CLI_OPT_END];
     int64_t today = (now_s / DAY_S - (now_s % DAY_S < 0)) * DAY_S;
-    q->start_s = today - 6 * DAY_S;
-    if (start != NULL && tg_cli_time_parse(start, false, &q->start_s) < 0) {
+    *start_s = today - 6 * DAY_S;
+    *end_s = 0;
+    if (start != NULL && tg_cli_time_parse(start, false, start_s) < 0) {
         snprintf(err, err_cap, "--start: '%.40s' is not YYYY-MM-DD[THH:MM[:SS]] or Unix seconds",
                  start);
         return TG_EINVAL;
     }
-    if (end != NULL && tg_cli_time_parse(end, true, &q->end_s) < 0) {
+    if (end != NULL && tg_cli_time_parse(end, true, end_s) < 0) {
         snprintf(err, err_cap, "--end: '%.40s' is not YYYY-MM-DD[THH:MM[:SS]] or Unix seconds",
                  end);
         return TG_EINVAL;
     }
-    if (end != NULL && q->end_s <= q->start_s) {
+    if (end != NULL && *end_s <= *start_s) {
         snprintf(err, err_cap, "--end must be later than --start");
         return TG_EINVAL;
     }
     return 0;
 }
 
-static void
-append_param(struct tg_buf *out, const char *name, const char *value)
+void
+tg_cli_url_param(struct tg_buf *out, const char *name, const char *value)
 {
-    tg_buf_appendf(out, "&%s=", name);
+    tg_buf_appendf(out, "%c%s=", out->data != NULL && strchr(out->data, '?') ? '&' : '?', name);
     tg_cli_url_escape(out, value);
 }
 
 void
-tg_cli_usage_query_path(const struct tg_cli_usage_query *q, const char *page, struct tg_buf *out)
+tg_cli_usage_query_path(const struct tg_cli_usage_query *q, const char *page, bool is_csv,
+                        struct tg_buf *out)
 {
     tg_buf_appendf(out, "/v1/organization/usage/%s?start_time=%lld", q->endpoint,
                    (long long)q->start_s);
     if (q->end_s != 0) {
         tg_buf_appendf(out, "&end_time=%lld", (long long)q->end_s);
     }
-    append_param(out, "bucket_width", q->bucket);
+    tg_cli_url_param(out, "bucket_width", q->bucket);
     if (q->by_project) {
-        append_param(out, "group_by", "project_id");
+        tg_cli_url_param(out, "group_by", "project_id");
     }
     if (q->by_key) {
-        append_param(out, "group_by", "api_key_id");
+        tg_cli_url_param(out, "group_by", "api_key_id");
     }
     if (q->by_model) {
-        append_param(out, "group_by", "model");
+        tg_cli_url_param(out, "group_by", "model");
     }
     if (q->project != NULL) {
-        append_param(out, "project_ids", q->project);
+        tg_cli_url_param(out, "project_ids", q->project);
     }
     if (q->model != NULL) {
-        append_param(out, "models", q->model);
+        tg_cli_url_param(out, "models", q->model);
+    }
+    if (is_csv) {
+        tg_buf_append_str(out, "&format=csv");
     }
     if (page != NULL) {
-        append_param(out, "page", page);
+        tg_cli_url_param(out, "page", page);
     }
 }
 

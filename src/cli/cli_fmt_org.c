@@ -492,14 +492,6 @@ tg_cli_invite_projects(const char *list, json_t **out, char *err, size_t err_cap
     return 0;
 }
 
-/* Appends "&name=value" (value percent-encoded; '?' for the first parameter). */
-static void
-append_param(struct tg_buf *out, const char *name, const char *value)
-{
-    tg_buf_appendf(out, "%c%s=", strchr(out->data, '?') ? '&' : '?', name);
-    tg_cli_url_escape(out, value);
-}
-
 int
 tg_cli_audit_query_path(const struct tg_cli_args *a, struct tg_buf *out, char *err, size_t err_cap)
 {
@@ -522,22 +514,22 @@ tg_cli_audit_query_path(const struct tg_cli_args *a, struct tg_buf *out, char *e
     }
     tg_buf_append_str(out, "/v1/organization/audit_logs");
     if (a->opt[TG_CLI_OPT_TYPE] != NULL) {
-        append_param(out, "event_types%5B%5D", a->opt[TG_CLI_OPT_TYPE]);
+        tg_cli_url_param(out, "event_types%5B%5D", a->opt[TG_CLI_OPT_TYPE]);
     }
     if (a->opt[TG_CLI_OPT_ACTOR] != NULL) {
-        append_param(out, "actor_ids%5B%5D", a->opt[TG_CLI_OPT_ACTOR]);
+        tg_cli_url_param(out, "actor_ids%5B%5D", a->opt[TG_CLI_OPT_ACTOR]);
     }
     if (a->opt[TG_CLI_OPT_PROJECT] != NULL) {
-        append_param(out, "project_ids%5B%5D", a->opt[TG_CLI_OPT_PROJECT]);
+        tg_cli_url_param(out, "project_ids%5B%5D", a->opt[TG_CLI_OPT_PROJECT]);
     }
     char num[32];
     if (since != NULL) {
         snprintf(num, sizeof(num), "%lld", (long long)since_s);
-        append_param(out, "effective_at%5Bgte%5D", num);
+        tg_cli_url_param(out, "effective_at%5Bgte%5D", num);
     }
     if (until != NULL) {
         snprintf(num, sizeof(num), "%lld", (long long)until_s);
-        append_param(out, "effective_at%5Blt%5D", num);
+        tg_cli_url_param(out, "effective_at%5Blt%5D", num);
     }
     return 0;
 }

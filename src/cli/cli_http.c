@@ -443,3 +443,104 @@ out:
     *out = all;
     return rc;
 }
+
+/* ---- reports ----------------------------------------------------------------------------- */
+
+/* GETs every page of r (next_page cursors) into one page object in *out. */
+static int
+report_fetch(struct tg_cli *cli, const struct tg_cli_report *r, json_t **out)
+{
+    struct tg_buf path;
+    json_t *all = NULL;
+    char *page = NULL;
+    int rc = 0;
+    tg_buf_init(&path, 0);
+    for (int n = 0; n < TG_CLI_MAX_PAGES; n++) {
+        json_t *ans = NULL;
+        tg_buf_reset(&path);
+        r->path(r->q, page, false, &path);
+        rc = tg_cli_request(cli, "GET", path.data, NULL, &ans);
+        if (rc < 0) {
+            goto out;
+        }
+        json_t *data = json_object_get(ans, "data");
+        const char *next = tg_json_str(ans, "next_page");
+        bool is_last = !json_is_true(json_object_get(ans, "has_more")) || next == NULL ||
+                       (page != NULL && strcmp(next, page) == 0);
+        free(page);
+        page = is_last ? NULL : tg_xstrdup(next);
+        if (!json_is_array(data)) {
+            tg_cli_fail(cli, "the %s answer has no \"data\" list", r->what);
+            json_decref(ans);
+            rc = TG_EPARSE;
+            goto out;
+        }
+        if (all == NULL) {
+            all = ans;
+        } else {
+            json_array_extend(json_object_get(all, "data"), data);
+            json_decref(ans);
+        }
+        if (page == NULL) {
+            json_object_set_new(all, "has_more", json_false());
+            json_object_set_new(all, "next_page", json_null());
+            goto out;
+        }
+    }
+    tg_cli_fail(cli, "the %s answer has more than %d pages", r->what, TG_CLI_MAX_PAGES);
+    rc = TG_ETOOBIG;
+out:
+    free(page);
+    tg_buf_deinit(&path);
+    if (rc < 0) {
+        json_decref(all);
+        all = NULL;
+    }
+    *out = all;
+    return rc;
+}
+
+int
+tg_cli_report_run(struct tg_cli *cli, const struct tg_cli_report *r)
+{
+    struct tg_buf b;
+    json_t *all = NULL;
+    json_t *projects = NULL;
+    int rc = 1;
+    tg_buf_init(&b, 0);
+    if (cli->args->opt[TG_CLI_OPT_CSV] != NULL) {
+        /* One CSV answer covers the whole window: no pages to follow. */
+        struct tg_buf csv;
+        r->path(r->q, NULL, true, &b);
+        tg_buf_init(&csv, 0);
+        if (tg_cli_request_text(cli, "GET", b.data, NULL, &csv) == 0) {
+            fwrite(csv.data, 1, csv.len, cli->out);
+            rc = 0;
+        }
+        tg_buf_deinit(&csv);
+        goto out;
+    }
+    if (report_fetch(cli, r, &all) < 0) {
+        goto out;
+    }
+    if (cli->is_json) {
+        tg_cli_json_print(cli, all);
+        rc = 0;
+        goto out;
+    }
+    /* Project ids mean little to a reader: show names when grouping by project. */
+    if (r->by_project && tg_cli_list_fetch(cli, "/v1/organization/projects", &projects) < 0) {
+        goto out;
+    }
+    if (r->table(all, r->q, projects, &b) < 0) {
+        tg_cli_fail(cli, "the %s answer does not have the expected shape", r->what);
+        goto out;
+    }
+    fputs(b.data, cli->out);
+    rc = 0;
+out:
+    json_decref(all);
+    json_decref(projects);
+    tg_buf_deinit(&b);
+    return rc;
+}

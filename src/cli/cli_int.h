@@ -214,9 +214,34 @@ int tg_cli_usage_query_parse(const struct tg_cli_args *a, int64_t now_s,
                              struct tg_cli_usage_query *q, char *err, size_t err_cap);
 
 /* Appends the request path and query for q ("/v1/organization/usage/completions?..."), with
- * page=... when page is not NULL. */
-void tg_cli_usage_query_path(const struct tg_cli_usage_query *q, const char *page,
+ * page=... when page is not NULL and format=csv when is_csv. */
+void tg_cli_usage_query_path(const struct tg_cli_usage_query *q, const char *page, bool is_csv,
                              struct tg_buf *out);
+
+/* The time window of a report command: --start (default 00:00 UTC six days before now_s's
+ * day, OpenAI's default page of daily buckets) and --end (0 when not given: up to now).
+ * Returns 0, or TG_EINVAL with a reason. */
+int tg_cli_window_parse(const struct tg_cli_args *a, int64_t now_s, int64_t *start_s,
+                        int64_t *end_s, char *err, size_t err_cap);
+
+/* Appends "?name=value", or "&name=value" when out already has a query (value
+ * percent-encoded). */
+void tg_cli_url_param(struct tg_buf *out, const char *name, const char *value);
+
+/* A report of bucketed pages (usage, costs): its query, how to write its request path (page:
+ * the next_page cursor, or NULL; is_csv: the whole window as CSV) and how to draw its table
+ * (projects: the project list, when q groups by project, to show names). */
+struct tg_cli_report {
+    const char *what; /* "usage", "costs": named in errors */
+    const void *q;
+    bool by_project;
+    void (*path)(const void *q, const char *page, bool is_csv, struct tg_buf *out);
+    int (*table)(const json_t *page, const void *q, const json_t *projects, struct tg_buf *out);
+};
+
+/* Runs r: with --csv the server's CSV as it comes, with --json every page merged into one,
+ * else the table. Returns the command's exit code. */
+int tg_cli_report_run(struct tg_cli *cli, const struct tg_cli_report *r);
 
 /* ---- tables ------------------------------------------------------------------------------ */
 

@@ -599,7 +599,7 @@ usage_query_defaults(void **state)
     assert_false(q.by_project || q.by_key || q.by_model);
     struct tg_buf b;
     tg_buf_init(&b, 0);
-    tg_cli_usage_query_path(&q, NULL, &b);
+    tg_cli_usage_query_path(&q, NULL, false, &b);
     assert_string_equal(b.data,
                         "/v1/organization/usage/completions?start_time=1795305600&bucket_width=1d");
     tg_buf_deinit(&b);
@@ -618,7 +618,7 @@ usage_query_options_make_the_path(void **state)
     assert_true(q.by_project && q.by_key && q.by_model);
     struct tg_buf b;
     tg_buf_init(&b, 0);
-    tg_cli_usage_query_path(&q, "page 2", &b);
+    tg_cli_usage_query_path(&q, "page 2", false, &b);
     assert_string_equal(b.data, "/v1/organization/usage/embeddings?start_time=1793491200"
                                 "&end_time=1793664000&bucket_width=1h&group_by=project_id"
                                 "&group_by=api_key_id&group_by=model&project_ids=my%20project"
