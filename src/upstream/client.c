@@ -1,5 +1,12 @@
 /*
- * client.c: the upstream HTTP client (see client.h): one libcurl multi handle per worker loop,
+ * client.c: the upstream HTTP client (see client.h). Plain http:// calls go to the native
+ * HTTP/1.1 engine (h1.c: uv_tcp on this loop, far fewer system calls and no library layer per
+ * request); https:// calls, and every call when the environment variable
+ * TG_UPSTREAM_CLIENT=curl is set at start (to compare the two, or to rule the native engine out
+ * when chasing a problem), go to libcurl. Both hand out struct tg_upstream_call pointers whose
+ * first member says which engine owns them.
+ *
+ * The libcurl side: one libcurl multi handle per worker loop,
  * driven with curl_multi_socket_action from uv_poll (one per socket curl asks us to watch) and
  * one uv_timer (curl's own timeout), after curl's multi-uv.c example.
  *
@@ -42,6 +49,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "upstream/h1.h"
 
 #define MAX_POOLED_CALLS 64
 #define MAX_HEADER_BYTES (128 * 1024)
@@ -68,6 +76,7 @@ struct header_off {
 };
 
 struct tg_upstream_call {
+    struct tg_upstream_call_head head; /* is_native false */
     struct tg_upstream_client *client;
     struct tg_upstream_call *next; /* active list or pool */
     struct tg_upstream_call *prev;
@@ -106,6 +115,7 @@ struct tg_upstream_call {
 
 struct tg_upstream_client {
     uv_loop_t *loop;
+    struct tg_h1_client *h1; /* plain http://; NULL when libcurl takes every call */
     CURLM *multi;
     uv_timer_t timer; /* curl's timeout */
     uv_idle_t defer;  /* applies cancel/resume requests outside curl */
@@ -802,6 +812,15 @@ tg_upstream_client_new(uv_loop_t *loop, struct tg_upstream_client **out)
     c->defer.data = c;
     c->n_open = 2;
     tg_buf_init(&c->scratch, 0);
+    const char *engine = getenv("TG_UPSTREAM_CLIENT");
+    if (engine == NULL || strcmp(engine, "curl") != 0) {
+        int rc = tg_h1_client_new(loop, &c->h1);
+        if (rc < 0) {
+            c->h1 = NULL;
+            tg_log_error("upstream: native HTTP/1.1 client unavailable (%s); using libcurl",
+                         tg_strerror(rc));
+        }
+    }
     *out = c;
     return 0;
 }
@@ -811,6 +830,8 @@ client_teardown(struct tg_upstream_client *c)
 {
     c->is_free_requested = false;
     c->is_closing = true;
+    tg_h1_client_free(c->h1); /* fires its calls' on_done; frees itself once its handles close */
+    c->h1 = NULL;
     while (c->active != NULL) {
         struct tg_upstream_call *call = c->active;
         call->is_cancel_pending = true;
@@ -843,8 +864,9 @@ tg_upstream_client_free(struct tg_upstream_client *c)
     if (c == NULL || c->is_closing || c->is_free_requested) {
         return;
     }
-    if (c->cb_depth > 0) {
-        /* Inside on_headers/on_data curl may not be torn down; do it on the next turn. */
+    if (c->cb_depth > 0 || tg_h1_client_is_in_callback(c->h1)) {
+        /* Inside on_headers/on_data curl (and the native engine, whose caller still holds its
+         * call) may not be torn down; do it on the next turn. */
         c->is_free_requested = true;
         uv_idle_start(&c->defer, on_defer);
         return;
@@ -855,7 +877,7 @@ tg_upstream_client_free(struct tg_upstream_client *c)
 size_t
 tg_upstream_client_active(const struct tg_upstream_client *c)
 {
-    return c->n_active;
+    return c->n_active + tg_h1_client_active(c->h1);
 }
 
 static struct tg_upstream_call *
@@ -1006,6 +1028,10 @@ tg_upstream_call_start(struct tg_upstream_client *c, const struct tg_upstream_re
     if (c->is_closing || c->is_free_requested) {
         return TG_ECLOSED;
     }
+    struct tg_h1_url u;
+    if (c->h1 != NULL && tg_h1_url_parse(req->url, &u) == 0) {
+        return tg_h1_call_start(c->h1, req, cbs, arg, (struct tg_h1_call **)out);
+    }
     struct tg_upstream_call *call = call_acquire(c);
     if (call == NULL) {
         return TG_ENOMEM;
@@ -1042,6 +1068,10 @@ tg_upstream_call_start(struct tg_upstream_client *c, const struct tg_upstream_re
 void
 tg_upstream_call_resume(struct tg_upstream_call *call)
 {
+    if (call != NULL && call->head.is_native) {
+        tg_h1_call_resume((struct tg_h1_call *)call);
+        return;
+    }
     if (call == NULL || call->is_done || call->is_cancel_pending) {
         return;
     }
@@ -1059,6 +1089,10 @@ tg_upstream_call_resume(struct tg_upstream_call *call)
 void
 tg_upstream_call_cancel(struct tg_upstream_call *call)
 {
+    if (call != NULL && call->head.is_native) {
+        tg_h1_call_cancel((struct tg_h1_call *)call);
+        return;
+    }
     if (call == NULL || call->is_done || call->is_cancel_pending) {
         return;
     }
