@@ -60,6 +60,11 @@ append_project(struct tg_buf *b, const struct tg_project_rec *p)
         tg_buf_append_str(b, ",\"embedding_batching\":");
         tg_json_dump_buf(batching, b);
     }
+    json_t *logging = json_object_get(settings, "logging");
+    if (json_is_object(logging)) {
+        tg_buf_append_str(b, ",\"logging\":");
+        tg_json_dump_buf(logging, b);
+    }
     json_decref(settings);
     tg_buf_append_str(b, ",\"created_at\":");
     admin_append_time(b, p->created_ms);
@@ -732,6 +737,29 @@ settings_with_batching(struct admin_job *j, const char *settings, json_t *batchi
     return text != NULL ? text : tg_xstrdup("{}");
 }
 
+/* The settings text with "logging" set to the body's {"bodies": true|false} (the access log's
+ * body logging, gateway/access_log.h; 400 naming "logging" otherwise). Returns the new text
+ * (caller frees), or NULL after answering. */
+static char *
+settings_with_logging(struct admin_job *j, const char *settings, json_t *logging)
+{
+    json_t *bodies = json_object_get(logging, "bodies");
+    if (!json_is_object(logging) || json_object_size(logging) != 1 || !json_is_boolean(bodies)) {
+        admin_error(j, 400, "logging: expected {\"bodies\": true or false}.", "logging",
+                    "invalid_value");
+        return NULL;
+    }
+    json_t *root = json_loads(settings != NULL ? settings : "{}", 0, NULL);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        root = json_object();
+    }
+    json_object_set(root, "logging", logging);
+    char *text = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(root);
+    return text != NULL ? text : tg_xstrdup("{}");
+}
+
 /* The project's name and environment from the body (either may be absent when !required). */
 static bool
 read_names(struct admin_job *j, bool required, const char **name, const char **environment)
@@ -844,8 +872,8 @@ load_project(struct admin_job *j, struct project_copy *c)
 static void
 modify_project(struct admin_job *j)
 {
-    static const char *const allowed[] = {"name",  "environment",        "models",
-                                          "cache", "embedding_batching", NULL};
+    static const char *const allowed[] = {
+        "name", "environment", "models", "cache", "embedding_batching", "logging", NULL};
     const char *name = NULL;
     const char *environment = NULL;
     bool has_models = false;
@@ -889,6 +917,15 @@ modify_project(struct admin_job *j)
         }
         free(settings);
         settings = with_batching;
+    }
+    json_t *logging = j->body != NULL ? json_object_get(j->body, "logging") : NULL;
+    if (logging != NULL) {
+        char *with_logging = settings_with_logging(j, settings, logging);
+        if (with_logging == NULL) {
+            goto out;
+        }
+        free(settings);
+        settings = with_logging;
     }
     rec.settings = settings;
     after = project_json(&rec);

@@ -595,8 +595,8 @@ read_account(struct reader *r, yaml_node_t *n)
  * member is a 400 naming its line rather than a setting nobody reads.
  */
 static const char *const settings_keys[] = {
-    "aliases", "budget",      "cache",        "embedding_batching",
-    "models",  "rate_limits", "token_policy", NULL};
+    "aliases",     "budget",       "cache", "embedding_batching", "logging", "models",
+    "rate_limits", "token_policy", NULL};
 
 /* The members of one model's rate limits (admin_rate_limits.c), each a non-negative integer
  * up to 10^12 as the admin API takes them; a model with none is left out, not empty. */

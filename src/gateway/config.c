@@ -727,6 +727,15 @@ static const struct field cache_fields[] = {
     NUM("shared_projects", parse_shared_projects, CF(cache_shared_projects), 0, 0),
 };
 
+static const struct field metrics_fields[] = {
+    NUM("bearer_token", parse_ref, CF(metrics_token_ref), 0, 0),
+};
+
+static const struct field access_log_fields[] = {
+    NUM("path", parse_str, CF(access_log_path), 0, 0),
+    NUM("queue", parse_size, CF(access_log_queue), 16, 1000000),
+};
+
 static const struct field top_fields[] = {
     NUM("listen", parse_listen, 0, 0, 0),
     NUM("workers", parse_int, CF(workers), 0, 1024),
@@ -740,6 +749,8 @@ static const struct field top_fields[] = {
     SECTION("notifications", 0, notifications_fields),
     SECTION("budgets", 0, budgets_fields),
     SECTION("cache", 0, cache_fields),
+    SECTION("metrics", 0, metrics_fields),
+    SECTION("access_log", 0, access_log_fields),
     NUM("providers", parse_node, offsetof(struct load, providers), 0, 0),
     NUM("models", parse_node, offsetof(struct load, models), 0, 0),
     NUM("projects", parse_node, offsetof(struct load, projects), 0, 0),
@@ -1481,6 +1492,7 @@ set_defaults(struct tg_config *c)
     c->webhook_timeout_ms = 10000;
     c->default_org_budget_micros = 100000000; /* $100, as the OpenAI platform starts an org */
     c->budget_tz_offset_minutes = 0;
+    c->access_log_queue = 8192;
 }
 
 /* The environment's providers and routes: openai for every model when OPENAI_API_KEY is set
@@ -1615,6 +1627,16 @@ tg_config_load(const char *path, struct tg_config **out, char *err, size_t err_c
     if (rc == 0) {
         rc = read_tiers(&cx, &l.c, l.tiers);
     }
+    if (rc == 0 && l.c.metrics_token_ref != NULL) {
+        /* Resolved now, like the providers' keys: a token that cannot be read stops the
+         * start rather than leaving /metrics open. */
+        char msg[400];
+        l.c.metrics_token = tg_config_resolve_secret(l.c.metrics_token_ref, "metrics.bearer_token",
+                                                     msg, sizeof(msg));
+        if (l.c.metrics_token == NULL) {
+            rc = fail(&cx, NULL, "%s", msg);
+        }
+    }
     if (rc == 0 && l.c.n_models == 0) {
         tg_log_warn("%s: no models are configured; every inference request will be 404", path);
     }
@@ -1706,6 +1728,9 @@ tg_config_free(struct tg_config *c)
     free(c->projects);
     free(c->prices);
     names_free(c->cache_shared_projects, c->n_cache_shared_projects);
+    free(c->metrics_token_ref);
+    wipe_free(c->metrics_token);
+    free(c->access_log_path);
     free(c);
 }
 

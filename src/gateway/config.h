@@ -124,6 +124,17 @@ struct tg_config {
      * (each project's is its own otherwise). */
     char **cache_shared_projects;
     size_t n_cache_shared_projects;
+
+    /* metrics.bearer_token: an "env:NAME" / "file:PATH" reference, resolved at load into
+     * metrics_token (never logged). NULL: GET /metrics needs no credential. */
+    char *metrics_token_ref;
+    char *metrics_token;
+
+    /* access_log (gateway/access_log.h): path is a file appended to, "-" for stdout, NULL
+     * (the default) for no access log; queue is how many lines may wait for the writer
+     * before new ones are dropped and counted, 8192. */
+    char *access_log_path;
+    size_t access_log_queue;
 };
 
 /* Loads and validates the YAML file at path. Returns 0 and sets *out, or a negative code

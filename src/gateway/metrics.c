@@ -18,6 +18,8 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "gateway/state.h"
+#include "policy/admission.h"
 
 #define N_BUCKETS 13
 /* Upper bounds in milliseconds; rendered in seconds as Prometheus names them. */
@@ -357,6 +359,55 @@ render_counter(struct tg_buf *b, const char *name, const char *help, value_fn fn
     }
 }
 
+/* The scrape-time gauges: budget use per project and breaker state per deployment. */
+static void
+render_gauges(struct tg_buf *b, const struct tg_metrics_gauges *g)
+{
+    family(b, "tollgate_project_budget_spend_micro_dollars", "gauge",
+           "Spend of the project in the current budget period (settled plus reserved), in "
+           "micro-dollars.");
+    for (size_t i = 0; i < g->n_budgets; i++) {
+        tg_buf_append_str(b, "tollgate_project_budget_spend_micro_dollars{project=\"");
+        tg_metrics_escape(b, g->budgets[i].project_id);
+        tg_buf_appendf(b, "\"} %lld\n", (long long)g->budgets[i].spend_micros);
+    }
+    family(b, "tollgate_project_budget_limit_micro_dollars", "gauge",
+           "The project's monthly hard budget, in micro-dollars (projects without one are "
+           "left out).");
+    for (size_t i = 0; i < g->n_budgets; i++) {
+        if (g->budgets[i].limit_micros <= 0) {
+            continue;
+        }
+        tg_buf_append_str(b, "tollgate_project_budget_limit_micro_dollars{project=\"");
+        tg_metrics_escape(b, g->budgets[i].project_id);
+        tg_buf_appendf(b, "\"} %lld\n", (long long)g->budgets[i].limit_micros);
+    }
+    family(b, "tollgate_deployment_breaker_state", "gauge",
+           "Circuit breaker of each deployment: 1 on the line of its current state "
+           "(closed, open, half_open), 0 on the others.");
+    static const enum tg_breaker_state states[] = {TG_BREAKER_CLOSED, TG_BREAKER_OPEN,
+                                                   TG_BREAKER_HALF_OPEN};
+    for (size_t i = 0; i < g->n_breakers; i++) {
+        const struct tg_metrics_breaker *d = &g->breakers[i];
+        for (size_t k = 0; k < sizeof(states) / sizeof(states[0]); k++) {
+            tg_buf_append_str(b, "tollgate_deployment_breaker_state{model=\"");
+            tg_metrics_escape(b, d->model);
+            tg_buf_append_str(b, "\",provider=\"");
+            tg_metrics_escape(b, d->provider);
+            tg_buf_append_str(b, "\",deployment=\"");
+            tg_metrics_escape(b, d->deployment);
+            tg_buf_appendf(b, "\",state=\"%s\"} %d\n", tg_breaker_state_name(states[k]),
+                           d->state == states[k] ? 1 : 0);
+        }
+    }
+    if (g->access_log_dropped >= 0) {
+        family(b, "tollgate_access_log_dropped_total", "counter",
+               "Access log lines dropped because the writer's queue was full.");
+        tg_buf_appendf(b, "tollgate_access_log_dropped_total %lld\n",
+                       (long long)g->access_log_dropped);
+    }
+}
+
 static const char *const token_kind[N_TOKENS] = {"prompt", "cached", "completion", "reasoning"};
 
 int
@@ -417,6 +468,9 @@ tg_metrics_render(struct tg_buf *b, const struct tg_metrics_gauges *g)
                 H_UPSTREAM, v, n);
     render_hist(b, "tollgate_gateway_overhead_seconds",
                 "The gateway's own time: total minus upstream.", H_OVERHEAD, v, n);
+    if (g != NULL) {
+        render_gauges(b, g);
+    }
     if (g != NULL && g->open_connections >= 0) {
         family(b, "tollgate_open_connections", "gauge", "Client connections open.");
         tg_buf_appendf(b, "tollgate_open_connections %lld\n", (long long)g->open_connections);
@@ -447,4 +501,56 @@ tg_metrics_connections(void)
         sum += atomic_load_explicit(&connections[i], memory_order_relaxed);
     }
     return (int64_t)sum;
+}
+
+void
+tg_metrics_gauges_sample(struct tg_metrics_gauges *g, const struct tg_state *st,
+                         struct tg_admission *a, int64_t now_ms, uint64_t now_mono_ms)
+{
+    struct tg_metrics_budget *bs = st->n_projects ? tg_xcalloc(st->n_projects, sizeof(*bs)) : NULL;
+    size_t n_b = 0;
+    for (size_t i = 0; i < st->n_projects; i++) {
+        const struct tg_project *p = &st->projects[i];
+        if (p->is_archived) {
+            continue;
+        }
+        struct tg_metrics_budget *m = &bs[n_b++];
+        m->project_id = p->id;
+        m->spend_micros = a != NULL ? a->ops->spend(a, TG_SCOPE_PROJECT, p->id, now_ms) : 0;
+        m->limit_micros = p->limits.has_budget ? p->limits.budget.monthly_limit_micros : 0;
+    }
+    const struct tg_config *c = st->config;
+    size_t n_dep = 0;
+    for (size_t m = 0; m < c->n_models; m++) {
+        n_dep += c->models[m].router != NULL ? tg_router_size(c->models[m].router) : 0;
+    }
+    struct tg_metrics_breaker *ds = n_dep ? tg_xcalloc(n_dep, sizeof(*ds)) : NULL;
+    size_t n_d = 0;
+    for (size_t m = 0; m < c->n_models; m++) {
+        const struct tg_model_route *r = &c->models[m];
+        for (size_t i = 0; r->router != NULL && i < tg_router_size(r->router); i++) {
+            struct tg_deployment_view v;
+            tg_router_view(r->router, i, now_mono_ms, &v);
+            ds[n_d++] = (struct tg_metrics_breaker){
+                .model = r->name,
+                .provider = v.provider,
+                .deployment = v.upstream_model,
+                .state = v.breaker,
+            };
+        }
+    }
+    g->budgets = bs;
+    g->n_budgets = n_b;
+    g->breakers = ds;
+    g->n_breakers = n_d;
+}
+
+void
+tg_metrics_gauges_deinit(struct tg_metrics_gauges *g)
+{
+    free((void *)g->budgets);
+    free((void *)g->breakers);
+    g->budgets = NULL;
+    g->breakers = NULL;
+    g->n_budgets = g->n_breakers = 0;
 }

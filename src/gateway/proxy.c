@@ -2117,6 +2117,8 @@ tg_proxy_handle(struct tg_worker *w, struct tg_http_req *req, enum tg_api api,
     c->api = api;
     c->key = key;
     c->project = project;
+    /* The project's "logging": {"bodies": true}: settle hands the bodies to the access log. */
+    c->is_body_logged = project->is_logging_bodies;
     c->state = state;
     atomic_fetch_add(&state->refs, 1);
     c->admitted_ms = tg_clock_unix_ms();

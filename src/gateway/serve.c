@@ -4,8 +4,8 @@
  * Start-up runs on the main thread and may block (it opens the store, reads files); once the
  * workers listen, the main thread only waits for a signal. On SIGTERM or SIGINT it marks the
  * node not ready, asks every worker to stop (they finish in-flight requests within the grace
- * period), joins them, then stops the ledger writer, which writes every queued row before it
- * returns.
+ * period), joins them, then stops the access log's and the ledger's writers, which write
+ * every queued line and row before they return.
  */
 #include "gateway/serve.h"
 
@@ -26,6 +26,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "gateway/access_log.h"
 #include "gateway/config.h"
 #include "gateway/state.h"
 #include "gateway/worker.h"
@@ -666,6 +667,8 @@ static void
 teardown(struct serve *s)
 {
     stop_workers(s);
+    /* The workers were its only writers: every line of a graceful stop is written. */
+    tg_access_log_stop();
     /* Before the store closes; undelivered rows stay in the outbox for the next start. */
     tg_notifier_stop(s->notifier);
     if (s->ledger != NULL) {
@@ -721,6 +724,9 @@ tg_serve_main(int argc, char **argv)
     if (rc == 0) {
         struct tg_ledger_opts lo = {s.config->ledger_batch_rows, s.config->ledger_flush_ms, 100000};
         rc = tg_ledger_start(s.store, &lo, &s.ledger);
+    }
+    if (rc == 0 && s.config->access_log_path != NULL) {
+        rc = tg_access_log_start(s.config->access_log_path, s.config->access_log_queue);
     }
     rc = rc < 0 ? rc : start_workers(&s);
     rc = rc < 0 ? rc : start_notifier(&s);

@@ -153,6 +153,11 @@ parse_settings(struct tg_project *p, const char *settings)
     /* Read once here, not per request: the relay consults them on every call. */
     tg_cache_settings_of_project(p->settings, &p->cache);
     tg_mb_settings_of_project(p->settings, &p->embedding_batching);
+    json_t *logging = json_object_get(root, "logging");
+    if (logging != NULL && !json_is_object(logging)) {
+        tg_log_warn("state: project %s: settings.logging is not an object; ignored", p->id);
+    }
+    p->is_logging_bodies = json_is_true(json_object_get(logging, "bodies"));
     json_decref(root);
 }
 
@@ -175,6 +180,7 @@ add_project(const struct tg_project_rec *r, void *arg)
     memset(&p->limits, 0, sizeof(p->limits));
     memset(&p->token_policy, 0, sizeof(p->token_policy));
     memset(&p->aliases, 0, sizeof(p->aliases));
+    p->is_logging_bodies = false;
     parse_settings(p, r->settings);
     p->conf = NULL;
     for (size_t i = 0; i < env.config->n_projects; i++) {

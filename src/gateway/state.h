@@ -50,6 +50,9 @@ struct tg_project {
     struct tg_aliases aliases;           /* settings' aliases (none if bad) */
     struct tg_cache_settings cache;      /* settings' cache (off if bad) */
     struct tg_mb_settings embedding_batching; /* settings' embedding_batching (off if bad) */
+    /* settings' "logging": {"bodies": true}: the access log carries the request and answer
+     * bodies of this project's calls (off unless exactly true). */
+    bool is_logging_bodies;
 };
 
 /* A key's limits (document kind "key_settings", id = key id), sorted by key id. */

@@ -9,12 +9,15 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "admin/admin.h"
 #include "core/clock.h"
+#include "core/crypto.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "dashboard/dashboard.h"
+#include "gateway/access_log.h"
 #include "gateway/batch.h"
 #include "gateway/metrics.h"
 #include "gateway/proxy.h"
@@ -201,13 +204,38 @@ dispatch(struct tg_worker *w, struct tg_http_req *req, const struct route *r)
 {
     tg_metrics_set_connections(w->index, tg_http_server_connections(w->http));
     if (r->kind == R_METRICS) {
-        /* Unauthenticated: the exposition holds ids and counts, never keys or text. */
+        /* The exposition holds ids and counts, never keys or text; metrics.bearer_token, when
+         * set, is asked for (compared as hashes: constant time whatever the lengths). */
+        struct tg_state *st = tg_worker_state(w);
+        const char *want = st != NULL ? st->config->metrics_token : NULL;
+        if (want != NULL) {
+            const char *auth = tg_http_req_header(req, "authorization");
+            unsigned char a[TG_SHA256_BYTES], b[TG_SHA256_BYTES];
+            bool is_bearer = auth != NULL && strncasecmp(auth, "Bearer ", 7) == 0;
+            tg_sha256(is_bearer ? auth + 7 : "", is_bearer ? strlen(auth + 7) : 0, a);
+            tg_sha256(want, strlen(want), b);
+            if (!is_bearer || !tg_mem_equal_ct(a, b, sizeof(a))) {
+                tg_http_respond_error(
+                    req, 401,
+                    auth == NULL ? "This endpoint needs the metrics token: send it as "
+                                   "Authorization: Bearer <token> (metrics.bearer_token)."
+                                 : "The metrics token is not correct (metrics.bearer_token).",
+                    "invalid_request_error", NULL, auth == NULL ? NULL : "invalid_api_key");
+                return;
+            }
+        }
         struct tg_buf b;
         tg_buf_init(&b, 0);
         struct tg_metrics_gauges g = {.open_connections = tg_metrics_connections(),
                                       .ledger_depth =
-                                          w->ledger ? (int64_t)tg_ledger_depth(w->ledger) : -1};
+                                          w->ledger ? (int64_t)tg_ledger_depth(w->ledger) : -1,
+                                      .access_log_dropped = (int64_t)tg_access_log_dropped()};
+        if (st != NULL) {
+            tg_metrics_gauges_sample(&g, st, tg_state_env_get()->admission, tg_clock_unix_ms(),
+                                     tg_clock_mono_ms());
+        }
         tg_metrics_render(&b, &g);
+        tg_metrics_gauges_deinit(&g);
         tg_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, 0,
                         b.data ? b.data : "", b.len);
         tg_buf_deinit(&b);

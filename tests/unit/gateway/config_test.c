@@ -831,6 +831,45 @@ budgets_keys(void **state)
     load_err(fx, "budgets:\n  currency: eur\n", 2, "currency");
 }
 
+/* metrics.bearer_token is resolved at load (a reference only, and one that must resolve);
+ * access_log is off by default, takes a path or "-" and a bounded queue. */
+static void
+metrics_and_access_log_keys(void **state)
+{
+    struct fx *fx = *state;
+    struct tg_config *c = load_ok(fx, "listen: 127.0.0.1:9000\n");
+    assert_null(c->metrics_token);
+    assert_null(c->access_log_path);
+    assert_int_equal(c->access_log_queue, 8192);
+    tg_config_free(c);
+    setenv("TG_TEST_METRICS_TOKEN", "scrape-placeholder", 1);
+    c = load_ok(fx, "metrics:\n  bearer_token: env:TG_TEST_METRICS_TOKEN\n"
+                    "access_log:\n  path: \"-\"\n  queue: 100\n");
+    assert_string_equal(c->metrics_token, "scrape-placeholder");
+    assert_string_equal(c->access_log_path, "-");
+    assert_int_equal(c->access_log_queue, 100);
+    tg_config_free(c);
+    write_file(fx, "tok", "from-file\n");
+    char text[600];
+    snprintf(text, sizeof(text), "metrics:\n  bearer_token: file:%s/tok\n", fx->dir);
+    c = load_ok(fx, text);
+    assert_string_equal(c->metrics_token, "from-file");
+    tg_config_free(c);
+    load_err(fx, "metrics:\n  bearer_token: plain-text-token\n", 2, "bearer_token");
+    load_err(fx, "access_log:\n  queue: 1\n", 2, "queue");
+    load_err(fx, "access_log:\n  path: \"\"\n", 2, "path");
+    load_err(fx, "access_log:\n  format: json\n", 2, "format");
+    /* A reference that does not resolve stops the load, naming the key and the variable. */
+    unsetenv("TG_TEST_METRICS_TOKEN");
+    const char *path =
+        write_file(fx, "tollgate.yaml", "metrics:\n  bearer_token: env:TG_TEST_METRICS_TOKEN\n");
+    c = NULL;
+    assert_true(tg_config_load(path, &c, fx->err, sizeof(fx->err)) < 0);
+    assert_null(c);
+    assert_non_null(strstr(fx->err, "metrics.bearer_token"));
+    assert_non_null(strstr(fx->err, "TG_TEST_METRICS_TOKEN"));
+}
+
 int
 main(void)
 {
@@ -852,6 +891,7 @@ main(void)
         cmocka_unit_test_setup_teardown(route_exact_then_star, setup, teardown),
         cmocka_unit_test_setup_teardown(empty_and_missing_files, setup, teardown),
         cmocka_unit_test_setup_teardown(budgets_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(metrics_and_access_log_keys, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

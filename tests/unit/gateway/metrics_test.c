@@ -145,6 +145,53 @@ test_label_cap(void **state)
     tg_metrics_reset(0);
 }
 
+/* Budget use per project, one-hot breaker states per deployment and the access log's drops. */
+static void
+test_gauges(void **state)
+{
+    (void)state;
+    tg_metrics_reset(0);
+    struct tg_metrics_budget budgets[] = {{"proj_a", 1250, 5000000}, {"proj_b", 0, 0}};
+    struct tg_metrics_breaker breakers[] = {{"rt", "up", "fail-500", TG_BREAKER_OPEN},
+                                            {"rt", "up", "gpt\"x", TG_BREAKER_HALF_OPEN}};
+    struct tg_metrics_gauges g = {.open_connections = -1,
+                                  .ledger_depth = -1,
+                                  .access_log_dropped = 4,
+                                  .budgets = budgets,
+                                  .n_budgets = 2,
+                                  .breakers = breakers,
+                                  .n_breakers = 2};
+    struct tg_buf b;
+    tg_buf_init(&b, 0);
+    assert_int_equal(tg_metrics_render(&b, &g), 0);
+    tg_buf_append(&b, "", 1);
+    char *t = tg_buf_steal(&b, NULL);
+    assert_non_null(strstr(t, "# TYPE tollgate_project_budget_spend_micro_dollars gauge\n"));
+    assert_non_null(strstr(t, "tollgate_project_budget_spend_micro_dollars{project=\"proj_a\"} "
+                              "1250\n"));
+    assert_non_null(strstr(t, "tollgate_project_budget_spend_micro_dollars{project=\"proj_b\"} "
+                              "0\n"));
+    assert_non_null(strstr(t, "tollgate_project_budget_limit_micro_dollars{project=\"proj_a\"} "
+                              "5000000\n"));
+    /* No limit, no limit line. */
+    assert_null(strstr(t, "tollgate_project_budget_limit_micro_dollars{project=\"proj_b\"}"));
+    assert_non_null(strstr(t, "# TYPE tollgate_deployment_breaker_state gauge\n"));
+    const char *dep = "tollgate_deployment_breaker_state{model=\"rt\",provider=\"up\","
+                      "deployment=\"fail-500\",state=";
+    char line[256];
+    snprintf(line, sizeof(line), "%s\"closed\"} 0\n", dep);
+    assert_non_null(strstr(t, line));
+    snprintf(line, sizeof(line), "%s\"open\"} 1\n", dep);
+    assert_non_null(strstr(t, line));
+    snprintf(line, sizeof(line), "%s\"half_open\"} 0\n", dep);
+    assert_non_null(strstr(t, line));
+    assert_non_null(strstr(t, "deployment=\"gpt\\\"x\",state=\"half_open\"} 1\n"));
+    assert_non_null(strstr(t, "# TYPE tollgate_access_log_dropped_total counter\n"
+                              "tollgate_access_log_dropped_total 4\n"));
+    assert_null(strstr(t, "tollgate_open_connections"));
+    free(t);
+}
+
 int
 main(void)
 {
@@ -153,6 +200,7 @@ main(void)
         cmocka_unit_test(test_histogram_cumulative),
         cmocka_unit_test(test_status_and_refusals),
         cmocka_unit_test(test_label_cap),
+        cmocka_unit_test(test_gauges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
