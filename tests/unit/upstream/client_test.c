@@ -7,6 +7,10 @@
  * Each test drives the loop with uv_run(UV_RUN_ONCE) until its condition holds, bounded by a
  * wall-clock limit that fails the test, and ends by freeing everything and checking that the
  * loop closes with no handle left (the client frees itself only after its handles close).
+ *
+ * The contract cases run twice: against the native HTTP/1.1 engine (h1.c, what plain http://
+ * gets by default) and against libcurl (TG_UPSTREAM_CLIENT=curl). A few more check what only
+ * the native engine promises: its URL parsing, its pool, its parser's edge cases.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -28,6 +32,7 @@
 #include "core/err.h"
 #include "core/mem.h"
 #include "upstream/client.h"
+#include "upstream/h1.h"
 
 /* ---- the scripted server --------------------------------------------------------------- */
 
@@ -35,6 +40,7 @@ enum srv_mode {
     SRV_RESPOND, /* write resp; close afterwards if close_after */
     SRV_SILENT,  /* read the request, never answer */
     SRV_TRICKLE, /* chunked headers, then one byte every 20 ms, forever */
+    SRV_HANGUP,  /* read the request, close the connection without a word */
 };
 
 struct srv;
@@ -45,6 +51,8 @@ struct conn {
     uv_tcp_t tcp;
     uv_timer_t trickle;
     struct tg_buf in;
+    int n_requests; /* on this connection */
+    size_t drip_pos;
     int n_closing;
 };
 
@@ -56,6 +64,8 @@ struct srv {
     const char *resp;
     size_t resp_len;
     bool close_after;
+    bool is_drop_reused;  /* close (once) a connection that brings its second request */
+    bool is_byte_by_byte; /* SRV_RESPOND one byte per millisecond */
     int n_accepts;
     int n_requests;
     struct tg_buf last_req;
@@ -140,11 +150,27 @@ content_length(const char *head, size_t head_len)
 }
 
 static void
+on_drip(uv_timer_t *t)
+{
+    struct conn *cn = t->data;
+    struct srv *s = cn->s;
+    conn_write(cn, s->resp + cn->drip_pos, 1);
+    if (++cn->drip_pos == s->resp_len) {
+        uv_timer_stop(t);
+    }
+}
+
+static void
 answer(struct conn *cn)
 {
     struct srv *s = cn->s;
     switch (s->mode) {
     case SRV_RESPOND:
+        if (s->is_byte_by_byte) {
+            cn->drip_pos = 0;
+            uv_timer_start(&cn->trickle, on_drip, 1, 1);
+            break;
+        }
         conn_write(cn, s->resp, s->resp_len);
         if (s->close_after) {
             uv_shutdown_t *sh = tg_xmalloc(sizeof(*sh));
@@ -153,6 +179,9 @@ answer(struct conn *cn)
         }
         break;
     case SRV_SILENT:
+        break;
+    case SRV_HANGUP:
+        conn_close(cn);
         break;
     case SRV_TRICKLE:
         conn_write(cn, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 47);
@@ -189,10 +218,19 @@ on_conn_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         }
         struct srv *s = cn->s;
         s->n_requests++;
+        cn->n_requests++;
         tg_buf_reset(&s->last_req);
         tg_buf_append(&s->last_req, cn->in.data, total);
         tg_buf_consume(&cn->in, total);
+        if (s->is_drop_reused && cn->n_requests == 2) {
+            s->is_drop_reused = false; /* the stale-socket race: the peer closed as we sent */
+            conn_close(cn);
+            return;
+        }
         answer(cn);
+        if (s->mode == SRV_HANGUP) {
+            return;
+        }
     }
 }
 
@@ -908,28 +946,361 @@ free_inside_on_data_is_deferred(void **state)
     rec_deinit(&r);
 }
 
+/* Runs one call to the end and checks it succeeded with body want. */
+static void
+call_ok(struct fx *f, const char *want)
+{
+    struct rec r;
+    rec_init(&r, &f->loop, TAKE_ALL);
+    start(f, &r);
+    run_until(&f->loop, &r.n_done, 5000);
+    assert_int_equal(r.err, 0);
+    assert_int_equal(r.n_headers, 1);
+    assert_int_equal(r.body.len, strlen(want));
+    if (r.body.len > 0) {
+        assert_memory_equal(r.body.data, want, r.body.len);
+    }
+    rec_deinit(&r);
+}
+
+/* Chunks (with an extension and a trailer) join into the body, and the connection is reused. */
+static void
+chunked_body_is_joined_and_connection_reused(void **state)
+{
+    struct fx *f = *state;
+    respond_with(f,
+                 "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 "5;ext=1\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nX-Trailer: t\r\n\r\n",
+                 false);
+    call_ok(f, "hello world");
+    call_ok(f, "hello world");
+    assert_int_equal(f->srv.n_accepts, 1);
+    assert_int_equal(f->srv.n_requests, 2);
+}
+
+/* No length and no chunking: the body runs until the upstream closes, and is complete then. */
+static void
+body_until_close_is_complete(void **state)
+{
+    struct fx *f = *state;
+    respond_with(f, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nto the end", true);
+    call_ok(f, "to the end");
+    call_ok(f, "to the end");
+    assert_int_equal(f->srv.n_accepts, 2);
+}
+
+/* "Connection: close" from the upstream: the next call opens a new connection even though the
+ * upstream leaves this one open. */
+static void
+connection_close_is_honoured(void **state)
+{
+    struct fx *f = *state;
+    respond_with(f, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", false);
+    call_ok(f, "ok");
+    call_ok(f, "ok");
+    assert_int_equal(f->srv.n_accepts, 2);
+}
+
+/* HEAD and 204 responses have no body whatever their headers say, and leave the connection
+ * usable. */
+static void
+bodiless_responses_end_at_their_headers(void **state)
+{
+    struct fx *f = *state;
+    respond_with(f, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false);
+    f->req.method = "HEAD";
+    call_ok(f, "");
+    respond_with(f, "HTTP/1.1 204 No Content\r\n\r\n", false);
+    f->req.method = "DELETE";
+    call_ok(f, "");
+    respond_with(f, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false);
+    f->req.method = "GET";
+    call_ok(f, "ok");
+    assert_int_equal(f->srv.n_accepts, 1);
+    assert_int_equal(f->srv.n_requests, 3);
+}
+
+/* A pooled connection the upstream closes just as the request goes out: nothing of the
+ * request was answered, so the call goes again on a fresh connection and succeeds. */
+static void
+stale_pooled_connection_is_retried_once(void **state)
+{
+    struct fx *f = *state;
+    respond_with(f, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false);
+    call_ok(f, "ok");
+    f->srv.is_drop_reused = true;
+    call_ok(f, "ok");
+    assert_int_equal(f->srv.n_accepts, 2);
+    assert_int_equal(f->srv.n_requests, 3); /* the dropped one, then the retry */
+}
+
+/* A fresh connection closed without a response is an upstream error, not retried. */
+static void
+hangup_without_response_is_an_upstream_error(void **state)
+{
+    struct fx *f = *state;
+    f->srv.mode = SRV_HANGUP;
+    struct rec r;
+    rec_init(&r, &f->loop, TAKE_ALL);
+    start(f, &r);
+    run_until(&f->loop, &r.n_done, 5000);
+    assert_int_equal(r.err, TG_EUPSTREAM);
+    assert_int_equal(r.n_headers, 0);
+    assert_int_equal(f->srv.n_accepts, 1);
+    rec_deinit(&r);
+}
+
+/* A Content-Length body cut short by a close is an upstream error after the bytes that came. */
+static void
+truncated_length_body_is_an_upstream_error(void **state)
+{
+    struct fx *f = *state;
+    respond_with(f, "HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nonly part", true);
+    struct rec r;
+    rec_init(&r, &f->loop, TAKE_ALL);
+    start(f, &r);
+    run_until(&f->loop, &r.n_done, 5000);
+    assert_int_equal(r.err, TG_EUPSTREAM);
+    assert_int_equal(r.n_headers, 1);
+    assert_int_equal(r.body.len, 9);
+    rec_deinit(&r);
+}
+
+/* Response headers larger than the limit end the call with an upstream error and no
+ * on_headers. */
+static void
+oversized_headers_are_an_upstream_error(void **state)
+{
+    struct fx *f = *state;
+    size_t big = 200 * 1024;
+    char *resp = tg_xmalloc(big + 128);
+    int n = snprintf(resp, 128, "HTTP/1.1 200 OK\r\nX-Big: ");
+    memset(resp + n, 'a', big);
+    snprintf(resp + n + big, 128, "\r\nContent-Length: 2\r\n\r\nok");
+    f->resp = resp;
+    respond_with(f, resp, false);
+    struct rec r;
+    rec_init(&r, &f->loop, TAKE_ALL);
+    start(f, &r);
+    run_until(&f->loop, &r.n_done, 5000);
+    assert_int_equal(r.err, TG_EUPSTREAM);
+    assert_int_equal(r.n_headers, 0);
+    rec_deinit(&r);
+}
+
+/* ---- native engine only ------------------------------------------------------------------ */
+
+static void
+urls_are_parsed(void **state)
+{
+    struct tg_h1_url u;
+    assert_int_equal(tg_h1_url_parse("http://api.example.com/v1/chat?x=1#frag", &u), 0);
+    assert_string_equal(u.host, "api.example.com");
+    assert_int_equal(u.port, 80);
+    assert_int_equal(u.target_len, 12);
+    assert_memory_equal(u.target, "/v1/chat?x=1", 12);
+    assert_int_equal(u.authority_len, 15);
+    assert_int_equal(tg_h1_url_parse("HTTP://127.0.0.1:8080", &u), 0);
+    assert_string_equal(u.host, "127.0.0.1");
+    assert_int_equal(u.port, 8080);
+    assert_int_equal(u.target_len, 1);
+    assert_memory_equal(u.target, "/", 1);
+    assert_memory_equal(u.authority, "127.0.0.1:8080", u.authority_len);
+    assert_int_equal(tg_h1_url_parse("http://[::1]:9/x", &u), 0);
+    assert_string_equal(u.host, "::1");
+    assert_int_equal(u.port, 9);
+    assert_memory_equal(u.authority, "[::1]:9", u.authority_len);
+    const char *bad[] = {"https://a/",      "http://",       "http://u:p@a/", "http://a:/",
+                         "http://a:70000/", "http://a:0/",   "http://[::1/",  "http://a:1x/",
+                         "ftp://a/",        "http://[::1]x/"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(tg_h1_url_parse(bad[i], &u), TG_EINVAL);
+    }
+}
+
+struct h1fx {
+    uv_loop_t loop;
+    struct srv srv;
+    struct tg_h1_client *h1;
+    char url[128];
+    struct tg_upstream_request req;
+};
+
+static void
+h1_start(struct h1fx *f, struct rec *r)
+{
+    rec_init(r, &f->loop, TAKE_ALL);
+    r->client = NULL;
+    in_api = true;
+    int rc = tg_h1_call_start(f->h1, &f->req, &cbs, r, (struct tg_h1_call **)&r->call);
+    in_api = false;
+    assert_int_equal(rc, 0);
+}
+
+/* Parallel calls leave their connections in the pool; when the upstream closes them, they
+ * leave the pool at once (no failed reuse later), and the next call connects afresh. */
+static void
+pool_keeps_connections_and_drops_closed_ones(void **state)
+{
+    struct h1fx f;
+    memset(&f, 0, sizeof(f));
+    uv_loop_init(&f.loop);
+    srv_start(&f.srv, &f.loop);
+    assert_int_equal(tg_h1_client_new(&f.loop, &f.h1), 0);
+    snprintf(f.url, sizeof(f.url), "http://127.0.0.1:%d/", f.srv.port);
+    f.req.method = "GET";
+    f.req.url = f.url;
+    f.srv.mode = SRV_RESPOND;
+    f.srv.resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    f.srv.resp_len = strlen(f.srv.resp);
+
+    enum { N = 3 };
+    struct rec r[N];
+    for (int i = 0; i < N; i++) {
+        h1_start(&f, &r[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        run_until(&f.loop, &r[i].n_done, 5000);
+        assert_int_equal(r[i].err, 0);
+        rec_deinit(&r[i]);
+    }
+    assert_int_equal(f.srv.n_accepts, N);
+    assert_int_equal(tg_h1_client_idle(f.h1, "127.0.0.1", (uint16_t)f.srv.port), N);
+
+    /* The upstream closes every idle connection: the pool notices without being used. */
+    while (f.srv.conns != NULL) {
+        conn_close(f.srv.conns);
+    }
+    uint64_t t0 = uv_hrtime();
+    while (tg_h1_client_idle(f.h1, "127.0.0.1", (uint16_t)f.srv.port) > 0 &&
+           (uv_hrtime() - t0) / 1000000 < 5000) {
+        uv_run(&f.loop, UV_RUN_ONCE);
+    }
+    assert_int_equal(tg_h1_client_idle(f.h1, "127.0.0.1", (uint16_t)f.srv.port), 0);
+
+    struct rec last;
+    h1_start(&f, &last);
+    run_until(&f.loop, &last.n_done, 5000);
+    assert_int_equal(last.err, 0);
+    assert_int_equal(f.srv.n_accepts, N + 1);
+    assert_int_equal(f.srv.n_requests, N + 1);
+    rec_deinit(&last);
+    assert_int_equal(tg_h1_client_idle(f.h1, "127.0.0.1", (uint16_t)f.srv.port), 1);
+
+    tg_h1_client_free(f.h1);
+    srv_stop(&f.srv);
+    drain_and_close(&f.loop);
+    tg_buf_deinit(&f.srv.last_req);
+}
+
+/* A response the parser rejects is an upstream error naming the problem. */
+static void
+invalid_response_is_an_upstream_error(void **state)
+{
+    struct fx *f = *state;
+    respond_with(f, "HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\nok", false);
+    struct rec r;
+    rec_init(&r, &f->loop, TAKE_ALL);
+    start(f, &r);
+    run_until(&f->loop, &r.n_done, 5000);
+    assert_int_equal(r.err, TG_EUPSTREAM);
+    assert_non_null(strstr(r.msg, "invalid response"));
+    rec_deinit(&r);
+}
+
+/* A response split at every byte parses as the same response (headers and chunks cut
+ * anywhere), and a paused call that completes gets on_done only after its resume. */
+static void
+byte_by_byte_response_parses_whole(void **state)
+{
+    struct fx *f = *state;
+    respond_with(f,
+                 "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-Test: split\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+                 false);
+    f->srv.is_byte_by_byte = true;
+    struct rec r;
+    rec_init(&r, &f->loop, PAUSE_EVERY_READ);
+    start(f, &r);
+    run_until(&f->loop, &r.n_done, 5000);
+    assert_int_equal(r.err, 0);
+    assert_int_equal(r.n_headers, 1);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.x_test, "split");
+    assert_int_equal(r.body.len, 5);
+    assert_memory_equal(r.body.data, "abcde", 5);
+    assert_false(r.data_while_paused);
+    rec_deinit(&r);
+}
+
+/* A response that ends in the read whose on_data paused: on_done waits for the resume. */
+static void
+paused_complete_response_ends_after_resume(void **state)
+{
+    struct fx *f = *state;
+    respond_with(f, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false);
+    struct rec r;
+    rec_init(&r, &f->loop, PAUSE_EVERY_READ);
+    start(f, &r);
+    run_until(&f->loop, &r.n_done, 5000);
+    assert_int_equal(r.err, 0);
+    assert_int_equal(r.n_pauses, 1);
+    assert_int_equal(r.is_paused, 0); /* set back by the resume, before on_done */
+    assert_int_equal(r.body.len, 5);
+    rec_deinit(&r);
+}
+
+#define CONTRACT_TESTS                                                                             \
+    cmocka_unit_test_setup_teardown(body_is_delivered_whole, setup, teardown),                     \
+        cmocka_unit_test_setup_teardown(headers_and_request_are_as_asked, setup, teardown),        \
+        cmocka_unit_test_setup_teardown(bad_request_headers_are_refused, setup, teardown),         \
+        cmocka_unit_test_setup_teardown(sequential_calls_share_one_connection, setup, teardown),   \
+        cmocka_unit_test_setup_teardown(parallel_calls_do_not_wait_for_each_other, setup,          \
+                                        teardown),                                                 \
+        cmocka_unit_test_setup_teardown(refused_connection_is_a_connect_error, setup, teardown),   \
+        cmocka_unit_test_setup_teardown(unanswered_connect_hits_connect_timeout, setup, teardown), \
+        cmocka_unit_test_setup_teardown(silent_server_hits_first_byte_timeout, setup, teardown),   \
+        cmocka_unit_test_setup_teardown(stalled_body_hits_idle_timeout, setup, teardown),          \
+        cmocka_unit_test_setup_teardown(endless_trickle_hits_total_timeout, setup, teardown),      \
+        cmocka_unit_test_setup_teardown(truncated_chunked_body_is_an_upstream_error, setup,        \
+                                        teardown),                                                 \
+        cmocka_unit_test_setup_teardown(pause_and_resume_deliver_every_byte_once, setup,           \
+                                        teardown),                                                 \
+        cmocka_unit_test_setup_teardown(paused_call_does_not_idle_out, setup, teardown),           \
+        cmocka_unit_test_setup_teardown(cancel_ends_once_and_later, setup, teardown),              \
+        cmocka_unit_test_setup_teardown(cancel_from_callbacks, setup, teardown),                   \
+        cmocka_unit_test_setup_teardown(free_cancels_calls_in_flight, setup, teardown),            \
+        cmocka_unit_test_setup_teardown(free_inside_on_data_is_deferred, setup, teardown),         \
+        cmocka_unit_test_setup_teardown(chunked_body_is_joined_and_connection_reused, setup,       \
+                                        teardown),                                                 \
+        cmocka_unit_test_setup_teardown(body_until_close_is_complete, setup, teardown),            \
+        cmocka_unit_test_setup_teardown(connection_close_is_honoured, setup, teardown),            \
+        cmocka_unit_test_setup_teardown(bodiless_responses_end_at_their_headers, setup, teardown), \
+        cmocka_unit_test_setup_teardown(stale_pooled_connection_is_retried_once, setup, teardown), \
+        cmocka_unit_test_setup_teardown(hangup_without_response_is_an_upstream_error, setup,       \
+                                        teardown),                                                 \
+        cmocka_unit_test_setup_teardown(truncated_length_body_is_an_upstream_error, setup,         \
+                                        teardown),                                                 \
+        cmocka_unit_test_setup_teardown(oversized_headers_are_an_upstream_error, setup, teardown), \
+        cmocka_unit_test_setup_teardown(byte_by_byte_response_parses_whole, setup, teardown),      \
+        cmocka_unit_test_setup_teardown(paused_complete_response_ends_after_resume, setup,         \
+                                        teardown)
+
 int
 main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(body_is_delivered_whole, setup, teardown),
-        cmocka_unit_test_setup_teardown(headers_and_request_are_as_asked, setup, teardown),
-        cmocka_unit_test_setup_teardown(bad_request_headers_are_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(sequential_calls_share_one_connection, setup, teardown),
-        cmocka_unit_test_setup_teardown(parallel_calls_do_not_wait_for_each_other, setup, teardown),
-        cmocka_unit_test_setup_teardown(refused_connection_is_a_connect_error, setup, teardown),
-        cmocka_unit_test_setup_teardown(unanswered_connect_hits_connect_timeout, setup, teardown),
-        cmocka_unit_test_setup_teardown(silent_server_hits_first_byte_timeout, setup, teardown),
-        cmocka_unit_test_setup_teardown(stalled_body_hits_idle_timeout, setup, teardown),
-        cmocka_unit_test_setup_teardown(endless_trickle_hits_total_timeout, setup, teardown),
-        cmocka_unit_test_setup_teardown(truncated_chunked_body_is_an_upstream_error, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(pause_and_resume_deliver_every_byte_once, setup, teardown),
-        cmocka_unit_test_setup_teardown(paused_call_does_not_idle_out, setup, teardown),
-        cmocka_unit_test_setup_teardown(cancel_ends_once_and_later, setup, teardown),
-        cmocka_unit_test_setup_teardown(cancel_from_callbacks, setup, teardown),
-        cmocka_unit_test_setup_teardown(free_cancels_calls_in_flight, setup, teardown),
-        cmocka_unit_test_setup_teardown(free_inside_on_data_is_deferred, setup, teardown),
+    /* The same contract, first on the native engine (the default for http://), then on
+     * libcurl (what TG_UPSTREAM_CLIENT=curl selects, and what https:// always gets). */
+    const struct CMUnitTest native[] = {
+        CONTRACT_TESTS,
+        cmocka_unit_test(urls_are_parsed),
+        cmocka_unit_test(pool_keeps_connections_and_drops_closed_ones),
+        cmocka_unit_test_setup_teardown(invalid_response_is_an_upstream_error, setup, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const struct CMUnitTest curl[] = {CONTRACT_TESTS};
+    unsetenv("TG_UPSTREAM_CLIENT");
+    int failed = cmocka_run_group_tests_name("native", native, NULL, NULL);
+    setenv("TG_UPSTREAM_CLIENT", "curl", 1);
+    failed += cmocka_run_group_tests_name("curl", curl, NULL, NULL);
+    return failed;
 }
