@@ -36,6 +36,7 @@
 #include "gateway/observe.h"
 #include "gateway/policies.h"
 #include "gateway/quota.h"
+#include "monitor/quality.h"
 #include "policy/admission.h"
 #include "policy/limits.h"
 #include "upstream/provider.h"
@@ -912,6 +913,8 @@ note_chunk(struct call *c, const struct tg_sse_event *ev, bool *drop)
         *drop = v[0].p != NULL && v[0].p[0] == '{' && !c->wants_usage;
     } else if (v[1].p != NULL) {
         c->delivered_chunks++;
+        tg_quality_choices(v[1], c->finish_reason, sizeof(c->finish_reason), &c->is_empty,
+                           &c->is_refusal);
     }
     if (v[2].p != NULL && v[2].p[0] == '{') {
         c->is_stream_failed = true;
@@ -945,6 +948,15 @@ note_responses_event(struct call *c, const struct tg_sse_event *ev)
         c->saw_terminal = true;
         tg_usage_parse(TG_API_RESPONSES, json_object_get(resp, "usage"), &c->usage);
         c->is_stream_failed = event_is(ev, "response.failed");
+        /* The terminal event carries the whole response: its output gives the signals. */
+        static const char *const rnames[1] = {"response"};
+        static const char *const qnames[3] = {"output", "status", "incomplete_details"};
+        struct tg_json_span r, q[3];
+        if (tg_json_members(ev->data, ev->data_len, rnames, 1, &r) >= 0 && r.p != NULL &&
+            r.p[0] == '{' && tg_json_members(r.p, r.len, qnames, 3, q) >= 0) {
+            tg_quality_responses(q[0], q[1], q[2], c->finish_reason, sizeof(c->finish_reason),
+                                 &c->is_empty, &c->is_refusal);
+        }
     } else {
         c->is_stream_failed = true;
     }
@@ -1035,12 +1047,22 @@ answer_buffered(struct call *c)
     const char *body = c->resp.data ? c->resp.data : "";
     size_t len = c->resp.len;
     int status = c->upstream_status;
-    static const char *const usage_name[1] = {"usage"};
-    struct tg_json_span usage;
-    if (status >= 200 && status < 300 && tg_json_members(body, len, usage_name, 1, &usage) >= 0) {
-        /* A valid object: only its usage member is read. */
-        if (usage.p != NULL) {
-            tg_usage_parse_text(c->api, usage.p, usage.len, &c->usage);
+    static const char *const names[5] = {"usage", "choices", "output", "status",
+                                         "incomplete_details"};
+    struct tg_json_span v[5];
+    if (status >= 200 && status < 300 && tg_json_members(body, len, names, 5, v) >= 0) {
+        /* A valid object: only its usage member is parsed; the quality signals are read
+         * from the spans of the answer. */
+        if (v[0].p != NULL) {
+            tg_usage_parse_text(c->api, v[0].p, v[0].len, &c->usage);
+        }
+        c->is_empty = true;
+        if (c->api == TG_API_RESPONSES) {
+            tg_quality_responses(v[2], v[3], v[4], c->finish_reason, sizeof(c->finish_reason),
+                                 &c->is_empty, &c->is_refusal);
+        } else if (v[1].p != NULL) {
+            tg_quality_choices(v[1], c->finish_reason, sizeof(c->finish_reason), &c->is_empty,
+                               &c->is_refusal);
         }
         c->error[0] = '\0';
         c->client_status = status;
@@ -2122,6 +2144,7 @@ tg_proxy_handle(struct tg_worker *w, struct tg_http_req *req, enum tg_api api,
     c->state = state;
     atomic_fetch_add(&state->refs, 1);
     c->admitted_ms = tg_clock_unix_ms();
+    c->is_empty = true; /* until output is seen; counted only with a finish_reason */
     tg_buf_init(&c->rewritten, 0);
     tg_buf_init(&c->resp, state->config->max_response_bytes);
     tg_buf_init(&c->out, 0);

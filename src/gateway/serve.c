@@ -650,6 +650,7 @@ start_notifier(struct serve *s)
     const struct tg_config *c = s->config;
     struct tg_notifier_opts o = {
         .store = s->store,
+        .ledger = s->ledger,
         .admission = tg_state_env_get()->admission,
         .smtp = &c->smtp,
         .tz_offset_minutes = c->budget_tz_offset_minutes,

@@ -29,7 +29,9 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "gateway/state.h"
+#include "monitor/alerts.h"
 #include "notify/notify_int.h"
+#include "store/ledger.h"
 
 #define DUE_BATCH 16
 /* A forecast from less than a day of spend is noise (one busy hour projects to a fortune). */
@@ -673,7 +675,18 @@ tg_notifier_tick(struct tg_notifier *n, int64_t now_ms)
             tg_log_error("notifier: reload after a budget increase failed: %s", tg_strerror(rc));
         }
     }
+    struct tg_alerts_env env = {
+        .store = n->o.store,
+        .monitor = tg_monitor_default(),
+        .admission = n->o.admission,
+        .tz_offset_minutes = n->o.tz_offset_minutes,
+        .forecast_min_elapsed_ms = FORECAST_MIN_ELAPSED_MS,
+        .ledger_backlog = n->o.ledger != NULL ? (int64_t)tg_ledger_depth(n->o.ledger) : -1,
+        .has_smtp = n->o.smtp != NULL && n->o.smtp->host != NULL,
+    };
+    int arc = tg_alerts_tick(&env, now_ms);
     int rc = deliver(n, now_ms);
+    rc = rc < 0 ? rc : arc;
     return t.rc < 0 ? t.rc : rc;
 }
 

@@ -14,6 +14,9 @@
  * The thread never runs on a loop: it may block on the store and on the network (each
  * delivery bounded by a timeout, and cut short by stop).
  *
+ * Each tick also evaluates the alert rules (monitor/alerts.h), whose events go through the same
+ * outbox and delivery.
+ *
  * The pure pieces (signature, back-off, threshold, increase and forecast rules, messages) are
  * declared here too, so unit tests can drive them without a thread or a network.
  */
@@ -30,8 +33,11 @@
 #include "policy/limits.h"
 #include "store/store.h"
 
+struct tg_ledger;
+
 struct tg_notifier_opts {
     struct tg_store *store;          /* borrowed; outlives the notifier */
+    struct tg_ledger *ledger;        /* borrowed; its backlog for alert rules (NULL: unknown) */
     struct tg_admission *admission;  /* borrowed; spend of each level */
     const struct tg_smtp_conf *smtp; /* borrowed; NULL = no e-mail */
     int tz_offset_minutes;           /* budget periods (admission.h) */

@@ -171,9 +171,46 @@ append_level(struct tg_buf *out, const json_t *data)
     append_line_safe(out, name != NULL ? name : id);
 }
 
+static bool
+is_alert(const char *type)
+{
+    return strcmp(type, "alert.fired") == 0 || strcmp(type, "alert.resolved") == 0;
+}
+
+/* An alert rule's event (monitor/alerts.h): the rule, its metric, value and threshold. */
+static void
+append_alert(struct tg_buf *out, const char *type, const json_t *data, bool is_subject)
+{
+    const char *name = tg_json_str(data, "name");
+    const char *metric = tg_json_str(data, "metric");
+    const char *cond = tg_json_str(data, "condition");
+    bool fired = strcmp(type, "alert.fired") == 0;
+    if (is_subject) {
+        tg_buf_append_str(out, "[tollgate] alert ");
+        append_line_safe(out, name != NULL ? name : "?");
+        tg_buf_append_str(out, fired ? " fired" : " resolved");
+        return;
+    }
+    tg_buf_append_str(out, "Alert rule ");
+    append_line_safe(out, name != NULL ? name : "?");
+    tg_buf_append_str(out, fired ? " fired" : " resolved");
+    tg_buf_append_str(out, ".\r\n\r\nMetric:    ");
+    append_line_safe(out, metric != NULL ? metric : "?");
+    tg_buf_append_str(out, "\r\nCondition: ");
+    append_line_safe(out, cond != NULL ? cond : "?");
+    tg_buf_appendf(out, " %g\r\nValue:     %g\r\nWindow:    %lld s\r\n",
+                   json_number_value(json_object_get(data, "threshold")),
+                   json_number_value(json_object_get(data, "value")),
+                   (long long)tg_json_int(data, "window_seconds", 0));
+}
+
 static void
 append_subject(struct tg_buf *out, const char *type, const json_t *data)
 {
+    if (is_alert(type)) {
+        append_alert(out, type, data, true);
+        return;
+    }
     tg_buf_append_str(out, "[tollgate] ");
     append_level(out, data);
     if (strcmp(type, "budget.threshold") == 0) {
@@ -193,6 +230,10 @@ append_subject(struct tg_buf *out, const char *type, const json_t *data)
 static void
 append_body(struct tg_buf *out, const char *type, const json_t *data)
 {
+    if (is_alert(type)) {
+        append_alert(out, type, data, false);
+        return;
+    }
     int64_t limit = tg_json_int(data, "limit_micros", 0);
     int64_t spend = tg_json_int(data, "spend_micros", 0);
     if (strcmp(type, "budget.threshold") == 0) {

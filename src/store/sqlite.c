@@ -175,6 +175,52 @@ static const char *const migrations[] = {
     "CREATE INDEX cache_entries_project ON cache_entries (project_id);"
     "CREATE INDEX cache_entries_model ON cache_entries (model);"
     "CREATE INDEX cache_entries_created ON cache_entries (created_ms);",
+    /* 6: alert rules, their events (an open event, resolved_ms 0, is a firing rule: the state
+     * that must survive a restart) and feedback on requests. None has foreign keys: events
+     * and feedback are history and outlive the rule or key they name. */
+    "CREATE TABLE alert_rules ("
+    "  id TEXT PRIMARY KEY,"
+    "  org_id TEXT NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  project_id TEXT,"
+    "  model TEXT,"
+    "  metric TEXT NOT NULL,"
+    "  condition TEXT NOT NULL,"
+    "  threshold REAL NOT NULL,"
+    "  window_s INTEGER NOT NULL,"
+    "  min_requests INTEGER NOT NULL,"
+    "  channels TEXT NOT NULL,"
+    "  is_enabled INTEGER NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  updated_ms INTEGER NOT NULL);"
+    "CREATE INDEX alert_rules_org ON alert_rules (org_id, created_ms);"
+    "CREATE TABLE alert_events ("
+    "  id TEXT PRIMARY KEY,"
+    "  org_id TEXT NOT NULL,"
+    "  rule_id TEXT NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  metric TEXT NOT NULL,"
+    "  project_id TEXT,"
+    "  model TEXT,"
+    "  value REAL NOT NULL,"
+    "  threshold REAL NOT NULL,"
+    "  fired_ms INTEGER NOT NULL,"
+    "  resolved_ms INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX alert_events_org ON alert_events (org_id, fired_ms);"
+    "CREATE TABLE feedback ("
+    "  id TEXT PRIMARY KEY,"
+    "  org_id TEXT NOT NULL,"
+    "  project_id TEXT NOT NULL,"
+    "  request_id TEXT NOT NULL,"
+    "  model TEXT NOT NULL,"
+    "  provider TEXT NOT NULL,"
+    "  deployment TEXT NOT NULL,"
+    "  score REAL NOT NULL,"
+    "  label TEXT,"
+    "  comment TEXT,"
+    "  created_ms INTEGER NOT NULL);"
+    "CREATE INDEX feedback_org_time ON feedback (org_id, created_ms);"
+    "CREATE INDEX ledger_request ON ledger (request_id);",
 };
 
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
@@ -240,6 +286,24 @@ static const char *const migrations[] = {
 #define OUTBOX_COLUMNS                                                                             \
     "id, org_id, event_key, channel, target, payload, created_ms, attempts, next_attempt_ms, "     \
     "delivered_ms, last_error"
+
+#define LEDGER_COLUMNS                                                                             \
+    "request_id, attempt, time_ms, org_id, project_id, key_id, user_id, endpoint, "                \
+    "model_requested, provider, deployment, prompt_tokens, cached_tokens, completion_tokens, "     \
+    "reasoning_tokens, cost_micros, status, latency_ms, ttft_ms, is_stream, is_usage_estimated, "  \
+    "error, saved_micros"
+
+#define ALERT_RULE_COLUMNS                                                                         \
+    "id, org_id, name, project_id, model, metric, condition, threshold, window_s, min_requests, "  \
+    "channels, is_enabled, created_ms, updated_ms"
+
+#define ALERT_EVENT_COLUMNS                                                                        \
+    "id, org_id, rule_id, name, metric, project_id, model, value, threshold, fired_ms, "           \
+    "resolved_ms"
+
+#define FEEDBACK_COLUMNS                                                                           \
+    "id, org_id, project_id, request_id, model, provider, deployment, score, label, comment, "     \
+    "created_ms"
 
 #define CACHE_COLUMNS                                                                              \
     "status, is_stream, content_type, project_id, model, prompt_tokens, cached_tokens, "           \
@@ -309,7 +373,28 @@ static const char *const migrations[] = {
     X(CACHE_INVALIDATE, "DELETE FROM cache_entries WHERE ?1 OR ((?2 IS NOT NULL OR "               \
                         "?3 IS NOT NULL OR ?4 > 0) AND (?2 IS NULL OR project_id = ?2) "           \
                         "AND (?3 IS NULL OR model = ?3) AND (?4 <= 0 OR created_ms < ?4))")        \
-    X(CACHE_STATS, "SELECT count(*), coalesce(sum(length(body)), 0) FROM cache_entries")
+    X(CACHE_STATS, "SELECT count(*), coalesce(sum(length(body)), 0) FROM cache_entries")           \
+    X(OUTBOX_LIST, "SELECT " OUTBOX_COLUMNS " FROM outbox WHERE org_id = ?1 "                      \
+                   "ORDER BY id DESC LIMIT ?2")                                                    \
+    X(LEDGER_FIND, "SELECT " LEDGER_COLUMNS " FROM ledger WHERE request_id = ?1 "                  \
+                   "AND project_id = ?2 ORDER BY attempt DESC LIMIT 1")                            \
+    X(ALERT_RULE_PUT, "INSERT OR REPLACE INTO alert_rules (" ALERT_RULE_COLUMNS ") VALUES "        \
+                      "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")                                \
+    X(ALERT_RULE_GET, "SELECT " ALERT_RULE_COLUMNS " FROM alert_rules WHERE id = ?")               \
+    X(ALERT_RULE_DELETE, "DELETE FROM alert_rules WHERE id = ?")                                   \
+    X(ALERT_RULES_LIST, "SELECT " ALERT_RULE_COLUMNS " FROM alert_rules WHERE org_id = ? "         \
+                        "ORDER BY created_ms, rowid")                                              \
+    X(ALERT_EVENT_PUT, "INSERT OR REPLACE INTO alert_events (" ALERT_EVENT_COLUMNS ") VALUES "     \
+                       "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")                                        \
+    X(ALERT_EVENTS_LIST, "SELECT " ALERT_EVENT_COLUMNS " FROM alert_events WHERE org_id = ?1 "     \
+                         "AND (?2 IS NULL OR rule_id = ?2) AND (?3 = 0 OR (?3 = 1 AND "            \
+                         "resolved_ms = 0) OR (?3 = 2 AND resolved_ms > 0)) "                      \
+                         "ORDER BY fired_ms DESC, rowid DESC LIMIT ?4")                            \
+    X(FEEDBACK_INSERT, "INSERT INTO feedback (" FEEDBACK_COLUMNS ") VALUES "                       \
+                       "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")                                        \
+    X(FEEDBACK_AGG, "SELECT model, CASE WHEN ?4 THEN deployment END AS d, label, count(*), "       \
+                    "sum(score) FROM feedback WHERE org_id = ?1 AND created_ms >= ?2 "             \
+                    "AND created_ms < ?3 GROUP BY model, d, label ORDER BY model, d, label")
 
 enum stmt_id {
 #define STMT_ENUM(name, sql) S_##name,
@@ -1443,6 +1528,338 @@ sq_outbox_mark(struct tg_store *store, int64_t id, int64_t delivered_ms, const c
     return rc;
 }
 
+static int
+sq_outbox_list(struct tg_store *store, const char *org_id, size_t limit, tg_store_outbox_cb cb,
+               void *arg)
+{
+    struct sq *s = sq_of(store);
+    struct outbox_walk w = {cb, arg};
+    lock(s);
+    sqlite3_stmt *st = stmt(s, S_OUTBOX_LIST);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    if (rc == 0) {
+        bind_text(st, 1, org_id);
+        sqlite3_bind_int64(st, 2, limit == 0 || limit > INT64_MAX ? -1 : (sqlite3_int64)limit);
+        rc = each_row(s, st, outbox_row, &w, "list outbox rows");
+    }
+    unlock(s);
+    return rc;
+}
+
+/* ---- ledger lookup --------------------------------------------------------------------------- */
+
+static void
+col_copy(sqlite3_stmt *st, int i, char *out, size_t cap)
+{
+    const char *v = col_text(st, i);
+    snprintf(out, cap, "%s", v != NULL ? v : "");
+}
+
+struct ledger_walk {
+    tg_store_ledger_cb cb;
+    void *arg;
+    bool is_found;
+};
+
+static int
+ledger_row(sqlite3_stmt *st, void *arg)
+{
+    struct ledger_walk *w = arg;
+    struct tg_ledger_row r;
+    memset(&r, 0, sizeof(r));
+    col_copy(st, 0, r.request_id, sizeof(r.request_id));
+    r.attempt = sqlite3_column_int(st, 1);
+    r.time_ms = sqlite3_column_int64(st, 2);
+    col_copy(st, 3, r.org_id, sizeof(r.org_id));
+    col_copy(st, 4, r.project_id, sizeof(r.project_id));
+    col_copy(st, 5, r.key_id, sizeof(r.key_id));
+    col_copy(st, 6, r.user_id, sizeof(r.user_id));
+    col_copy(st, 7, r.endpoint, sizeof(r.endpoint));
+    col_copy(st, 8, r.model_requested, sizeof(r.model_requested));
+    col_copy(st, 9, r.provider, sizeof(r.provider));
+    col_copy(st, 10, r.deployment, sizeof(r.deployment));
+    r.prompt_tokens = sqlite3_column_int64(st, 11);
+    r.cached_tokens = sqlite3_column_int64(st, 12);
+    r.completion_tokens = sqlite3_column_int64(st, 13);
+    r.reasoning_tokens = sqlite3_column_int64(st, 14);
+    r.cost_micros = sqlite3_column_int64(st, 15);
+    r.status = sqlite3_column_int(st, 16);
+    r.latency_ms = sqlite3_column_int64(st, 17);
+    r.ttft_ms = sqlite3_column_int64(st, 18);
+    r.is_stream = sqlite3_column_int(st, 19) != 0;
+    r.is_usage_estimated = sqlite3_column_int(st, 20) != 0;
+    col_copy(st, 21, r.error, sizeof(r.error));
+    r.saved_micros = sqlite3_column_int64(st, 22);
+    w->is_found = true;
+    return w->cb(&r, w->arg);
+}
+
+static int
+sq_ledger_find(struct tg_store *store, const char *request_id, const char *project_id,
+               tg_store_ledger_cb cb, void *arg)
+{
+    struct sq *s = sq_of(store);
+    struct ledger_walk w = {cb, arg, false};
+    lock(s);
+    sqlite3_stmt *st = stmt(s, S_LEDGER_FIND);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    if (rc == 0) {
+        bind_text(st, 1, request_id);
+        bind_text(st, 2, project_id);
+        rc = each_row(s, st, ledger_row, &w, "find ledger row");
+    }
+    unlock(s);
+    return rc == 0 && !w.is_found ? TG_ENOTFOUND : rc;
+}
+
+/* ---- alert rules and events ------------------------------------------------------------------ */
+
+static int
+sq_alert_rule_put(struct tg_store *store, const struct tg_alert_rule_rec *r)
+{
+    struct sq *s = sq_of(store);
+    lock(s);
+    sqlite3_stmt *st = stmt(s, S_ALERT_RULE_PUT);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    if (rc == 0) {
+        bind_text(st, 1, r->id);
+        bind_text(st, 2, r->org_id);
+        bind_text(st, 3, r->name);
+        bind_text(st, 4, r->project_id);
+        bind_text(st, 5, r->model);
+        bind_text(st, 6, r->metric);
+        bind_text(st, 7, r->condition);
+        sqlite3_bind_double(st, 8, r->threshold);
+        sqlite3_bind_int64(st, 9, r->window_s);
+        sqlite3_bind_int64(st, 10, r->min_requests);
+        bind_text(st, 11, r->channels != NULL ? r->channels : "{}");
+        sqlite3_bind_int(st, 12, r->is_enabled ? 1 : 0);
+        sqlite3_bind_int64(st, 13, r->created_ms);
+        sqlite3_bind_int64(st, 14, r->updated_ms);
+        rc = run(s, st, "put alert rule");
+    }
+    unlock(s);
+    return rc;
+}
+
+struct rule_walk {
+    tg_store_alert_rule_cb cb;
+    void *arg;
+    bool is_found;
+};
+
+static int
+alert_rule_row(sqlite3_stmt *st, void *arg)
+{
+    struct rule_walk *w = arg;
+    struct tg_alert_rule_rec r = {
+        .id = col_text(st, 0),
+        .org_id = col_text(st, 1),
+        .name = col_text(st, 2),
+        .project_id = col_text(st, 3),
+        .model = col_text(st, 4),
+        .metric = col_text(st, 5),
+        .condition = col_text(st, 6),
+        .threshold = sqlite3_column_double(st, 7),
+        .window_s = sqlite3_column_int64(st, 8),
+        .min_requests = sqlite3_column_int64(st, 9),
+        .channels = col_text(st, 10),
+        .is_enabled = sqlite3_column_int(st, 11) != 0,
+        .created_ms = sqlite3_column_int64(st, 12),
+        .updated_ms = sqlite3_column_int64(st, 13),
+    };
+    w->is_found = true;
+    return w->cb(&r, w->arg);
+}
+
+static int
+sq_alert_rule_get(struct tg_store *store, const char *id, tg_store_alert_rule_cb cb, void *arg)
+{
+    struct sq *s = sq_of(store);
+    struct rule_walk w = {cb, arg, false};
+    lock(s);
+    sqlite3_stmt *st = stmt(s, S_ALERT_RULE_GET);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    if (rc == 0) {
+        bind_text(st, 1, id);
+        rc = each_row(s, st, alert_rule_row, &w, "get alert rule");
+    }
+    unlock(s);
+    return rc == 0 && !w.is_found ? TG_ENOTFOUND : rc;
+}
+
+static int
+sq_alert_rule_delete(struct tg_store *store, const char *id)
+{
+    struct sq *s = sq_of(store);
+    lock(s);
+    sqlite3_stmt *st = stmt(s, S_ALERT_RULE_DELETE);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    if (rc == 0) {
+        bind_text(st, 1, id);
+        rc = run(s, st, "delete alert rule");
+    }
+    if (rc == 0 && sqlite3_changes(s->db) == 0) {
+        rc = TG_ENOTFOUND;
+    }
+    unlock(s);
+    return rc;
+}
+
+static int
+sq_alert_rules_list(struct tg_store *store, const char *org_id, tg_store_alert_rule_cb cb,
+                    void *arg)
+{
+    struct sq *s = sq_of(store);
+    struct rule_walk w = {cb, arg, false};
+    lock(s);
+    sqlite3_stmt *st = stmt(s, S_ALERT_RULES_LIST);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    if (rc == 0) {
+        bind_text(st, 1, org_id);
+        rc = each_row(s, st, alert_rule_row, &w, "list alert rules");
+    }
+    unlock(s);
+    return rc;
+}
+
+static int
+sq_alert_event_put(struct tg_store *store, const struct tg_alert_event_rec *r)
+{
+    struct sq *s = sq_of(store);
+    lock(s);
+    sqlite3_stmt *st = stmt(s, S_ALERT_EVENT_PUT);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    if (rc == 0) {
+        bind_text(st, 1, r->id);
+        bind_text(st, 2, r->org_id);
+        bind_text(st, 3, r->rule_id);
+        bind_text(st, 4, r->name);
+        bind_text(st, 5, r->metric);
+        bind_text(st, 6, r->project_id);
+        bind_text(st, 7, r->model);
+        sqlite3_bind_double(st, 8, r->value);
+        sqlite3_bind_double(st, 9, r->threshold);
+        sqlite3_bind_int64(st, 10, r->fired_ms);
+        sqlite3_bind_int64(st, 11, r->resolved_ms);
+        rc = run(s, st, "put alert event");
+    }
+    unlock(s);
+    return rc;
+}
+
+struct event_walk {
+    tg_store_alert_event_cb cb;
+    void *arg;
+};
+
+static int
+alert_event_row(sqlite3_stmt *st, void *arg)
+{
+    struct event_walk *w = arg;
+    struct tg_alert_event_rec r = {
+        .id = col_text(st, 0),
+        .org_id = col_text(st, 1),
+        .rule_id = col_text(st, 2),
+        .name = col_text(st, 3),
+        .metric = col_text(st, 4),
+        .project_id = col_text(st, 5),
+        .model = col_text(st, 6),
+        .value = sqlite3_column_double(st, 7),
+        .threshold = sqlite3_column_double(st, 8),
+        .fired_ms = sqlite3_column_int64(st, 9),
+        .resolved_ms = sqlite3_column_int64(st, 10),
+    };
+    return w->cb(&r, w->arg);
+}
+
+static int
+sq_alert_events_list(struct tg_store *store, const char *org_id, const char *rule_id, int state,
+                     size_t limit, tg_store_alert_event_cb cb, void *arg)
+{
+    struct sq *s = sq_of(store);
+    struct event_walk w = {cb, arg};
+    lock(s);
+    sqlite3_stmt *st = stmt(s, S_ALERT_EVENTS_LIST);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    if (rc == 0) {
+        bind_text(st, 1, org_id);
+        bind_text(st, 2, rule_id);
+        sqlite3_bind_int(st, 3, state);
+        sqlite3_bind_int64(st, 4, limit == 0 || limit > INT64_MAX ? -1 : (sqlite3_int64)limit);
+        rc = each_row(s, st, alert_event_row, &w, "list alert events");
+    }
+    unlock(s);
+    return rc;
+}
+
+/* ---- feedback ----------------------------------------------------------------------------------
+ */
+
+static int
+sq_feedback_insert(struct tg_store *store, const struct tg_feedback_rec *r)
+{
+    struct sq *s = sq_of(store);
+    lock(s);
+    sqlite3_stmt *st = stmt(s, S_FEEDBACK_INSERT);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    if (rc == 0) {
+        bind_text(st, 1, r->id);
+        bind_text(st, 2, r->org_id);
+        bind_text(st, 3, r->project_id);
+        bind_text(st, 4, r->request_id);
+        bind_text(st, 5, r->model != NULL ? r->model : "");
+        bind_text(st, 6, r->provider != NULL ? r->provider : "");
+        bind_text(st, 7, r->deployment != NULL ? r->deployment : "");
+        sqlite3_bind_double(st, 8, r->score);
+        bind_text(st, 9, r->label);
+        bind_text(st, 10, r->comment);
+        sqlite3_bind_int64(st, 11, r->created_ms);
+        rc = run(s, st, "insert feedback");
+    }
+    unlock(s);
+    return rc;
+}
+
+struct agg_walk {
+    tg_store_feedback_agg_cb cb;
+    void *arg;
+};
+
+static int
+feedback_agg_row(sqlite3_stmt *st, void *arg)
+{
+    struct agg_walk *w = arg;
+    struct tg_feedback_agg r = {
+        .model = col_text(st, 0),
+        .deployment = col_text(st, 1),
+        .label = col_text(st, 2),
+        .count = sqlite3_column_int64(st, 3),
+        .score_sum = sqlite3_column_double(st, 4),
+    };
+    return w->cb(&r, w->arg);
+}
+
+static int
+sq_feedback_aggregate(struct tg_store *store, const char *org_id, int64_t start_ms, int64_t end_ms,
+                      bool by_deployment, tg_store_feedback_agg_cb cb, void *arg)
+{
+    struct sq *s = sq_of(store);
+    struct agg_walk w = {cb, arg};
+    lock(s);
+    sqlite3_stmt *st = stmt(s, S_FEEDBACK_AGG);
+    int rc = st != NULL ? 0 : TG_ESTORE;
+    if (rc == 0) {
+        bind_text(st, 1, org_id);
+        sqlite3_bind_int64(st, 2, start_ms);
+        sqlite3_bind_int64(st, 3, end_ms);
+        sqlite3_bind_int(st, 4, by_deployment ? 1 : 0);
+        rc = each_row(s, st, feedback_agg_row, &w, "aggregate feedback");
+    }
+    unlock(s);
+    return rc;
+}
+
 /* ---- open and close ------------------------------------------------------------------------ */
 
 static void
@@ -1637,6 +2054,16 @@ static const struct tg_store_ops sqlite_ops = {
     .cache_put = sq_cache_put,
     .cache_invalidate = sq_cache_invalidate,
     .cache_stats = sq_cache_stats,
+    .outbox_list = sq_outbox_list,
+    .ledger_find = sq_ledger_find,
+    .alert_rule_put = sq_alert_rule_put,
+    .alert_rule_get = sq_alert_rule_get,
+    .alert_rule_delete = sq_alert_rule_delete,
+    .alert_rules_list = sq_alert_rules_list,
+    .alert_event_put = sq_alert_event_put,
+    .alert_events_list = sq_alert_events_list,
+    .feedback_insert = sq_feedback_insert,
+    .feedback_aggregate = sq_feedback_aggregate,
 };
 
 static int

@@ -231,6 +231,69 @@ struct tg_cache_rec {
     size_t body_len;
 };
 
+/*
+ * Alert rules (monitor/alerts.h). The rule's shape is the admin API's: scope (project_id and
+ * model, NULL = any), metric, condition, threshold, window, min_requests, channels as a JSON
+ * object text ({"webhooks": [...], "emails": [...]}).
+ */
+struct tg_alert_rule_rec {
+    const char *id; /* "alr_..." */
+    const char *org_id;
+    const char *name;
+    const char *project_id; /* NULL: every project */
+    const char *model;      /* NULL: every model (requested name) */
+    const char *metric;     /* "error_rate", "p95_latency_ms", ... */
+    const char *condition;  /* "above" | "below" | "change" */
+    double threshold;
+    int64_t window_s;
+    int64_t min_requests;
+    const char *channels; /* JSON object text */
+    bool is_enabled;
+    int64_t created_ms;
+    int64_t updated_ms;
+};
+
+/* One firing of a rule: open (resolved_ms 0) while the rule fires. The open event is the
+ * rule's persisted state, so a restart neither forgets nor repeats a firing. */
+struct tg_alert_event_rec {
+    const char *id; /* "alt_..." */
+    const char *org_id;
+    const char *rule_id;
+    const char *name; /* the rule's, at the time it fired */
+    const char *metric;
+    const char *project_id;
+    const char *model;
+    double value; /* the metric when it fired (updated when it resolves) */
+    double threshold;
+    int64_t fired_ms;
+    int64_t resolved_ms; /* 0 while firing */
+};
+
+/* Feedback from an application about one of its requests (monitor/feedback.h). */
+struct tg_feedback_rec {
+    const char *id; /* "fb_..." */
+    const char *org_id;
+    const char *project_id;
+    const char *request_id;
+    const char *model; /* the request's requested model, provider and deployment */
+    const char *provider;
+    const char *deployment;
+    double score;        /* 0..1 */
+    const char *label;   /* NULL when none */
+    const char *comment; /* NULL when none */
+    int64_t created_ms;
+};
+
+/* One group of feedback_aggregate: feedback on model (and deployment when grouped by it, else
+ * NULL) with label (NULL: feedback without one), its count and score sum. */
+struct tg_feedback_agg {
+    const char *model;
+    const char *deployment;
+    const char *label;
+    int64_t count;
+    double score_sum;
+};
+
 typedef int (*tg_store_outbox_cb)(const struct tg_outbox_rec *r, void *arg);
 typedef int (*tg_store_cache_cb)(const struct tg_cache_rec *r, void *arg);
 typedef int (*tg_store_org_cb)(const struct tg_org_rec *r, void *arg);
@@ -241,6 +304,10 @@ typedef int (*tg_store_spend_cb)(const struct tg_spend_rec *r, void *arg);
 typedef int (*tg_store_doc_cb)(const struct tg_doc *d, void *arg);
 typedef int (*tg_store_audit_cb)(const struct tg_audit_rec *r, void *arg);
 typedef int (*tg_store_version_cb)(const struct tg_version_rec *r, void *arg);
+typedef int (*tg_store_ledger_cb)(const struct tg_ledger_row *r, void *arg);
+typedef int (*tg_store_alert_rule_cb)(const struct tg_alert_rule_rec *r, void *arg);
+typedef int (*tg_store_alert_event_cb)(const struct tg_alert_event_rec *r, void *arg);
+typedef int (*tg_store_feedback_agg_cb)(const struct tg_feedback_agg *r, void *arg);
 typedef int (*tg_store_tx_fn)(struct tg_store *s, void *arg);
 
 struct tg_store_ops {
@@ -318,6 +385,37 @@ struct tg_store_ops {
                       void *arg);
     int (*outbox_mark)(struct tg_store *s, int64_t id, int64_t delivered_ms, const char *error,
                        int64_t next_attempt_ms);
+
+    /* The outbox of the org, newest first, at most limit rows (0 = no limit). */
+    int (*outbox_list)(struct tg_store *s, const char *org_id, size_t limit, tg_store_outbox_cb cb,
+                       void *arg);
+
+    /* The last attempt's ledger row of request_id in project_id: cb once, or TG_ENOTFOUND. */
+    int (*ledger_find)(struct tg_store *s, const char *request_id, const char *project_id,
+                       tg_store_ledger_cb cb, void *arg);
+
+    /* Alert rules. put inserts or replaces by id; get calls cb once or returns TG_ENOTFOUND;
+     * delete returns TG_ENOTFOUND when absent (the rule's events stay: history); list is the
+     * org's rules, oldest first. */
+    int (*alert_rule_put)(struct tg_store *s, const struct tg_alert_rule_rec *r);
+    int (*alert_rule_get)(struct tg_store *s, const char *id, tg_store_alert_rule_cb cb, void *arg);
+    int (*alert_rule_delete)(struct tg_store *s, const char *id);
+    int (*alert_rules_list)(struct tg_store *s, const char *org_id, tg_store_alert_rule_cb cb,
+                            void *arg);
+    /* Alert events. put inserts or replaces by id. list gives the org's events newest first
+     * (by fired_ms), only those of rule_id unless NULL, only open ones (state 1), resolved
+     * ones (state 2) or all (0), at most limit (0 = no limit). */
+    int (*alert_event_put)(struct tg_store *s, const struct tg_alert_event_rec *r);
+    int (*alert_events_list)(struct tg_store *s, const char *org_id, const char *rule_id, int state,
+                             size_t limit, tg_store_alert_event_cb cb, void *arg);
+
+    /* Feedback. insert adds r (TG_EEXISTS on a duplicate id). aggregate sums the org's
+     * feedback created in [start_ms, end_ms) per model (and deployment when by_deployment)
+     * and label, ordered by those. */
+    int (*feedback_insert)(struct tg_store *s, const struct tg_feedback_rec *r);
+    int (*feedback_aggregate)(struct tg_store *s, const char *org_id, int64_t start_ms,
+                              int64_t end_ms, bool by_deployment, tg_store_feedback_agg_cb cb,
+                              void *arg);
 
     /* Response cache. get calls cb with the entry under key (TG_SHA256_BYTES) unless it
      * expired at now_ms (then it is deleted); TG_ENOTFOUND when there is none. put replaces

@@ -228,7 +228,7 @@ migrates_a_version_1_file(void **state)
 
     char err[256] = "";
     assert_int_equal(tg_store_sqlite_open(f->path, &f->s, err, sizeof(err)), 0);
-    assert_int_equal(scalar(f, "PRAGMA user_version"), 5);
+    assert_int_equal(scalar(f, "PRAGMA user_version"), 6);
 
     /* The old project gained empty settings; its data is intact. */
     struct proj_list l = {0};
@@ -254,7 +254,7 @@ migrates_a_version_1_file(void **state)
     f->s->ops->close(f->s);
     f->s = NULL;
     assert_int_equal(tg_store_sqlite_open(f->path, &f->s, err, sizeof(err)), 0);
-    assert_int_equal(scalar(f, "PRAGMA user_version"), 5);
+    assert_int_equal(scalar(f, "PRAGMA user_version"), 6);
     assert_int_equal(scalar(f, "SELECT count(*) FROM docs"), 1);
 }
 

@@ -115,7 +115,7 @@ static void
 reopen_is_idempotent_and_keeps_data(void **state)
 {
     struct fx *f = *state;
-    assert_int_equal(scalar(f, "PRAGMA user_version"), 5);
+    assert_int_equal(scalar(f, "PRAGMA user_version"), 6);
     seed(f->s);
     f->s->ops->close(f->s);
     f->s = NULL;
@@ -129,7 +129,7 @@ reopen_is_idempotent_and_keeps_data(void **state)
         assert_false(created);
         s->ops->close(s);
     }
-    assert_int_equal(scalar(f, "PRAGMA user_version"), 5);
+    assert_int_equal(scalar(f, "PRAGMA user_version"), 6);
     assert_int_equal(scalar(f, "SELECT count(*) FROM orgs"), 1);
     assert_int_equal(scalar(f, "SELECT count(*) FROM projects"), 2);
 
