@@ -6,7 +6,8 @@
  * them (heap copies made before the lock is taken). A push holds the mutex for one copy; the
  * writer takes a batch of slots under the mutex and formats and writes them without it, so a
  * slow disk only fills the ring, and a full ring drops lines (counted) instead of stalling a
- * loop thread. Stop wakes the writer, which empties the ring before it ends.
+ * loop thread. Stop wakes the writer, which empties the ring before it ends. Only the writer
+ * touches the file descriptor once started, so a reopen (rotation) is a flag it acts on.
  */
 #include "gateway/access_log.h"
 
@@ -46,13 +47,21 @@ static struct {
     struct entry *ring;
     size_t cap, head, n; /* n slots used, from head on */
     bool is_stopping;
-    int fd;
+    int fd; /* the writer's alone while it runs */
     bool is_stdout;
+    char *path;
     pthread_t thread;
 } q = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER, .fd = -1};
 
 static atomic_bool is_on;
+static atomic_bool is_reopen_wanted;
 static atomic_uint_least64_t n_dropped;
+
+static int
+open_log(const char *path)
+{
+    return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+}
 
 /* ---- the line ----------------------------------------------------------------------------- */
 
@@ -331,6 +340,30 @@ write_all(const struct tg_buf *b)
     is_failing = false;
 }
 
+/* On the writer thread: the file at the path now (rotation renamed the old one). On failure
+ * the old file is kept, so no line is lost to a rotation that went wrong. */
+static void
+reopen(void)
+{
+    int fd = open_log(q.path);
+    if (fd < 0) {
+        tg_log_error("access log: cannot reopen %s: %s; still writing to the old file", q.path,
+                     strerror(errno));
+        return;
+    }
+    close(q.fd);
+    q.fd = fd;
+    tg_log_info("access log: reopened %s", q.path);
+}
+
+void
+tg_access_log_reopen(void)
+{
+    if (atomic_load(&is_on) && !q.is_stdout) {
+        atomic_store(&is_reopen_wanted, true);
+    }
+}
+
 static void *
 writer(void *arg)
 {
@@ -353,6 +386,9 @@ writer(void *arg)
         pthread_mutex_unlock(&q.lock);
         if (is_done) {
             break;
+        }
+        if (atomic_exchange(&is_reopen_wanted, false)) {
+            reopen();
         }
         tg_buf_reset(&b);
         for (size_t i = 0; i < n; i++) {
@@ -383,6 +419,7 @@ tg_access_log_start(const char *path, size_t queue_cap)
         tg_log_error("access log: cannot open %s: %s", path, strerror(e));
         return e == ENOENT ? TG_ENOTFOUND : TG_EIO;
     }
+    q.path = tg_xstrdup(path);
     q.cap = queue_cap > 0 ? queue_cap : 8192;
     q.ring = tg_xcalloc(q.cap, sizeof(*q.ring));
     q.head = q.n = 0;
@@ -391,6 +428,8 @@ tg_access_log_start(const char *path, size_t queue_cap)
         tg_log_error("access log: cannot start the writer thread");
         free(q.ring);
         q.ring = NULL;
+        free(q.path);
+        q.path = NULL;
         if (!q.is_stdout) {
             close(q.fd);
         }
@@ -425,4 +464,6 @@ tg_access_log_stop(void)
     free(q.ring);
     q.ring = NULL;
     q.cap = 0;
+    free(q.path);
+    q.path = NULL;
 }

@@ -10,6 +10,7 @@
  * line is dropped and counted (tg_access_log_dropped, /metrics
  * tollgate_access_log_dropped_total) rather than making a request wait on the disk. The line
  * format is in docs/observability.md; tg_access_log_format writes it (tests drive it alone).
+ * The file is opened in append mode and reopened on tg_access_log_reopen (SIGHUP).
  */
 #ifndef TG_GATEWAY_ACCESS_LOG_H
 #define TG_GATEWAY_ACCESS_LOG_H
@@ -31,6 +32,11 @@ int tg_access_log_start(const char *path, size_t queue_cap);
 /* Writes every queued line, closes the file and ends the thread (after the workers stopped,
  * so a graceful stop loses no line). A no-op when the log was never started. */
 void tg_access_log_stop(void);
+
+/* Log rotation (SIGHUP): the writer reopens the file at the configured path before its next
+ * write, so lines go to a new file once the old one was renamed. Thread-safe; a no-op for
+ * standard output or when the log is off. */
+void tg_access_log_reopen(void);
 
 /* Queues o's line (thread-safe, never blocks on I/O). A no-op when the log is off. */
 void tg_access_log_push(const struct tg_observation *o);

@@ -2,10 +2,10 @@
  * serve.c: `tollgate serve` (see serve.h).
  *
  * Start-up runs on the main thread and may block (it opens the store, reads files); once the
- * workers listen, the main thread only waits for a signal. On SIGTERM or SIGINT it marks the
- * node not ready, asks every worker to stop (they finish in-flight requests within the grace
- * period), joins them, then stops the access log's and the ledger's writers, which write
- * every queued line and row before they return.
+ * workers listen, the main thread only waits for a signal (SIGHUP reopens the access log, for
+ * log rotation). On SIGTERM or SIGINT it marks the node not ready, asks every worker to stop
+ * (they finish in-flight requests within the grace period), joins them, then stops the access
+ * log's and the ledger's writers, which write every queued line and row before they return.
  */
 #include "gateway/serve.h"
 
@@ -545,20 +545,34 @@ on_signal(uv_signal_t *h, int signum)
     uv_stop(h->loop);
 }
 
+/* SIGHUP: log rotation. The access log reopens its file; nothing else is reloaded. */
+static void
+on_hangup(uv_signal_t *h, int signum)
+{
+    (void)h;
+    (void)signum;
+    tg_log_info("received SIGHUP: reopening the access log");
+    tg_access_log_reopen();
+}
+
 static void
 wait_for_signal(void)
 {
     uv_loop_t loop;
     uv_signal_t term;
     uv_signal_t intr;
+    uv_signal_t hup;
     uv_loop_init(&loop);
     uv_signal_init(&loop, &term);
     uv_signal_init(&loop, &intr);
+    uv_signal_init(&loop, &hup);
     uv_signal_start(&term, on_signal, SIGTERM);
     uv_signal_start(&intr, on_signal, SIGINT);
+    uv_signal_start(&hup, on_hangup, SIGHUP);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_close((uv_handle_t *)&term, NULL);
     uv_close((uv_handle_t *)&intr, NULL);
+    uv_close((uv_handle_t *)&hup, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
 }

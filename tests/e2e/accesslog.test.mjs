@@ -1,7 +1,8 @@
 // accesslog.test.mjs: the access log (access_log: in the config): one JSON line per request
 // with the ids, tokens and cost of its ledger row; never the key, never the prompt or the
-// answer unless the project turns body logging on; and the line of a request still running
-// when a graceful stop begins is written before the process exits.
+// answer unless the project turns body logging on; SIGHUP reopens the file (rotation); and
+// the line of a request still running when a graceful stop begins is written before the
+// process exits.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -132,6 +133,29 @@ test('access log: bodies appear once the project turns body logging on, and only
     const after = await c.chat.completions.create({ model: 'gpt-4o-mini', messages: msg('after') }).withResponse();
     const [last] = await linesOf([after.request_id]);
     assert.equal(last.request_body, undefined, 'off again');
+});
+
+test('access log: SIGHUP after the file was renamed (log rotation) writes the next lines to a new file', T, async () => {
+    const { gw } = ctx;
+    const c = gw.client(await gw.createKey('development', 'rotate'), { maxRetries: 0 });
+    const a = await c.chat.completions.create({ model: 'gpt-4o-mini', messages: msg('before rotation') }).withResponse();
+    await linesOf([a.request_id]);
+    const rotated = logPath + '.1';
+    fs.renameSync(logPath, rotated);
+    const mark = gw.out.length;
+    gw.proc.kill('SIGHUP');
+    // The signal is handled on the main thread: wait until it says so (bounded).
+    const end = Date.now() + 10000 * SLOW;
+    while (!gw.out.slice(mark).includes('received SIGHUP')) {
+        assert.ok(Date.now() < end, 'SIGHUP not handled');
+        await new Promise((r) => setTimeout(r, 20));
+    }
+    const b = await c.chat.completions.create({ model: 'gpt-4o-mini', messages: msg('after rotation') }).withResponse();
+    const [line] = await linesOf([b.request_id]);
+    assert.equal(line.status, 200);
+    assert.ok(fs.readFileSync(rotated, 'utf8').includes(a.request_id), 'the old lines stay in the renamed file');
+    assert.ok(!fs.readFileSync(rotated, 'utf8').includes(b.request_id), 'the new line is not in it');
+    assert.equal((await fetch(`${gw.url}/readyz`)).status, 200, 'SIGHUP does not stop the gateway');
 });
 
 test('access log: a request running when a graceful stop begins has its line when the process exits', { timeout: 60000 * SLOW }, async () => {

@@ -2,7 +2,7 @@
  * access_log_test.c: the access log's line (every member, RFC 3339 time, nulls, escaping of
  * control characters and bytes that are not UTF-8, no key, bodies only when handed over and
  * cut at the cap) and its writer (every pushed line is written or counted as dropped, the
- * queue drained at stop).
+ * queue drained at stop, the file reopened after a rotation).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -218,6 +218,58 @@ test_writer(void **state)
     assert_int_equal((uint64_t)lines + tg_access_log_dropped(), (uint64_t)n);
 }
 
+static int
+count_lines(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return -1;
+    }
+    int n = 0;
+    for (int c; (c = fgetc(f)) != EOF;) {
+        n += c == '\n';
+    }
+    fclose(f);
+    return n;
+}
+
+/* Rotation: once the file was renamed and the log reopened, the next lines go to a new file
+ * at the path; the renamed one keeps what was written before. */
+static void
+test_reopen(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/tg-access-rot-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[128], old[140];
+    snprintf(path, sizeof(path), "%s/access.log", dir);
+    snprintf(old, sizeof(old), "%s.1", path);
+    assert_int_equal(tg_access_log_start(path, 16), 0);
+    struct tg_ledger_row r = row();
+    struct tg_observation o = {.row = &r, .upstream_ms = 1};
+    tg_access_log_push(&o);
+    /* Bounded wait for the writer (a thread) to write the first line. */
+    for (int i = 0; i < 5000 && count_lines(path) < 1; i++) {
+        usleep(1000);
+    }
+    assert_int_equal(count_lines(path), 1);
+    assert_int_equal(rename(path, old), 0);
+    tg_access_log_reopen();
+    snprintf(r.request_id, sizeof(r.request_id), "req_after");
+    tg_access_log_push(&o);
+    tg_access_log_stop();
+    assert_int_equal(count_lines(old), 1);
+    assert_int_equal(count_lines(path), 1);
+    FILE *f = fopen(path, "r");
+    char line[4096];
+    assert_non_null(fgets(line, sizeof(line), f));
+    fclose(f);
+    assert_non_null(strstr(line, "\"request_id\":\"req_after\""));
+    unlink(path);
+    unlink(old);
+    rmdir(dir);
+}
+
 static void
 test_open_fails(void **state)
 {
@@ -230,9 +282,9 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_line),       cmocka_unit_test(test_escaping),
-        cmocka_unit_test(test_bodies),     cmocka_unit_test(test_writer),
-        cmocka_unit_test(test_open_fails),
+        cmocka_unit_test(test_line),   cmocka_unit_test(test_escaping),
+        cmocka_unit_test(test_bodies), cmocka_unit_test(test_writer),
+        cmocka_unit_test(test_reopen), cmocka_unit_test(test_open_fails),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
