@@ -151,12 +151,9 @@ function showSignin(message) {
 // Explains a refused key in words a person can act on, with the gateway's own message.
 function signinMessage(e) {
     if (e.status === 401) {
-        const why = /revoked/i.test(e.message)
-            ? 'This admin key has been revoked.'
-            : /expired/i.test(e.message)
-              ? 'This admin key has expired.'
-              : 'This key is not a valid admin key.';
-        return `${why} ${e.message}`;
+        if (/revoked/i.test(e.message)) return 'This admin key has been revoked. Sign in with another key (an owner can make you one).';
+        if (/expired/i.test(e.message)) return 'This admin key has expired. Sign in with another key (an owner can make you one).';
+        return `This key is not a valid admin key. The gateway says: ${e.message}`;
     }
     if (e.status === 403) return `This key cannot open the dashboard: ${e.message}`;
     return `Sign-in failed: ${e.message}`;
