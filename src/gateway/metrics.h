@@ -7,8 +7,13 @@
  * codes), never from request text. The number of label combinations is capped: past the cap a
  * row counts into one series whose labels all read "other", and a warning is logged once.
  *
+ * Gauges (budget use per project, breaker state per deployment, connections, queue depths)
+ * are sampled by the caller at scrape time (tg_metrics_gauges_sample) and rendered with the
+ * counters.
+ *
  * Thread-safe: one mutex guards the series table; a record is a hash lookup and a few adds,
- * far cheaper than the request it counts, and a scrape copies under the same lock.
+ * far cheaper than the request it counts, and a scrape copies under the same lock and formats
+ * without it (the worker formats on the thread pool).
  */
 #ifndef TG_GATEWAY_METRICS_H
 #define TG_GATEWAY_METRICS_H

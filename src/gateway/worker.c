@@ -16,6 +16,7 @@
 #include "core/crypto.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/mem.h"
 #include "dashboard/dashboard.h"
 #include "gateway/access_log.h"
 #include "gateway/batch.h"
@@ -199,46 +200,114 @@ test_clock(struct tg_http_req *req, const struct tg_key_entry *key)
     respond_json(req, 200, out);
 }
 
+/* ---- GET /metrics -------------------------------------------------------------------------- */
+
+/* Scrapes being formatted at once, process-wide. Each holds a copy of the series table and
+ * its text, so past the bound a scrape is refused (503) rather than growing memory. */
+#define MAX_SCRAPES 4
+static atomic_int n_scrapes;
+
+struct scrape_job {
+    uv_work_t work;
+    struct tg_http_req *req;
+    struct tg_state *st; /* a reference: the gauges borrow its strings */
+    struct tg_metrics_gauges g;
+    struct tg_buf out;
+};
+
+/* True when req carries metrics.bearer_token (or none is set); else answers 401. The token
+ * and the credential are compared as SHA-256 digests: constant time whatever the lengths. */
+static bool
+scrape_allowed(struct tg_http_req *req, const struct tg_state *st)
+{
+    const char *want = st != NULL ? st->config->metrics_token : NULL;
+    if (want == NULL) {
+        return true;
+    }
+    const char *auth = tg_http_req_header(req, "authorization");
+    unsigned char a[TG_SHA256_BYTES], b[TG_SHA256_BYTES];
+    bool is_bearer = auth != NULL && strncasecmp(auth, "Bearer ", 7) == 0;
+    tg_sha256(is_bearer ? auth + 7 : "", is_bearer ? strlen(auth + 7) : 0, a);
+    tg_sha256(want, strlen(want), b);
+    if (is_bearer && tg_mem_equal_ct(a, b, sizeof(a))) {
+        return true;
+    }
+    tg_http_respond_error(req, 401,
+                          auth == NULL ? "This endpoint needs the metrics token: send it as "
+                                         "Authorization: Bearer <token> (metrics.bearer_token)."
+                                       : "The metrics token is not correct (metrics.bearer_token).",
+                          "invalid_request_error", NULL, auth == NULL ? NULL : "invalid_api_key");
+    return false;
+}
+
+/* On the thread pool: the text is formatted off the loop, so a large exposition never holds
+ * up this worker's requests. */
+static void
+scrape_work(uv_work_t *wk)
+{
+    struct scrape_job *j = wk->data;
+    tg_metrics_render(&j->out, &j->g);
+}
+
+static void
+scrape_done(uv_work_t *wk, int status)
+{
+    struct scrape_job *j = wk->data;
+    if (status != 0 || j->out.len == 0) {
+        tg_http_respond_error(j->req, 500, "The metrics could not be formatted.", "server_error",
+                              NULL, NULL);
+    } else {
+        tg_http_respond(j->req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, 0,
+                        j->out.data, j->out.len);
+    }
+    tg_buf_deinit(&j->out);
+    tg_metrics_gauges_deinit(&j->g);
+    tg_state_unref(j->st);
+    free(j);
+    atomic_fetch_sub(&n_scrapes, 1);
+}
+
+/* GET /metrics: ids and counts, never keys or text. The gauges are sampled here (each value
+ * copied out under its owner's lock), the text formatted on the thread pool. */
+static void
+scrape(struct tg_worker *w, struct tg_http_req *req)
+{
+    struct tg_state *st = tg_worker_state(w);
+    if (!scrape_allowed(req, st)) {
+        return;
+    }
+    if (atomic_fetch_add(&n_scrapes, 1) >= MAX_SCRAPES) {
+        atomic_fetch_sub(&n_scrapes, 1);
+        tg_http_respond_error(req, 503,
+                              "Too many metrics scrapes are being formatted at once; retry "
+                              "shortly.",
+                              "server_error", NULL, NULL);
+        return;
+    }
+    struct scrape_job *j = tg_xcalloc(1, sizeof(*j));
+    j->req = req;
+    tg_buf_init(&j->out, 0);
+    j->g.open_connections = tg_metrics_connections();
+    j->g.ledger_depth = w->ledger ? (int64_t)tg_ledger_depth(w->ledger) : -1;
+    j->g.access_log_dropped = (int64_t)tg_access_log_dropped();
+    if (st != NULL) {
+        atomic_fetch_add(&st->refs, 1);
+        j->st = st;
+        tg_metrics_gauges_sample(&j->g, st, tg_state_env_get()->admission, tg_clock_unix_ms(),
+                                 tg_clock_mono_ms());
+    }
+    j->work.data = j;
+    if (uv_queue_work(&w->loop, &j->work, scrape_work, scrape_done) != 0) {
+        scrape_done(&j->work, UV_ECANCELED);
+    }
+}
+
 static void
 dispatch(struct tg_worker *w, struct tg_http_req *req, const struct route *r)
 {
     tg_metrics_set_connections(w->index, tg_http_server_connections(w->http));
     if (r->kind == R_METRICS) {
-        /* The exposition holds ids and counts, never keys or text; metrics.bearer_token, when
-         * set, is asked for (compared as hashes: constant time whatever the lengths). */
-        struct tg_state *st = tg_worker_state(w);
-        const char *want = st != NULL ? st->config->metrics_token : NULL;
-        if (want != NULL) {
-            const char *auth = tg_http_req_header(req, "authorization");
-            unsigned char a[TG_SHA256_BYTES], b[TG_SHA256_BYTES];
-            bool is_bearer = auth != NULL && strncasecmp(auth, "Bearer ", 7) == 0;
-            tg_sha256(is_bearer ? auth + 7 : "", is_bearer ? strlen(auth + 7) : 0, a);
-            tg_sha256(want, strlen(want), b);
-            if (!is_bearer || !tg_mem_equal_ct(a, b, sizeof(a))) {
-                tg_http_respond_error(
-                    req, 401,
-                    auth == NULL ? "This endpoint needs the metrics token: send it as "
-                                   "Authorization: Bearer <token> (metrics.bearer_token)."
-                                 : "The metrics token is not correct (metrics.bearer_token).",
-                    "invalid_request_error", NULL, auth == NULL ? NULL : "invalid_api_key");
-                return;
-            }
-        }
-        struct tg_buf b;
-        tg_buf_init(&b, 0);
-        struct tg_metrics_gauges g = {.open_connections = tg_metrics_connections(),
-                                      .ledger_depth =
-                                          w->ledger ? (int64_t)tg_ledger_depth(w->ledger) : -1,
-                                      .access_log_dropped = (int64_t)tg_access_log_dropped()};
-        if (st != NULL) {
-            tg_metrics_gauges_sample(&g, st, tg_state_env_get()->admission, tg_clock_unix_ms(),
-                                     tg_clock_mono_ms());
-        }
-        tg_metrics_render(&b, &g);
-        tg_metrics_gauges_deinit(&g);
-        tg_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, 0,
-                        b.data ? b.data : "", b.len);
-        tg_buf_deinit(&b);
+        scrape(w, req);
         return;
     }
     if (r->kind == R_DASHBOARD) {
