@@ -91,6 +91,58 @@ test('metrics: request, token and cost counters equal the traffic and the ledger
     assert.equal(inf, 5);
 });
 
+test('metrics: refusals, cache hits and savings, and the overhead histogram after known traffic', T, async () => {
+    const { gw } = ctx;
+    const mine = (p) => (k) => k.includes(`project="${p.id}"`);
+
+    // Rate limit: one request a minute on gpt-4o-mini; the second is refused.
+    const rl = await newProject(gw, 'metrics-rl');
+    const lim = await gw.adminFetch(`/v1/organization/projects/${rl.id}/rate_limits/rl-gpt-4o-mini`, { body: { max_requests_per_1_minute: 1 } });
+    assert.equal(lim.status, 200, lim.text);
+    const rc = gw.client(await gw.createKey(rl.id, 'rl'), { maxRetries: 0 });
+    await rc.chat.completions.create({ model: 'gpt-4o-mini', messages: msg('one') });
+    const refused = await rc.chat.completions.create({ model: 'gpt-4o-mini', messages: msg('two') }).catch((e) => e);
+    assert.equal(refused.status, 429);
+
+    // Budget: a limit of one micro-dollar refuses any priced call.
+    const bp = await newProject(gw, 'metrics-broke');
+    const set = await gw.adminFetch(`/v1/organization/projects/${bp.id}/budget`, { body: { monthly_limit: '0.000001' } });
+    assert.equal(set.status, 200, set.text);
+    const bc = gw.client(await gw.createKey(bp.id, 'broke'), { maxRetries: 0 });
+    const broke = await bc.chat.completions.create({ model: 'gpt-4o-mini', messages: msg('spend') }).catch((e) => e);
+    assert.equal(broke.status, 429);
+    assert.equal(broke.code, 'insufficient_quota');
+
+    // Cache: the same request twice; the second is a hit worth the first's cost.
+    const cp = await newProject(gw, 'metrics-cache');
+    const on = await gw.adminFetch(`/v1/organization/projects/${cp.id}`, { body: { cache: { enabled: true } } });
+    assert.equal(on.status, 200, on.text);
+    const cc = gw.client(await gw.createKey(cp.id, 'cache'), { maxRetries: 0 });
+    const body = { model: 'gpt-4o-mini', messages: msg('cache me') };
+    const first = await cc.chat.completions.create(body).withResponse();
+    const second = await cc.chat.completions.create(body).withResponse();
+    assert.equal(second.response.headers.get('x-tollgate-cache'), 'hit');
+    const [row] = await gw.waitLedger(first.request_id);
+    await gw.waitLedger(second.request_id);
+
+    const m = await scrape(gw);
+    assert.equal(m[`tollgate_rate_limited_total{project="${rl.id}"}`], 1);
+    assert.equal(m[`tollgate_budget_refused_total{project="${bp.id}"}`], 1);
+    assert.equal(m[`tollgate_budget_refused_total{project="${rl.id}"}`], undefined);
+    assert.equal(sum(m, 'tollgate_requests_total', mine(rl)), 1, 'a refusal is not an answered request');
+    assert.equal(sum(m, 'tollgate_cache_hits_total', mine(cp)), 1);
+    assert.equal(sum(m, 'tollgate_cache_hits_total', (k) => mine(cp)(k) && k.includes('provider="cache"')), 1);
+    assert.equal(sum(m, 'tollgate_cache_saved_micro_dollars_total', mine(cp)), Number(row.cost_micros));
+    assert.ok(Number(row.cost_micros) > 0);
+    // The hit cost nothing: the project's cost is the first call's alone.
+    assert.equal(sum(m, 'tollgate_cost_micro_dollars_total', mine(cp)), Number(row.cost_micros));
+    // Upstream time and the gateway's own time: one observation per call that went upstream
+    // (the miss), none for the hit; the total counts both.
+    assert.equal(sum(m, 'tollgate_upstream_duration_seconds_count', mine(cp)), 1);
+    assert.equal(sum(m, 'tollgate_gateway_overhead_seconds_count', mine(cp)), 1);
+    assert.equal(sum(m, 'tollgate_request_duration_seconds_count', mine(cp)), 2);
+});
+
 test('metrics: budget use of a project equals the ledger cost of its priced calls; the limit is its budget', T, async () => {
     const { gw } = ctx;
     const p = await newProject(gw, 'metrics-budget');
