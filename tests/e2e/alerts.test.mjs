@@ -1,0 +1,323 @@
+// alerts.test.mjs: alert rules end to end (issue 6, part 3). An error-rate rule on one
+// project and model, with a webhook (a receiver in this process) and an e-mail channel (a real
+// SMTP server, npm smtp-server, as notify.test.mjs uses). The scripted upstream answers 500
+// (user "behaviour:fail-500"): the rule must fire exactly once, by webhook and by e-mail; then
+// the gateway's test clock moves past the window and successes follow: the rule must resolve
+// exactly once. Alerts, the rule's state and the outbox are checked through the admin API, and
+// a restart on the same store must not fire the rule again.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { SMTPServer } from 'smtp-server';
+import { startUpstream } from './lib/upstream.mjs';
+import { startGateway, newUpstreamKey, newAzureKey, freePort, SLOW } from './lib/gateway.mjs';
+
+const OPS = 'ops@example.com';
+const ctx = {
+    upstreamKey: newUpstreamKey(),
+    azureKey: newAzureKey(),
+    hooks: [], // { json, body }
+    mails: [], // { to, headers, text }
+    waiters: [],
+};
+
+function notify() {
+    for (const w of ctx.waiters.splice(0)) w();
+}
+
+// Resolves once cond() holds (re-checked on every delivery and every 200 ms), or fails after
+// the deadline with what arrived.
+async function until(what, cond, deadlineMs = 15000 * SLOW) {
+    const end = Date.now() + deadlineMs;
+    while (!(await cond())) {
+        const left = end - Date.now();
+        if (left <= 0) {
+            throw new Error(`timed out waiting for ${what}; hooks: ${JSON.stringify(ctx.hooks.map((h) => h.json?.type))}\n${ctx.gw?.logs().slice(-4000)}`);
+        }
+        await new Promise((resolve) => {
+            const t = setTimeout(resolve, Math.min(left, 200));
+            ctx.waiters.push(() => {
+                clearTimeout(t);
+                resolve();
+            });
+        });
+    }
+}
+
+function startReceiver() {
+    const srv = http.createServer((req, res) => {
+        const chunks = [];
+        req.on('data', (c) => chunks.push(c));
+        req.on('end', () => {
+            const body = Buffer.concat(chunks).toString('utf8');
+            let json = null;
+            try {
+                json = JSON.parse(body);
+            } catch {
+                json = null;
+            }
+            ctx.hooks.push({ body, json });
+            res.writeHead(200, { 'content-type': 'text/plain' });
+            res.end('ok');
+            notify();
+        });
+    });
+    return new Promise((resolve) => srv.listen(0, '127.0.0.1', () => resolve(srv)));
+}
+
+function startSmtp(port) {
+    const srv = new SMTPServer({
+        authOptional: true,
+        disabledCommands: ['STARTTLS'],
+        logger: false,
+        onData(stream, session, cb) {
+            const chunks = [];
+            stream.on('data', (c) => chunks.push(c));
+            stream.on('end', () => {
+                const raw = Buffer.concat(chunks).toString('utf8');
+                const [head, ...rest] = raw.split(/\r?\n\r?\n/);
+                const headers = {};
+                for (const line of head.replace(/\r?\n[ \t]+/g, ' ').split(/\r?\n/)) {
+                    const i = line.indexOf(':');
+                    if (i > 0) headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
+                }
+                for (const r of session.envelope.rcptTo) ctx.mails.push({ to: r.address, headers, text: rest.join('\n\n') });
+                cb();
+                notify();
+            });
+        },
+    });
+    return new Promise((resolve, reject) => {
+        srv.once('error', reject);
+        srv.listen(port, '127.0.0.1', () => resolve(srv));
+    });
+}
+
+function gatewayOpts(extra = {}) {
+    return {
+        upstream: ctx.up,
+        upstreamKey: ctx.upstreamKey,
+        azureKey: ctx.azureKey,
+        env: { TOLLGATE_TEST_CLOCK: '1' },
+        extraYaml: `notifications:
+  interval_ms: 100
+  webhook_timeout_ms: 3000
+  smtp:
+    host: 127.0.0.1
+    port: ${ctx.smtpPort}
+    from: alerts@tollgate.test
+    timeout_ms: 5000
+`,
+        ...extra,
+    };
+}
+
+before(async () => {
+    ctx.up = await startUpstream({ apiKey: ctx.upstreamKey, azureKey: ctx.azureKey });
+    ctx.receiver = await startReceiver();
+    ctx.hookUrl = `http://127.0.0.1:${ctx.receiver.address().port}/alerts`;
+    ctx.smtpPort = await freePort();
+    ctx.smtp = await startSmtp(ctx.smtpPort);
+    ctx.gw = await startGateway(gatewayOpts());
+    ctx.first = ctx.gw;
+});
+
+after(async () => {
+    for (const gw of [ctx.first, ctx.gw]) {
+        if (gw && !gw.exit) {
+            gw.kill();
+            await gw.exited;
+        }
+    }
+    if (ctx.gw?.cleanupOk) ctx.gw.cleanup();
+    if (ctx.first && ctx.first !== ctx.gw && ctx.first.cleanupOk && ctx.gw?.cleanupOk) ctx.first.cleanup();
+    await new Promise((r) => ctx.receiver.close(r));
+    await new Promise((r) => ctx.smtp.close(r));
+    await ctx.up.close();
+});
+
+async function chat(behaviour) {
+    const r = await ctx.gw.rawFetch('/v1/chat/completions', {
+        method: 'POST',
+        headers: { authorization: `Bearer ${ctx.key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({
+            model: 'gpt-4o-mini',
+            messages: [{ role: 'user', content: 'say hi' }],
+            ...(behaviour ? { user: `behaviour:${behaviour}` } : {}),
+        }),
+    });
+    return r.status;
+}
+
+function hooksOf(type) {
+    return ctx.hooks.filter((h) => h.json?.type === type && h.json.data.rule_id === ctx.ruleId);
+}
+
+function mailsOf(type) {
+    return ctx.mails.filter((m) => m.to === OPS && m.headers['x-tollgate-event'] === type);
+}
+
+// Moves the gateway's clock deltaMs further ahead of the real one (offsets accumulate).
+async function moveClock(deltaMs) {
+    ctx.offsetMs = (ctx.offsetMs || 0) + deltaMs;
+    const r = await ctx.gw.adminFetch('/v1/organization/_test/clock', { body: { now_ms: Date.now() + ctx.offsetMs } });
+    assert.equal(r.status, 200, r.text);
+}
+
+// Outbox rows of this rule, delivered ones only.
+async function delivered(kind) {
+    const r = await ctx.gw.adminFetch('/v1/organization/notifications?limit=100');
+    assert.equal(r.status, 200, r.text);
+    return r.json.data.filter((n) => n.event_key.startsWith(`alert:${ctx.ruleId}:`) && n.event_key.endsWith(`:${kind}`) && n.delivered_at !== null);
+}
+
+test('rule validation: clear 400s naming the field', { timeout: 30000 * SLOW }, async () => {
+    const bad = [
+        [{ name: 'x', metric: 'nope', threshold: 1 }, 'metric'],
+        [{ name: 'x', metric: 'error_rate', threshold: 'high' }, 'threshold'],
+        [{ name: 'x', metric: 'error_rate', threshold: 0.5, window_seconds: 10 }, 'window_seconds'],
+        [{ name: 'x', metric: 'error_rate', threshold: 0.5, condition: 'sideways' }, 'condition'],
+        [{ name: 'x', metric: 'breaker_open', threshold: 0, condition: 'change' }, 'condition'],
+        [{ name: 'x', metric: 'error_rate', threshold: 0.5, project_id: 'proj_nope' }, 'project_id'],
+        [{ name: 'x', metric: 'error_rate', threshold: 0.5, channels: { webhooks: ['ftp://x'] } }, 'channels.webhooks'],
+        [{ name: 'x', metric: 'error_rate', threshold: 0.5, colour: 'red' }, 'colour'],
+        [{ metric: 'error_rate', threshold: 0.5 }, 'name'],
+    ];
+    for (const [body, param] of bad) {
+        const r = await ctx.gw.adminFetch('/v1/organization/alert_rules', { body });
+        assert.equal(r.status, 400, `${JSON.stringify(body)}: ${r.text}`);
+        assert.equal(r.json.error.param, param, JSON.stringify(body));
+    }
+});
+
+test('an error-rate rule fires once when the upstream fails and resolves once after', { timeout: 90000 * SLOW }, async () => {
+    const projects = await ctx.gw.adminFetch('/v1/organization/projects?limit=100');
+    const staging = projects.json.data.find((p) => p.name === 'staging');
+    ctx.projectId = staging.id;
+    ctx.key = await ctx.gw.createKey('staging', 'alerts-e2e');
+
+    const created = await ctx.gw.adminFetch('/v1/organization/alert_rules', {
+        body: {
+            name: 'chat errors',
+            project_id: ctx.projectId,
+            model: 'gpt-4o-mini',
+            metric: 'error_rate',
+            condition: 'above',
+            threshold: 0.5,
+            window_seconds: 60,
+            min_requests: 3,
+            channels: { webhooks: [ctx.hookUrl], emails: [OPS] },
+        },
+    });
+    assert.equal(created.status, 201, created.text);
+    const rule = created.json;
+    ctx.ruleId = rule.id;
+    assert.match(rule.id, /^alr_/);
+    assert.equal(rule.object, 'alert_rule');
+    assert.equal(rule.state, 'ok');
+    assert.equal(rule.enabled, true);
+    assert.equal(rule.window_seconds, 60);
+    assert.deepEqual(rule.channels, { webhooks: [ctx.hookUrl], emails: [OPS] });
+
+    // Two failures are below min_requests: nothing fires yet.
+    assert.deepEqual([await chat('fail-500'), await chat('fail-500')].map((s) => s >= 500), [true, true]);
+    const early = await ctx.gw.adminFetch(`/v1/organization/alert_rules/${ctx.ruleId}`);
+    assert.equal(early.json.state, 'ok');
+
+    // The third makes 3 of 3: fired.
+    assert.ok((await chat('fail-500')) >= 500);
+    await until('alert.fired by webhook and e-mail', () => hooksOf('alert.fired').length >= 1 && mailsOf('alert.fired').length >= 1);
+    const fired = hooksOf('alert.fired')[0].json;
+    assert.equal(fired.data.metric, 'error_rate');
+    assert.equal(fired.data.value, 1);
+    assert.equal(fired.data.threshold, 0.5);
+    assert.equal(fired.data.project_id, ctx.projectId);
+    assert.equal(fired.data.model, 'gpt-4o-mini');
+    assert.equal(fired.data.resolved_at, null);
+    assert.match(mailsOf('alert.fired')[0].headers.subject, /alert chat errors fired/);
+
+    const firing = await ctx.gw.adminFetch(`/v1/organization/alert_rules/${ctx.ruleId}`);
+    assert.equal(firing.json.state, 'firing');
+    const alerts = await ctx.gw.adminFetch('/v1/organization/alerts?state=firing');
+    assert.equal(alerts.status, 200, alerts.text);
+    const mine = alerts.json.data.filter((a) => a.rule_id === ctx.ruleId);
+    assert.equal(mine.length, 1);
+    assert.equal(mine[0].state, 'firing');
+    assert.equal(mine[0].fired_at, fired.data.fired_at);
+
+    // More failures while firing change nothing.
+    assert.ok((await chat('fail-500')) >= 500);
+
+    // The window moves past the failures; successes follow: resolved.
+    await moveClock(120000);
+    for (let i = 0; i < 3; i++) assert.equal(await chat(null), 200);
+    await until('alert.resolved by webhook and e-mail', () => hooksOf('alert.resolved').length >= 1 && mailsOf('alert.resolved').length >= 1);
+    const resolved = hooksOf('alert.resolved')[0].json;
+    assert.equal(resolved.data.alert_id, fired.data.alert_id);
+    assert.equal(resolved.data.fired_at, fired.data.fired_at);
+    assert.ok(resolved.data.resolved_at >= fired.data.fired_at + 60);
+
+    // Both events sit delivered in the outbox under their keys; each arrived once.
+    await until('outbox rows delivered', async () => (await delivered('fired')).length === 2 && (await delivered('resolved')).length === 2);
+    const rows = [...(await delivered('fired')), ...(await delivered('resolved'))];
+    assert.deepEqual(rows.map((n) => n.channel).sort(), ['email', 'email', 'webhook', 'webhook']);
+    for (const n of rows) assert.match(n.event_key, new RegExp(`^alert:${ctx.ruleId}:${fired.data.fired_at}\\d{3}:(fired|resolved)$`));
+    assert.equal(hooksOf('alert.fired').length, 1);
+    assert.equal(hooksOf('alert.resolved').length, 1);
+    assert.equal(mailsOf('alert.fired').length, 1);
+    assert.equal(mailsOf('alert.resolved').length, 1);
+
+    const after = await ctx.gw.adminFetch(`/v1/organization/alerts?state=resolved`);
+    const done = after.json.data.filter((a) => a.rule_id === ctx.ruleId);
+    assert.equal(done.length, 1);
+    assert.equal(done[0].state, 'resolved');
+    assert.equal(done[0].resolved_at, resolved.data.resolved_at);
+    assert.equal((await ctx.gw.adminFetch(`/v1/organization/alert_rules/${ctx.ruleId}`)).json.state, 'ok');
+
+    const health = await ctx.gw.adminFetch('/v1/organization/health?window_seconds=60');
+    assert.equal(health.status, 200, health.text);
+    const h = health.json.data.find((d) => d.model === 'gpt-4o-mini' && d.provider === 'up');
+    assert.ok(h, health.text);
+    assert.equal(h.requests, 3);
+    assert.equal(h.errors, 0);
+    assert.equal(h.breaker === null || typeof h.breaker === 'string', true);
+});
+
+test('firing survives a restart without firing again', { timeout: 90000 * SLOW }, async () => {
+    // Fire again (a new firing of the same rule), then restart on the same store.
+    await moveClock(120000);
+    for (let i = 0; i < 3; i++) assert.ok((await chat('fail-500')) >= 500);
+    await until('the second alert.fired', () => hooksOf('alert.fired').length >= 2);
+    await until('the second firing delivered', async () => (await delivered('fired')).length === 4);
+    await ctx.gw.stopAndCheck();
+    ctx.gw = await startGateway(gatewayOpts({ dataDir: ctx.first.dataDir, adminKey: ctx.first.adminKey }));
+    const r = await ctx.gw.adminFetch(`/v1/organization/alert_rules/${ctx.ruleId}`);
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.state, 'firing');
+    ctx.gw.clientKeys.push(ctx.key);
+    // The restarted windows are empty and younger than the rule's window: the rule holds. A
+    // sentinel rule that always holds (no open breaker is above -1) proves a tick evaluated
+    // every rule: once it has fired, the first rule had its chance to fire again.
+    const sentinel = await ctx.gw.adminFetch('/v1/organization/alert_rules', {
+        body: { name: 'sentinel', metric: 'breaker_open', threshold: -1, channels: { webhooks: [ctx.hookUrl] } },
+    });
+    assert.equal(sentinel.status, 201, sentinel.text);
+    await until('the sentinel fired', () => ctx.hooks.some((h) => h.json?.type === 'alert.fired' && h.json.data.rule_id === sentinel.json.id));
+    assert.equal(hooksOf('alert.fired').length, 2);
+    assert.equal((await ctx.gw.adminFetch(`/v1/organization/alert_rules/${ctx.ruleId}`)).json.state, 'firing');
+    assert.equal((await ctx.gw.adminFetch(`/v1/organization/alerts?state=firing`)).json.data.filter((a) => a.rule_id === ctx.ruleId).length, 1);
+});
+
+test('deleting a rule: audited, then 404', { timeout: 30000 * SLOW }, async () => {
+    const r = await ctx.gw.adminFetch(`/v1/organization/alert_rules/${ctx.ruleId}`, { method: 'DELETE' });
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(r.json, { object: 'alert_rule.deleted', id: ctx.ruleId, deleted: true });
+    assert.equal((await ctx.gw.adminFetch(`/v1/organization/alert_rules/${ctx.ruleId}`)).status, 404);
+    const audit = await ctx.gw.adminFetch('/v1/organization/audit_logs?limit=50');
+    const types = audit.json.data.filter((e) => JSON.stringify(e).includes(ctx.ruleId)).map((e) => e.type);
+    assert.ok(types.includes('alert_rule.created') && types.includes('alert_rule.deleted'), JSON.stringify(types));
+});
+
+test('shutdown: SIGTERM exits 0, no sanitizer report, no secret in the logs', { timeout: 60000 * SLOW }, async () => {
+    await ctx.gw.stopAndCheck();
+});
