@@ -5,9 +5,10 @@
  * one settled request's ledger row and quality fields, plus its bodies when the project logs
  * them (heap copies made before the lock is taken). A push holds the mutex for one copy; the
  * writer takes a batch of slots under the mutex and formats and writes them without it, so a
- * slow disk only fills the ring, and a full ring drops lines (counted) instead of stalling a
- * loop thread. Stop wakes the writer, which empties the ring before it ends. Only the writer
- * touches the file descriptor once started, so a reopen (rotation) is a flag it acts on.
+ * slow disk only fills the ring, and a full ring (or one whose bodies reach their own bound)
+ * drops lines (counted) instead of stalling a loop thread or growing memory. Stop wakes the writer,
+ * which empties the ring before it ends. Only the writer touches the file descriptor once started,
+ * so a reopen (rotation) is a flag it acts on.
  */
 #include "gateway/access_log.h"
 
@@ -46,6 +47,7 @@ static struct {
     pthread_cond_t wake;
     struct entry *ring;
     size_t cap, head, n; /* n slots used, from head on */
+    size_t body_bytes;   /* the queued lines' bodies */
     bool is_stopping;
     int fd; /* the writer's alone while it runs */
     bool is_stdout;
@@ -292,11 +294,14 @@ tg_access_log_push(const struct tg_observation *o)
     /* The bodies die with the request: copy them before taking the lock. */
     e.request_body = copy_bytes(e.request_body, e.request_len);
     e.response_body = copy_bytes(e.response_body, e.response_len);
+    size_t bytes = (e.request_body ? e.request_len : 0) + (e.response_body ? e.response_len : 0);
     pthread_mutex_lock(&q.lock);
-    bool is_kept = q.n < q.cap && !q.is_stopping;
+    bool is_kept = q.n < q.cap && !q.is_stopping &&
+                   q.body_bytes + bytes <= TG_ACCESS_LOG_MAX_QUEUED_BODY_BYTES;
     if (is_kept) {
         q.ring[(q.head + q.n) % q.cap] = e;
         q.n++;
+        q.body_bytes += bytes;
         pthread_cond_signal(&q.wake);
     }
     pthread_mutex_unlock(&q.lock);
@@ -380,6 +385,8 @@ writer(void *arg)
         for (size_t i = 0; i < n; i++) {
             batch[i] = q.ring[q.head];
             q.head = (q.head + 1) % q.cap;
+            q.body_bytes -= (batch[i].request_body ? batch[i].request_len : 0) +
+                            (batch[i].response_body ? batch[i].response_len : 0);
         }
         q.n -= n;
         bool is_done = n == 0; /* stopping, and nothing left */
@@ -423,6 +430,7 @@ tg_access_log_start(const char *path, size_t queue_cap)
     q.cap = queue_cap > 0 ? queue_cap : 8192;
     q.ring = tg_xcalloc(q.cap, sizeof(*q.ring));
     q.head = q.n = 0;
+    q.body_bytes = 0;
     q.is_stopping = false;
     if (pthread_create(&q.thread, NULL, writer, NULL) != 0) {
         tg_log_error("access log: cannot start the writer thread");

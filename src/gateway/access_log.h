@@ -24,6 +24,10 @@
 /* A body kept for the log is cut at this many bytes ("request_body_truncated": true). */
 #define TG_ACCESS_LOG_MAX_BODY_BYTES (1024 * 1024)
 
+/* The bodies waiting in the queue, all lines together, stay under this many bytes: a line
+ * whose bodies would pass it is dropped (and counted) like one that finds the queue full. */
+#define TG_ACCESS_LOG_MAX_QUEUED_BODY_BYTES (64 * 1024 * 1024)
+
 /* Starts the writer: appends to the file at path (created 0640 when missing), or to standard
  * output when path is "-"; queue_cap lines may wait. Returns 0, or a negative code when the
  * file cannot be opened (logged). One log per process; start-up only (before the workers). */
