@@ -428,10 +428,18 @@ read_limit(struct admin_job *j, size_t *out)
     return true;
 }
 
+/* The shortest of %.15g and %.17g that reads back as v (0.1 stays "0.1", 2/7 keeps every
+ * digit). */
 static void
 append_number(struct tg_buf *b, double v)
 {
-    tg_buf_appendf(b, "%.10g", isfinite(v) ? v : 0);
+    char s[40];
+    v = isfinite(v) ? v : 0;
+    snprintf(s, sizeof(s), "%.15g", v);
+    if (strtod(s, NULL) != v) {
+        snprintf(s, sizeof(s), "%.17g", v);
+    }
+    tg_buf_append_str(b, s);
 }
 
 static void
