@@ -1,14 +1,19 @@
 /*
- * client.h: the upstream HTTP client of one worker: libcurl's multi interface driven by the
- * worker's libuv loop (curl_multi_socket_action with uv_poll and uv_timer), so transfers
- * never block the loop.
+ * client.h: the upstream HTTP client of one worker. Transfers never block the loop: plain
+ * http:// upstreams go through a native HTTP/1.1 client on the worker's libuv loop (h1.h:
+ * uv_tcp connections, a keep-alive pool per host and port), https:// ones through libcurl's
+ * multi interface driven by the same loop (curl_multi_socket_action with uv_poll and
+ * uv_timer). The environment variable TG_UPSTREAM_CLIENT=curl, read when a client is made,
+ * sends plain http:// through libcurl as well.
  *
- * The multi handle keeps connections alive and reuses them across calls (per host), and
- * negotiates HTTP/2 over TLS where the server offers it. Each call has four timeouts:
- * connect, first byte (request sent -> first response byte), idle (between two reads of the
- * body) and total. A call whose consumer cannot keep up returns TG_EAGAIN from on_data; the
- * transfer is then paused (CURL_WRITEFUNC_PAUSE, no buffering on our side beyond curl's one
- * chunk) until tg_upstream_call_resume(); the idle timer does not run while paused.
+ * Both keep connections alive and reuse them across calls (per host); libcurl negotiates
+ * HTTP/2 over TLS where the server offers it. Each call has four timeouts: connect, first byte
+ * (request sent -> first response byte), idle (between two reads of the body) and total. A
+ * call whose consumer cannot keep up returns TG_EAGAIN from on_data; the transfer is then
+ * paused (the native client stops reading the socket; libcurl gets CURL_WRITEFUNC_PAUSE and
+ * keeps its one chunk), with no buffering on our side beyond one read, until
+ * tg_upstream_call_resume(); the idle timer does not run while paused, and a response that
+ * ended while paused reports on_done after the resume.
  *
  * Every callback fires on the loop thread, never from inside tg_upstream_call_start. Exactly
  * one on_done ends a started call (also after cancel, with TG_ECANCELED); the call is freed

@@ -129,6 +129,7 @@ struct tg_h1_call {
     uint64_t connect_start_ms;
     uint64_t sent_ms;
     uint64_t last_read_ms;
+    uint64_t due_ms; /* when the timer fires next */
     bool is_deferred;
     bool is_paused;
     bool is_resume_pending;
@@ -183,7 +184,7 @@ static void call_connect(struct tg_h1_call *call);
 static void finish(struct tg_h1_call *call, int err, const char *msg);
 static void arm_timer(struct tg_h1_call *call);
 
-/* ---- URLs ------------------------------------------------------------------------------- */
+/* ---- URLs ------------------------------------------------------------------------------------ */
 
 int
 tg_h1_url_parse(const char *url, struct tg_h1_url *out)
@@ -251,7 +252,7 @@ tg_h1_url_parse(const char *url, struct tg_h1_url *out)
     return 0;
 }
 
-/* ---- handle bookkeeping --------------------------------------------------------------- */
+/* ---- handle bookkeeping ---------------------------------------------------------------------- */
 
 static void
 maybe_free_client(struct tg_h1_client *c)
@@ -289,7 +290,7 @@ on_conn_closed(uv_handle_t *h)
     maybe_free_client(c);
 }
 
-/* ---- the pool ----------------------------------------------------------------------------- */
+/* ---- the pool -------------------------------------------------------------------------------- */
 
 static struct host *
 host_get(struct tg_h1_client *c, const char *name, uint16_t port)
@@ -448,7 +449,7 @@ pool_take(struct host *h)
     return NULL;
 }
 
-/* ---- the deferred list ------------------------------------------------------------------- */
+/* ---- the deferred list ----------------------------------------------------------------------- */
 
 static void
 defer_unlink(struct tg_h1_call *call)
@@ -488,7 +489,7 @@ defer_push(struct tg_h1_call *call)
     uv_idle_start(&c->defer, on_defer);
 }
 
-/* ---- call lifecycle ------------------------------------------------------------------------ */
+/* ---- call lifecycle -------------------------------------------------------------------------- */
 
 static void
 active_unlink(struct tg_h1_call *call)
@@ -549,13 +550,17 @@ finish(struct tg_h1_call *call, int err, const char *msg)
     }
     active_unlink(call);
     if (msg != call->msg) {
-        snprintf(call->msg, sizeof(call->msg), "%s", msg);
+        if (msg[0] == '\0') {
+            call->msg[0] = '\0'; /* the common case, without a printf */
+        } else {
+            snprintf(call->msg, sizeof(call->msg), "%s", msg);
+        }
     }
     call->cbs.on_done(err, call->msg, call->arg);
     call_recycle(call);
 }
 
-/* ---- deadlines ---------------------------------------------------------------------------- */
+/* ---- deadlines ------------------------------------------------------------------------------- */
 
 static void on_call_timer(uv_timer_t *t);
 
@@ -579,7 +584,18 @@ arm_timer(struct tg_h1_call *call)
 {
     uint64_t now = uv_now(call->client->loop);
     uint64_t d = next_deadline(call);
-    uv_timer_start(&call->timer, on_call_timer, d > now ? d - now : 0, 0);
+    call->due_ms = d > now ? d : now;
+    uv_timer_start(&call->timer, on_call_timer, call->due_ms - now, 0);
+}
+
+/* After a change of phase or clock: re-arms only for a sooner deadline. A later one is left to
+ * the timer, which wakes early and re-arms; that saves a timer update on most reads. */
+static void
+arm_if_sooner(struct tg_h1_call *call)
+{
+    if (next_deadline(call) < call->due_ms) {
+        arm_timer(call);
+    }
 }
 
 static void
@@ -587,6 +603,10 @@ on_call_timer(uv_timer_t *t)
 {
     struct tg_h1_call *call = t->data;
     uint64_t now = uv_now(call->client->loop);
+    if (call->err != 0) {
+        finish(call, call->err, call->msg); /* failed where on_done could not fire */
+        return;
+    }
     if (call->phase == PHASE_CONNECTING && now >= call->connect_start_ms + call->t.connect_ms &&
         now < call->start_ms + call->t.total_ms) {
         snprintf(call->msg, sizeof(call->msg), "timed out connecting after %llu ms",
@@ -783,8 +803,7 @@ p_on_message_complete(http_parser *p)
     return 0;
 }
 
-/* ---- reading ------------------------------------------------------------------------------------
- */
+/* ---- reading --------------------------------------------------------------------------------- */
 
 static void
 on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -814,7 +833,7 @@ retry_stale(struct tg_h1_call *call, struct conn *cn)
     conn_close(cn);
     call->phase = PHASE_CONNECTING;
     call->connect_start_ms = uv_now(call->client->loop); /* total still counts from the start */
-    arm_timer(call);
+    arm_if_sooner(call);
     call_connect(call);
     return true;
 }
@@ -872,7 +891,7 @@ feed(struct tg_h1_call *call, char *data, size_t n)
     call->last_read_ms = uv_now(c->loop);
     if (call->phase != PHASE_RECEIVING) {
         call->phase = PHASE_RECEIVING;
-        arm_timer(call);
+        arm_if_sooner(call);
     }
     call->body_at = data;
     call->body_n = 0;
@@ -909,11 +928,10 @@ feed(struct tg_h1_call *call, char *data, size_t n)
             if (call->is_resume_pending) {
                 call->is_resume_pending = false; /* resumed before it even paused */
             } else {
-                call->is_paused = true;
+                call->is_paused = true; /* the idle deadline is off: the timer re-arms lazily */
                 if (call->conn != NULL) {
                     conn_read_stop(call->conn);
                 }
-                arm_timer(call); /* the idle deadline is off while paused */
             }
         } else if (rc < 0) {
             finish(call, TG_ECANCELED, "canceled by the consumer");
@@ -945,8 +963,7 @@ on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     feed(call, buf->base, (size_t)n);
 }
 
-/* ---- writing the request ----------------------------------------------------------------------
- */
+/* ---- writing the request --------------------------------------------------------------------- */
 
 static void
 on_write(uv_write_t *w, int status)
@@ -968,14 +985,16 @@ on_write(uv_write_t *w, int status)
     fail_transfer(call, what);
 }
 
-/* Sends head and body: uv_try_write first, uv_write for what the kernel did not take. */
+/* Sends head and body: uv_try_write first, uv_write for what the kernel did not take. Never
+ * ends the call here (it runs inside tg_h1_call_start too): a failed write is reported by
+ * on_write, or by the timer. */
 static void
 send_request(struct tg_h1_call *call)
 {
     struct conn *cn = call->conn;
     call->phase = PHASE_SENT;
     call->sent_ms = uv_now(call->client->loop);
-    arm_timer(call);
+    arm_if_sooner(call);
     conn_read_start(cn);
     uv_buf_t bufs[2];
     unsigned nbufs = 0;
@@ -983,17 +1002,10 @@ send_request(struct tg_h1_call *call)
     if (call->body_len > 0) {
         bufs[nbufs++] = uv_buf_init((char *)call->body, (unsigned)call->body_len);
     }
+    /* An error here (a reset pooled connection) is left to uv_write, which reports it through
+     * on_write on the next turn, where the stale-socket retry applies. */
     int rc = uv_try_write((uv_stream_t *)&cn->tcp, bufs, nbufs);
     size_t sent = rc > 0 ? (size_t)rc : 0;
-    if (rc < 0 && rc != UV_EAGAIN) {
-        if (retry_stale(call, cn)) {
-            return;
-        }
-        char what[160];
-        snprintf(what, sizeof(what), "sending the request: %s", uv_strerror(rc));
-        fail_transfer(call, what);
-        return;
-    }
     unsigned first = 0;
     while (first < nbufs && sent >= bufs[first].len) {
         sent -= bufs[first].len;
@@ -1007,16 +1019,16 @@ send_request(struct tg_h1_call *call)
     cn->write.data = cn;
     rc = uv_write(&cn->write, (uv_stream_t *)&cn->tcp, bufs + first, nbufs - first, on_write);
     if (rc < 0) {
-        char what[160];
-        snprintf(what, sizeof(what), "sending the request: %s", uv_strerror(rc));
-        fail_transfer(call, what);
+        snprintf(call->msg, sizeof(call->msg), "upstream transfer failed: sending the request: %s",
+                 uv_strerror(rc));
+        call->err = TG_EUPSTREAM;
+        uv_timer_start(&call->timer, on_call_timer, 0, 0);
         return;
     }
     cn->is_writing = true;
 }
 
-/* ---- connecting
- * ------------------------------------------------------------------------------------ */
+/* ---- connecting ------------------------------------------------------------------------------ */
 
 static void
 connect_failed(struct tg_h1_call *call, const char *what)
@@ -1084,9 +1096,18 @@ on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         connect_failed(call, status < 0 ? uv_strerror(status) : "no address");
         return;
     }
+    /* One address, IPv4 first: "localhost" often lists ::1 first while the service listens on
+     * 127.0.0.1 only. */
+    const struct addrinfo *a = res;
+    for (const struct addrinfo *i = res; i != NULL; i = i->ai_next) {
+        if (i->ai_family == AF_INET) {
+            a = i;
+            break;
+        }
+    }
     struct host *h = call->host;
-    memcpy(&h->addr, res->ai_addr, res->ai_addrlen);
-    if (res->ai_family == AF_INET6) {
+    memcpy(&h->addr, a->ai_addr, a->ai_addrlen);
+    if (a->ai_family == AF_INET6) {
         ((struct sockaddr_in6 *)&h->addr)->sin6_port = htons(h->port);
     } else {
         ((struct sockaddr_in *)&h->addr)->sin_port = htons(h->port);
@@ -1129,8 +1150,7 @@ call_connect(struct tg_h1_call *call)
     call->resolve = r;
 }
 
-/* ---- deferred cancel and resume ---------------------------------------------------------------
- */
+/* ---- deferred cancel and resume -------------------------------------------------------------- */
 
 static void
 apply_resume(struct tg_h1_call *call)
@@ -1145,7 +1165,7 @@ apply_resume(struct tg_h1_call *call)
         return;
     }
     call->last_read_ms = uv_now(call->client->loop); /* the idle clock restarts now */
-    arm_timer(call);
+    arm_if_sooner(call);
     if (call->conn != NULL) {
         conn_read_start(call->conn);
     }
@@ -1167,8 +1187,7 @@ on_defer(uv_idle_t *idle)
     uv_idle_stop(&c->defer);
 }
 
-/* ---- public API
- * ---------------------------------------------------------------------------------- */
+/* ---- public API ------------------------------------------------------------------------------ */
 
 int
 tg_h1_client_new(uv_loop_t *loop, struct tg_h1_client **out)
@@ -1283,9 +1302,9 @@ call_acquire(struct tg_h1_client *c)
 }
 
 static bool
-is_header_named(const char *name, const char *want)
+is_header_named(const char *name, size_t len, const char *want, size_t want_len)
 {
-    return strcasecmp(name, want) == 0;
+    return len == want_len && strncasecmp(name, want, len) == 0;
 }
 
 /* Request line and header lines; TG_EINVAL for a header that would break the framing. Host
@@ -1307,12 +1326,13 @@ build_head(struct tg_h1_call *call, const struct tg_upstream_request *req,
             strpbrk(v, "\r\n") != NULL) {
             return TG_EINVAL;
         }
-        if (is_header_named(h->name, "Content-Length") ||
-            is_header_named(h->name, "Transfer-Encoding")) {
+        size_t nlen = strlen(h->name);
+        if (is_header_named(h->name, nlen, "Content-Length", 14) ||
+            is_header_named(h->name, nlen, "Transfer-Encoding", 17)) {
             continue; /* the body is sent whole, with its length */
         }
-        has_host |= is_header_named(h->name, "Host");
-        tg_buf_append_str(b, h->name);
+        has_host |= is_header_named(h->name, nlen, "Host", 4);
+        tg_buf_append(b, h->name, nlen);
         tg_buf_append(b, ": ", 2);
         tg_buf_append_str(b, v);
         tg_buf_append(b, "\r\n", 2);
@@ -1323,7 +1343,16 @@ build_head(struct tg_h1_call *call, const struct tg_upstream_request *req,
         tg_buf_append(b, "\r\n", 2);
     }
     if (has_body) {
-        tg_buf_appendf(b, "Content-Length: %zu\r\n", req->body_len);
+        char digits[24];
+        char *d = digits + sizeof(digits);
+        size_t v = req->body != NULL ? req->body_len : 0;
+        do {
+            *--d = (char)('0' + v % 10);
+            v /= 10;
+        } while (v > 0);
+        tg_buf_append(b, "Content-Length: ", 16);
+        tg_buf_append(b, d, (size_t)(digits + sizeof(digits) - d));
+        tg_buf_append(b, "\r\n", 2);
     }
     tg_buf_append(b, "\r\n", 2);
     return 0;
@@ -1340,12 +1369,12 @@ fill_timeouts(struct tg_upstream_timeouts *t, const struct tg_upstream_timeouts 
     t->total_ms = req->total_ms ? req->total_ms : d.total_ms;
 }
 
-/* Starts on the next loop turn, so no callback fires inside tg_h1_call_start. */
+/* A call with no pooled connection starts connecting on the next loop turn, so no callback
+ * (a refused connect, a failed lookup) fires inside tg_h1_call_start. */
 static void
 on_start(uv_timer_t *t)
 {
     struct tg_h1_call *call = t->data;
-    call->connect_start_ms = call->start_ms;
     arm_timer(call);
     call_connect(call);
 }
@@ -1387,7 +1416,17 @@ tg_h1_call_start(struct tg_h1_client *c, const struct tg_upstream_request *req,
     }
     c->active = call;
     c->n_active++;
-    uv_timer_start(&call->timer, on_start, 0, 0);
+    call->connect_start_ms = call->start_ms;
+    /* With a pooled connection the request goes out right here: send_request fires nothing. */
+    struct conn *cn = pool_take(call->host);
+    if (cn != NULL) {
+        cn->call = call;
+        call->conn = cn;
+        arm_timer(call);
+        send_request(call);
+    } else {
+        uv_timer_start(&call->timer, on_start, 0, 0);
+    }
     *out = call;
     return 0;
 }

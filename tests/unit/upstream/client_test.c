@@ -1088,6 +1088,19 @@ oversized_headers_are_an_upstream_error(void **state)
     rec_deinit(&r);
 }
 
+/* A host name is looked up (the native engine caches the address for its pool entry). */
+static void
+host_names_are_resolved(void **state)
+{
+    struct fx *f = *state;
+    snprintf(f->url, sizeof(f->url), "http://localhost:%d/v1/chat", f->srv.port);
+    respond_with(f, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false);
+    call_ok(f, "ok");
+    call_ok(f, "ok");
+    assert_int_equal(f->srv.n_requests, 2);
+    assert_non_null(memmem(f->srv.last_req.data, f->srv.last_req.len, "Host: localhost:", 16));
+}
+
 /* ---- native engine only ------------------------------------------------------------------ */
 
 static void
@@ -1284,7 +1297,8 @@ paused_complete_response_ends_after_resume(void **state)
         cmocka_unit_test_setup_teardown(oversized_headers_are_an_upstream_error, setup, teardown), \
         cmocka_unit_test_setup_teardown(byte_by_byte_response_parses_whole, setup, teardown),      \
         cmocka_unit_test_setup_teardown(paused_complete_response_ends_after_resume, setup,         \
-                                        teardown)
+                                        teardown),                                                 \
+        cmocka_unit_test_setup_teardown(host_names_are_resolved, setup, teardown)
 
 int
 main(void)
