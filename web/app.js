@@ -99,7 +99,10 @@ function nowS() {
 // ---- the admin API -------------------------------------------------------------------------
 
 async function api(path, opts = {}) {
-    const headers = { authorization: `Bearer ${opts.key || state.key}` };
+    const key = opts.key || state.key;
+    // Signed out meanwhile (a call of the same view answered 401): nothing more to ask.
+    if (!key) throw new ApiError(401, 'Signed out.');
+    const headers = { authorization: `Bearer ${key}` };
     let body;
     if (opts.body !== undefined) {
         headers['content-type'] = 'application/json';
@@ -127,7 +130,9 @@ async function api(path, opts = {}) {
     if (!res.ok) {
         const err = (json && json.error) || {};
         const e = new ApiError(res.status, err.message || `HTTP ${res.status}`, err.code);
-        if (res.status === 401 && !opts.key) signOut(`Signed out. ${signinMessage(e)}`);
+        // The first 401 of the signed-in key signs out with its reason; later ones of the
+        // same view (sent before it) must not replace that message.
+        if (res.status === 401 && !opts.key && state.key === key) signOut(`Signed out. ${signinMessage(e)}`);
         throw e;
     }
     return json;
@@ -458,7 +463,8 @@ function groupLabel(group, v) {
     return v;
 }
 
-function drawChart(el, title, xs, series, yFormat) {
+// A uPlot line chart of series over the bucket times xs; counts (isCount) get whole-number ticks.
+function drawChart(el, title, xs, series, yFormat, isCount = false) {
     if (typeof window.uPlot !== 'function') {
         el.append(h('p', { class: 'error' }, 'The chart library did not load.'));
         return;
@@ -468,9 +474,9 @@ function drawChart(el, title, xs, series, yFormat) {
         title,
         width,
         height: 240,
-        scales: { x: { time: true } },
+        scales: { x: { time: true }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] } },
         series: [{ label: 'time', value: (u, v) => (v === null ? '—' : fmtTime(v)) }, ...series.map((s, i) => ({ label: s.label, stroke: PALETTE[i % PALETTE.length], fill: `${PALETTE[i % PALETTE.length]}22`, width: 2, points: { show: true, size: 5 }, value: (u, v) => (v === null ? '—' : yFormat(v)) }))],
-        axes: [{}, { values: (u, vals) => vals.map((v) => yFormat(v)), size: 80 }],
+        axes: [{}, { values: (u, vals) => vals.map((v) => yFormat(v)), size: 80, ...(isCount ? { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 100000, 1000000] } : {}) }],
     };
     const chart = new window.uPlot(opts, [xs, ...series.map((s) => s.values)], el);
     state.charts.push(chart);
@@ -546,7 +552,7 @@ async function viewUsage(view, live) {
             if (!live() || !list.length) return;
             const top = list.slice(0, 8);
             drawChart(costChart, `Cost per ${RANGES[range].width} by ${GROUPS[group].toLowerCase()}`, times, top.map((s) => ({ label: groupLabel(group, s.g), values: s.costAt.map((c) => Number(c) / 1e6) })), (v) => `$${v.toFixed(v !== 0 && Math.abs(v) < 0.01 ? 6 : 2)}`);
-            drawChart(reqChart, `Requests per ${RANGES[range].width}`, times, top.map((s) => ({ label: groupLabel(group, s.g), values: s.reqAt })), (v) => fmtInt(v));
+            drawChart(reqChart, `Requests per ${RANGES[range].width}`, times, top.map((s) => ({ label: groupLabel(group, s.g), values: s.reqAt })), (v) => fmtInt(v), true);
         }, 0);
         return out;
     };
@@ -561,6 +567,13 @@ function breakerBadge(b) {
     return h('span', { class: `badge ${cls}` }, b.replace('_', '-'));
 }
 
+// The quality signals of one model in a line: cut at length, empty, refusals, feedback.
+function qualityText(q) {
+    if (!q) return null;
+    const fb = q.feedback_count ? `feedback ${q.feedback_mean === null ? '—' : q.feedback_mean.toFixed(2)} (${q.feedback_count})` : 'no feedback';
+    return h('span', { class: 'quality' }, `length ${fmtPct(q.finish_length_rate)} · empty ${fmtPct(q.empty_rate)} · refusals ${fmtPct(q.refusal_rate)} · ${fb}`);
+}
+
 async function viewHealth(view) {
     const fillHealth = async () => {
         const list = await api('health?window_seconds=300');
@@ -568,15 +581,12 @@ async function viewHealth(view) {
             [
                 { title: 'Model', get: (m) => h('strong', null, m.model) },
                 { title: 'Deployment', get: (m) => [m.provider, m.deployment].filter(Boolean).join(' / ') },
-                { title: 'Requests', num: true, get: (m) => fmtInt(m.requests) },
-                { title: 'Error rate', num: true, get: (m) => `${fmtPct(m.error_rate)} (${fmtInt(m.errors)})` },
-                { title: 'Latency p50 / p95 / p99', num: true, get: (m) => (m.latency_ms ? [m.latency_ms.p50, m.latency_ms.p95, m.latency_ms.p99].map(fmtMs).join(' / ') : null) },
-                { title: 'TTFT p50 / p95', num: true, get: (m) => (m.ttft_ms ? [m.ttft_ms.p50, m.ttft_ms.p95].map(fmtMs).join(' / ') : null) },
+                { title: 'Requests', key: 'requests', num: true, get: (m) => fmtInt(m.requests) },
+                { title: 'Error rate', key: 'error_rate', num: true, get: (m) => `${fmtPct(m.error_rate)} (${fmtInt(m.errors)})` },
+                { title: 'Latency p50/p95/p99', num: true, get: (m) => (m.latency_ms ? `${[m.latency_ms.p50, m.latency_ms.p95, m.latency_ms.p99].map((v) => (v === null || v === undefined ? '—' : Math.round(v))).join(' / ')} ms` : null) },
+                { title: 'TTFT p50/p95', num: true, get: (m) => (m.ttft_ms ? `${[m.ttft_ms.p50, m.ttft_ms.p95].map((v) => (v === null || v === undefined ? '—' : Math.round(v))).join(' / ')} ms` : null) },
                 { title: 'Breaker', get: (m) => breakerBadge(m.breaker) },
-                { title: 'Cut at length', num: true, get: (m) => fmtPct(m.quality && m.quality.finish_length_rate) },
-                { title: 'Empty', num: true, get: (m) => fmtPct(m.quality && m.quality.empty_rate) },
-                { title: 'Refusals', num: true, get: (m) => fmtPct(m.quality && m.quality.refusal_rate) },
-                { title: 'Feedback', num: true, get: (m) => (m.quality && m.quality.feedback_count ? `${m.quality.feedback_mean === null ? '—' : m.quality.feedback_mean.toFixed(2)} (${m.quality.feedback_count})` : null) },
+                { title: 'Quality', key: 'quality', get: (m) => qualityText(m.quality) },
             ],
             list.data,
             { testid: 'health-table', rowTestid: 'health-row', empty: 'No traffic in the last 5 minutes.' },
@@ -809,6 +819,8 @@ async function start() {
         ev.preventDefault();
         const key = $('signin-key').value.trim();
         const btn = ev.submitter || null;
+        $('signin-error').hidden = true;
+        $('signin-error').textContent = '';
         if (btn) btn.disabled = true;
         try {
             await signIn(key);

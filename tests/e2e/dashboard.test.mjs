@@ -255,6 +255,50 @@ test('owner: sees the traffic just sent, creates and revokes a key through the p
     }
 });
 
+test('monitor panels: a firing alert on the overview, the model in health, the rule in notifications', UI, async () => {
+    const { gw } = ctx;
+    const ruleName = `dash failing ${Date.now()}`;
+    const rule = await gw.adminFetch('/v1/organization/alert_rules', {
+        body: { name: ruleName, model: 'fail-500', metric: 'error_rate', condition: 'above', threshold: 0.5, window_seconds: 60, min_requests: 2 },
+    });
+    assert.equal(rule.status, 201, rule.text);
+    const client = gw.client(await gw.createKey('staging', 'dash-failing'), { maxRetries: 0 });
+    for (let i = 0; i < 3; i++) {
+        await assert.rejects(client.chat.completions.create({ model: 'fail-500', messages: msg(`fail ${i}`) }), (e) => e.status >= 500);
+    }
+    // Rules are evaluated on the notifier's tick: wait (bounded) until the API says it fired.
+    const end = Date.now() + 20000 * SLOW;
+    for (;;) {
+        const r = await gw.adminFetch('/v1/organization/alerts?state=firing&limit=100');
+        assert.equal(r.status, 200, r.text);
+        if (r.json.data.some((a) => a.rule_id === rule.json.id)) break;
+        assert.ok(Date.now() < end, `the rule never fired: ${r.text}`);
+        await new Promise((res) => setTimeout(res, 200));
+    }
+
+    const ui = await openPage(gw);
+    const { page } = ui;
+    try {
+        await signIn(page, gw.adminKey);
+        await page.getByTestId('role').filter({ hasText: 'owner' }).waitFor();
+        assert.deepEqual(await settled(page), []);
+        await page.locator('[data-testid="alert-row"]', { hasText: ruleName }).waitFor();
+        await shot(page, '10-owner-overview-alert');
+        assert.deepEqual(await goSection(page, 'health'), []);
+        const row = page.locator('[data-testid="health-row"]', { hasText: 'fail-500' });
+        await row.waitFor();
+        assert.match(await row.locator('[data-col="error_rate"]').textContent(), /^100\.0% \(3\)$/);
+        await shot(page, '11-owner-health-errors');
+        assert.deepEqual(await goSection(page, 'notifications'), []);
+        await page.locator('[data-testid="rule-row"]', { hasText: ruleName }).getByText('firing').waitFor();
+        await shot(page, '12-owner-notifications-rule');
+        assert.deepEqual(ui.errors, []);
+        assert.deepEqual(ui.foreign(), []);
+    } finally {
+        await ui.close();
+    }
+});
+
 test('reader: no billing controls, no usage or audit pages; keys of their project', UI, async () => {
     const { gw } = ctx;
     const key = await join(gw, 'reader', [{ id: 'development', role: 'member' }]);
@@ -271,7 +315,7 @@ test('reader: no billing controls, no usage or audit pages; keys of their projec
         assert.equal(await page.getByTestId('nav-usage').count(), 0);
         assert.equal(await page.getByTestId('nav-audit').count(), 0);
         assert.equal(await page.getByTestId('org-forecast').count(), 0);
-        await shot(page, '10-reader-overview');
+        await shot(page, '13-reader-overview');
         await page.goto(`${gw.url}/dashboard#usage`);
         await page.getByTestId('owner-only').waitFor();
         assert.equal(await page.getByTestId('panel-usage').count(), 0);
@@ -282,7 +326,7 @@ test('reader: no billing controls, no usage or audit pages; keys of their projec
         await settled(page);
         assert.deepEqual(await goSection(page, 'keys'), []);
         await page.getByTestId('key-create').waitFor();
-        await shot(page, '11-reader-keys');
+        await shot(page, '14-reader-keys');
         assert.deepEqual(ui.errors, []);
         assert.deepEqual(ui.foreign(), []);
     } finally {
@@ -301,6 +345,8 @@ test('a revoked admin key: sign-in refused with a message, a stored key dropped'
         // Signed in while the key works, then it is revoked: the next load signs out and says why.
         await signIn(page, made.json.value);
         await page.getByTestId('role').filter({ hasText: 'owner' }).waitFor();
+        // Nothing in flight when the key goes (a call answered 401 would sign out at once).
+        assert.deepEqual(await settled(page), []);
         const del = await gw.adminFetch(`/v1/organization/admin_api_keys/${made.json.id}`, { method: 'DELETE' });
         assert.equal(del.status, 200, del.text);
         await page.reload();
@@ -309,20 +355,34 @@ test('a revoked admin key: sign-in refused with a message, a stored key dropped'
         assert.match(await err.textContent(), /This admin key has been revoked/);
         assert.equal(await page.evaluate(() => sessionStorage.getItem('tollgate.dashboard.key')), null);
         assert.equal(await page.locator('#app').isHidden(), true);
-        await shot(page, '12-revoked-key-reload');
+        await shot(page, '15-revoked-key-reload');
 
         // Typed in at the sign-in screen: refused the same way, nothing stored.
         await signIn(page, made.json.value);
         await page.waitForFunction(() => document.getElementById('signin-error').textContent.includes('revoked'));
         assert.equal(await page.evaluate(() => sessionStorage.getItem('tollgate.dashboard.key')), null);
-        await shot(page, '13-revoked-key-signin');
+        await shot(page, '16-revoked-key-signin');
+
+        // Revoked while the page is open: the next call signs out and says why.
+        const second = await gw.adminFetch('/v1/organization/admin_api_keys', { body: { name: 'dash-revoked-live' } });
+        assert.equal(second.status, 200, second.text);
+        gw.clientKeys.push(second.json.value);
+        await signIn(page, second.json.value);
+        await page.getByTestId('role').filter({ hasText: 'owner' }).waitFor();
+        assert.deepEqual(await settled(page), []);
+        const del2 = await gw.adminFetch(`/v1/organization/admin_api_keys/${second.json.id}`, { method: 'DELETE' });
+        assert.equal(del2.status, 200, del2.text);
+        await page.getByTestId('nav-keys').click();
+        await page.getByTestId('signin-error').filter({ hasText: 'This admin key has been revoked' }).waitFor();
+        assert.equal(await page.evaluate(() => sessionStorage.getItem('tollgate.dashboard.key')), null);
+        await shot(page, '17-revoked-while-open');
 
         await signIn(page, 'not-a-key');
         await page.waitForFunction(() => /not a valid admin key/.test(document.getElementById('signin-error').textContent));
         const project = await gw.createKey('development', 'dash-project-key');
         await signIn(page, project);
         await page.waitForFunction(() => /cannot open the dashboard/.test(document.getElementById('signin-error').textContent));
-        await shot(page, '14-project-key-signin');
+        await shot(page, '18-project-key-signin');
         assert.deepEqual(ui.errors, []);
         assert.deepEqual(ui.foreign(), []);
     } finally {
