@@ -59,6 +59,10 @@ async function openPage(gw) {
     const errors = [];
     page.on('request', (r) => requests.push(r.url()));
     page.on('pageerror', (e) => errors.push(String(e)));
+    // A blocked inline script or style, or a load from elsewhere, is reported on the console.
+    page.on('console', (m) => {
+        if (m.type() === 'error' && /Content Security Policy|Refused to/i.test(m.text())) errors.push(m.text());
+    });
     page.setDefaultTimeout(WAIT);
     await page.goto(`${gw.url}/dashboard`);
     return {
