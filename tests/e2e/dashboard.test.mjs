@@ -196,6 +196,13 @@ test('owner: sees the traffic just sent, creates and revokes a key through the p
         assert.equal(await row.locator('[data-col="spend"]').textContent(), dollars(sent.cost));
         assert.ok((await page.getByTestId('budget-edit').count()) > 0, 'owners have budget controls');
         await shot(page, '02-owner-overview');
+        // An owner sets the project's budget in place: dollars typed, micro-dollars stored.
+        await row.getByTestId('budget-edit').click();
+        await row.getByTestId('budget-input').fill('12.5');
+        await row.getByTestId('budget-save').click();
+        await page.locator(`[data-testid="project-row"][data-project="${name}"] [data-col="budget"]`, { hasText: '$12.50' }).waitFor();
+        const budget = await gw.adminFetch(`/v1/organization/projects/${project.id}/budget`);
+        assert.equal(budget.json.monthly_limit_micros, 12500000, budget.text);
 
         assert.deepEqual(await goSection(page, 'usage'), []);
         const urow = page.locator(`[data-testid="usage-row"][data-group="${name}"]`);
