@@ -7,12 +7,16 @@
 // a restart on the same store must not fire the rule again.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import http from 'node:http';
 import { SMTPServer } from 'smtp-server';
 import { startUpstream } from './lib/upstream.mjs';
 import { startGateway, newUpstreamKey, newAzureKey, freePort, SLOW } from './lib/gateway.mjs';
 
 const OPS = 'ops@example.com';
+const SECRET = 'whsec_' + crypto.randomBytes(12).toString('hex');
+// Priced only for output: "say hi" with max_tokens 5 costs exactly 100 micro-dollars.
+const PRICE = { 'spend-model': { input: '0', cached_input: '0', output: '20' } };
 const ctx = {
     upstreamKey: newUpstreamKey(),
     azureKey: newAzureKey(),
@@ -56,7 +60,7 @@ function startReceiver() {
             } catch {
                 json = null;
             }
-            ctx.hooks.push({ body, json });
+            ctx.hooks.push({ body, json, signature: req.headers['x-tollgate-signature'] });
             res.writeHead(200, { 'content-type': 'text/plain' });
             res.end('ok');
             notify();
@@ -98,7 +102,8 @@ function gatewayOpts(extra = {}) {
         upstream: ctx.up,
         upstreamKey: ctx.upstreamKey,
         azureKey: ctx.azureKey,
-        env: { TOLLGATE_TEST_CLOCK: '1' },
+        env: { TOLLGATE_TEST_CLOCK: '1', TG_ALERT_SECRET: SECRET },
+        prices: PRICE,
         extraYaml: `notifications:
   interval_ms: 100
   webhook_timeout_ms: 3000
@@ -316,6 +321,49 @@ test('deleting a rule: audited, then 404', { timeout: 30000 * SLOW }, async () =
     const audit = await ctx.gw.adminFetch('/v1/organization/audit_logs?limit=50');
     const types = audit.json.data.filter((e) => JSON.stringify(e).includes(ctx.ruleId)).map((e) => e.type);
     assert.ok(types.includes('alert_rule.created') && types.includes('alert_rule.deleted'), JSON.stringify(types));
+});
+
+test('a spend_forecast rule fires when the month-end forecast passes the budget; its webhook is signed', { timeout: 60000 * SLOW }, async () => {
+    const p = await ctx.gw.adminFetch('/v1/organization/projects', { body: { name: 'alerts-spend' } });
+    assert.equal(p.status, 200, p.text);
+    const projectId = p.json.id;
+    const key = await ctx.gw.createKey('alerts-spend', 'spend');
+    // The project's budget signs the alert webhooks of rules scoped to it.
+    const b = await ctx.gw.adminFetch(`/v1/organization/projects/${projectId}/budget`, {
+        body: { monthly_limit_micros: 1000, webhook_url: `${ctx.hookUrl}/budget`, webhook_secret: 'env:TG_ALERT_SECRET' },
+    });
+    assert.equal(b.status, 200, b.text);
+    // Ten days into a 31-day month: spend s projects to s * 3.1.
+    ctx.offsetMs = Date.UTC(2027, 0, 11) - Date.now();
+    const c = await ctx.gw.adminFetch('/v1/organization/_test/clock', { body: { now_ms: Date.UTC(2027, 0, 11) } });
+    assert.equal(c.status, 200, c.text);
+    const rule = await ctx.gw.adminFetch('/v1/organization/alert_rules', {
+        body: { name: 'spend pace', project_id: 'alerts-spend', metric: 'spend_forecast', threshold: 1, channels: { webhooks: [ctx.hookUrl] } },
+    });
+    assert.equal(rule.status, 201, rule.text);
+    assert.equal(rule.json.project_id, projectId, 'a project name is taken and stored as its id');
+    const spend = async () => {
+        const r = await ctx.gw.rawFetch('/v1/chat/completions', {
+            method: 'POST',
+            headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+            body: JSON.stringify({ model: 'spend-model', max_tokens: 5, messages: [{ role: 'user', content: 'say hi' }] }),
+        });
+        assert.equal(r.status, 200, r.text);
+    };
+    // 300 micro-dollars project to about 930: below the budget.
+    for (let i = 0; i < 3; i++) await spend();
+    const fires = () => ctx.hooks.filter((h) => h.json?.type === 'alert.fired' && h.json.data.rule_id === rule.json.id);
+    // 400 project to about 1240: above.
+    await spend();
+    await until('the spend_forecast alert', () => fires().length >= 1);
+    const h = fires()[0];
+    assert.ok(h.json.data.value > 1.2 && h.json.data.value <= 1.24, `forecast share ${h.json.data.value}`);
+    assert.equal(h.json.data.metric, 'spend_forecast');
+    const m = /^t=(\d+),v1=([0-9a-f]{64})$/.exec(h.signature || '');
+    assert.ok(m, `signature header: ${h.signature}`);
+    const want = crypto.createHmac('sha256', SECRET).update(`${m[1]}.${h.body}`).digest('hex');
+    assert.equal(m[2], want);
+    assert.equal(fires().length, 1);
 });
 
 test('shutdown: SIGTERM exits 0, no sanitizer report, no secret in the logs', { timeout: 60000 * SLOW }, async () => {
