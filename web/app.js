@@ -642,39 +642,48 @@ async function viewKeys(view, live) {
     if (!projects.length) {
         view.append(h('p', { class: 'muted' }, 'You are not a member of any project.'));
     } else {
-        const sel = h('select', { testid: 'keys-project', 'aria-label': 'Project' }, projects.map((p) => h('option', { value: p.id, selected: p.id === state.keysProject }, p.name)));
         if (!projects.some((p) => p.id === state.keysProject)) state.keysProject = projects[0].id;
+        const sel = h('select', { testid: 'keys-project', 'aria-label': 'Project' }, projects.map((p) => h('option', { value: p.id, selected: p.id === state.keysProject }, p.name)));
         sel.value = state.keysProject;
         sel.addEventListener('change', () => {
             state.keysProject = sel.value;
             render();
         });
         view.append(h('div', { class: 'toolbar' }, h('label', null, 'Project ', sel)));
-        await projectKeysPanel(view, state.keysProject);
+        const pid = encodeURIComponent(state.keysProject);
+        const pname = projectName(state.keysProject);
+        await keysSection(view, {
+            prefix: 'key',
+            createTitle: `New key for ${pname}`,
+            listTitle: `Keys of ${pname}`,
+            listTestid: 'panel-keys',
+            base: `projects/${pid}/api_keys`,
+            empty: 'This project has no keys.',
+            extraColumns: [{ title: 'Owner', get: (k) => (k.owner && k.owner.type === 'service_account' ? `service account ${k.owner.service_account ? k.owner.service_account.name : ''}` : 'user') }],
+        });
     }
-    await panel(view, 'Admin keys', 'panel-admin-keys', async () => {
-        const list = await api('admin_api_keys?limit=100');
-        return table(
-            [
-                { title: 'Name', get: (k) => h('strong', null, k.name) },
-                { title: 'Key', get: (k) => h('code', null, k.redacted_value) },
-                { title: 'Role', get: (k) => (k.owner && k.owner.role) || null },
-                { title: 'Created', get: (k) => fmtTime(k.created_at) },
-                { title: 'Last used', get: (k) => (k.last_used_at ? fmtTime(k.last_used_at) : 'never') },
-                { title: 'Status', get: (k) => k.status },
-            ],
-            list.data,
-            { testid: 'admin-keys-table', rowTestid: 'admin-key-row' },
-        );
+    // Admin keys: anyone makes one for themselves; readers see and revoke only their own.
+    await keysSection(view, {
+        prefix: 'admin-key',
+        createTitle: 'New admin key for yourself',
+        listTitle: state.isOwner ? 'Admin keys' : 'Your admin keys',
+        listTestid: 'panel-admin-keys',
+        base: 'admin_api_keys',
+        empty: 'No admin keys.',
+        extraColumns: [{ title: 'Role', get: (k) => (k.owner && k.owner.role) || null }],
+        // Revoking the key this page signed in with would end the session mid-action.
+        isCurrent: (k) => state.me && state.me.key && k.id === state.me.key.id,
     });
 }
 
-async function projectKeysPanel(view, projectId) {
-    const pid = encodeURIComponent(projectId);
+// One kind of key: a create form (the value shown once) and the list with Revoke (confirmed).
+// o: prefix (test ids), titles, base (the list/create path), empty, extraColumns, isCurrent.
+async function keysSection(view, o) {
     const created = h('div', { class: 'created', hidden: true });
-    const nameInput = h('input', { type: 'text', placeholder: 'New key name', maxlength: '64', testid: 'key-create-name', 'aria-label': 'New key name' });
-    const formMsg = h('span', { class: 'error', testid: 'key-create-error' });
-    let reloadList = null;
+    const nameInput = h('input', { type: 'text', placeholder: 'Key name', maxlength: '64', testid: `${o.prefix}-create-name`, 'aria-label': 'Key name' });
+    const formMsg = h('span', { class: 'error', testid: `${o.prefix}-create-error` });
+    const holder = h('div');
+    const reloadList = () => holder.querySelector('section.panel').reload();
     const create = async (ev) => {
         ev.preventDefault();
         formMsg.textContent = '';
@@ -684,58 +693,62 @@ async function projectKeysPanel(view, projectId) {
             return;
         }
         try {
-            const k = await api(`projects/${pid}/api_keys`, { body: { name } });
+            const k = await api(o.base, { body: { name } });
             nameInput.value = '';
             created.hidden = false;
             created.replaceChildren(
                 h('strong', null, `Key "${k.name}" created. Copy it now: it is not shown again.`),
-                h('code', { class: 'secret', testid: 'key-created-value' }, k.value),
-                h('button', { type: 'button', testid: 'key-created-dismiss', onclick: () => { created.hidden = true; created.replaceChildren(); } }, 'Done'),
+                h('code', { class: 'secret', testid: `${o.prefix}-created-value` }, k.value),
+                h('button', { type: 'button', testid: `${o.prefix}-created-dismiss`, onclick: () => { created.hidden = true; created.replaceChildren(); } }, 'Done'),
             );
-            if (reloadList) await reloadList();
+            await reloadList();
         } catch (e) {
             formMsg.textContent = e.message;
         }
     };
-    const form = h('form', { class: 'inline', onsubmit: create }, nameInput, h('button', { type: 'submit', class: 'primary', testid: 'key-create' }, 'Create key'), formMsg);
-    const holder = h('div');
-    view.append(h('section', { class: 'panel', testid: 'panel-key-create' }, h('div', { class: 'panel-head' }, h('h2', { text: `New key for ${projectName(projectId)}` })), h('div', { class: 'panel-body' }, form, created)));
+    const form = h('form', { class: 'inline', onsubmit: create }, nameInput, h('button', { type: 'submit', class: 'primary', testid: `${o.prefix}-create` }, 'Create key'), formMsg);
+    view.append(h('section', { class: 'panel', testid: `panel-${o.prefix}-create` }, h('div', { class: 'panel-head' }, h('h2', { text: o.createTitle })), h('div', { class: 'panel-body' }, form, created)));
     view.append(holder);
     const revokeCell = (k) => {
+        if (o.isCurrent && o.isCurrent(k)) return h('span', { class: 'badge badge-owner' }, 'this session');
         const cell = h('span', { class: 'revoke' });
-        const ask = () => {
+        const button = h('button', { type: 'button', class: 'link danger', testid: `${o.prefix}-revoke` }, 'Revoke');
+        button.addEventListener('click', () => {
             const msg = h('span', { class: 'error' });
             const yes = async () => {
                 try {
-                    await api(`projects/${pid}/api_keys/${encodeURIComponent(k.id)}`, { method: 'DELETE' });
+                    await api(`${o.base}/${encodeURIComponent(k.id)}`, { method: 'DELETE' });
                     await reloadList();
                 } catch (e) {
                     msg.textContent = e.message;
                 }
             };
-            cell.replaceChildren(h('span', null, `Revoke "${k.name}"? Requests with it fail at once. `), h('button', { type: 'button', class: 'danger', testid: 'key-revoke-confirm', onclick: yes }, 'Revoke'), h('button', { type: 'button', testid: 'key-revoke-cancel', onclick: () => cell.replaceChildren(button) }, 'Cancel'), msg);
-        };
-        const button = h('button', { type: 'button', class: 'link danger', testid: 'key-revoke', onclick: ask }, 'Revoke');
+            cell.replaceChildren(
+                h('span', null, `Revoke "${k.name}"? Requests with it fail at once. `),
+                h('button', { type: 'button', class: 'danger', testid: `${o.prefix}-revoke-confirm`, onclick: yes }, 'Revoke'),
+                h('button', { type: 'button', testid: `${o.prefix}-revoke-cancel`, onclick: () => cell.replaceChildren(button) }, 'Cancel'),
+                msg,
+            );
+        });
         cell.append(button);
         return cell;
     };
-    await panel(holder, `Keys of ${projectName(projectId)}`, 'panel-keys', async () => {
-        const list = await api(`projects/${pid}/api_keys?limit=100`);
+    await panel(holder, o.listTitle, o.listTestid, async () => {
+        const list = await api(`${o.base}?limit=100`);
         return table(
             [
                 { title: 'Name', key: 'name', get: (k) => h('strong', null, k.name) },
                 { title: 'Key', get: (k) => h('code', null, k.redacted_value) },
-                { title: 'Owner', get: (k) => (k.owner && k.owner.type === 'service_account' ? `service account ${k.owner.service_account ? k.owner.service_account.name : ''}` : 'user') },
+                ...o.extraColumns,
                 { title: 'Created', get: (k) => fmtTime(k.created_at) },
                 { title: 'Last used', get: (k) => (k.last_used_at ? fmtTime(k.last_used_at) : 'never') },
                 { title: 'Status', key: 'status', get: (k) => k.status },
                 { title: '', get: (k) => (k.status === 'active' ? revokeCell(k) : null) },
             ],
             list.data.map((k) => ({ ...k, _attrs: { 'data-key-id': k.id, 'data-name': k.name } })),
-            { testid: 'keys-table', rowTestid: 'key-row', empty: 'This project has no keys.' },
+            { testid: `${o.prefix}s-table`, rowTestid: `${o.prefix}-row`, empty: o.empty },
         );
     });
-    reloadList = holder.querySelector('[data-testid="panel-keys"]').reload;
 }
 
 // ---- notifications -------------------------------------------------------------------------

@@ -91,7 +91,7 @@ async function shot(page, name) {
 // Waits until every panel of the view has settled (loaded, unavailable or failed).
 async function settled(page) {
     await page.waitForFunction(() => {
-        const panels = [...document.querySelectorAll('#view section.panel')].filter((p) => p.dataset.testid !== 'panel-key-create');
+        const panels = [...document.querySelectorAll('#view section.panel')].filter((p) => !p.dataset.testid.endsWith('-create'));
         return panels.length > 0 && panels.every((p) => p.dataset.state);
     });
     return page.$$eval('#view section.panel[data-state="error"]', (ps) => ps.map((p) => `${p.dataset.testid}: ${p.textContent}`));
@@ -337,7 +337,23 @@ test('reader: no billing controls, no usage or audit pages; keys of their projec
         await settled(page);
         assert.deepEqual(await goSection(page, 'keys'), []);
         await page.getByTestId('key-create').waitFor();
+        // Their own admin keys: the one in use is marked, a new one is shown once and revoked.
+        const adminRows = page.getByTestId('admin-key-row');
+        assert.equal(await adminRows.count(), 1, 'a reader sees only their own admin keys');
+        assert.equal(await adminRows.first().getByText('this session').count(), 1);
+        await page.getByTestId('admin-key-create-name').fill('reader-laptop');
+        await page.getByTestId('admin-key-create').click();
+        const value = (await page.getByTestId('admin-key-created-value').textContent()).trim();
+        assert.match(value, TG_KEY_RE);
+        gw.clientKeys.push(value);
+        assert.equal((await gw.adminFetch('/v1/organization/me', { key: value })).json.key.role, 'reader');
+        const made = page.locator('[data-testid="admin-key-row"][data-name="reader-laptop"]');
+        await made.waitFor();
         await shot(page, '14-reader-keys');
+        await made.getByTestId('admin-key-revoke').click();
+        await made.getByTestId('admin-key-revoke-confirm').click();
+        await page.locator('[data-testid="admin-key-row"][data-name="reader-laptop"] [data-col="status"]', { hasText: 'revoked' }).waitFor();
+        assert.equal((await gw.adminFetch('/v1/organization/me', { key: value })).status, 401);
         assert.deepEqual(ui.errors, []);
         assert.deepEqual(ui.foreign(), []);
     } finally {
