@@ -53,12 +53,12 @@ next_elem(struct tg_json_span arr, size_t *pos, struct tg_json_span *out)
             break;
         }
     }
-    size_t end = i;
+    size_t end = i < arr.len ? i : arr.len; /* an escape at the very end cannot overrun */
     while (end > start && is_ws(arr.p[end - 1])) {
         end--;
     }
     *out = (struct tg_json_span){arr.p + start, end - start};
-    *pos = i;
+    *pos = end;
     return true;
 }
 
