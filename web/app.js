@@ -240,7 +240,12 @@ async function render() {
         view.append(h('p', { class: 'muted', testid: 'owner-only' }, 'This section is for organization owners.'));
         return;
     }
-    await sec.render(view, () => seq === state.renderSeq);
+    try {
+        await sec.render(view, () => seq === state.renderSeq);
+    } catch (e) {
+        // Panels keep their own errors; this is what failed outside them.
+        if (seq === state.renderSeq && e.status !== 401) view.append(h('p', { class: 'error', testid: 'view-error' }, e.message));
+    }
 }
 
 // A titled card whose body fill() builds; errors stay inside the card. A 404 from an
@@ -311,8 +316,9 @@ function projectName(id) {
 // ---- overview ------------------------------------------------------------------------------
 
 function bar(used, limit) {
-    if (limit === null || limit === undefined || limit === 0) return h('span', { class: 'muted' }, 'no limit');
-    const pct = Number((BigInt(used) * 1000n) / BigInt(limit)) / 10;
+    if (limit === null || limit === undefined) return h('span', { class: 'muted' }, 'no limit');
+    // A zero budget refuses every priced request: full as soon as anything was spent.
+    const pct = BigInt(limit) === 0n ? (BigInt(used) > 0n ? 100 : 0) : Number((BigInt(used) * 1000n) / BigInt(limit)) / 10;
     const fill = h('span', { class: `bar-fill${pct >= 100 ? ' over' : pct >= 80 ? ' warn' : ''}` });
     fill.style.width = `${Math.min(100, pct)}%`;
     return h('span', { class: 'bar', title: `${pct}% of the budget` }, h('span', { class: 'bar-track' }, fill), h('span', { class: 'bar-label' }, `${pct}%`));
@@ -662,6 +668,7 @@ async function viewKeys(view, live) {
             extraColumns: [{ title: 'Owner', get: (k) => (k.owner && k.owner.type === 'service_account' ? `service account ${k.owner.service_account ? k.owner.service_account.name : ''}` : 'user') }],
         });
     }
+    if (!live()) return;
     // Admin keys: anyone makes one for themselves; readers see and revoke only their own.
     await keysSection(view, {
         prefix: 'admin-key',
