@@ -99,7 +99,8 @@ path_matches(const struct route *r, const char *path)
 {
     size_t n = strlen(r->path);
     if (r->path[n - 1] == '/') {
-        return strncmp(path, r->path, n) == 0 && path[n] != '\0';
+        /* The dashboard's prefix is also its page ("/dashboard/" itself). */
+        return strncmp(path, r->path, n) == 0 && (path[n] != '\0' || r->kind == R_DASHBOARD);
     }
     return strcmp(path, r->path) == 0;
 }

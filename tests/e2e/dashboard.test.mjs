@@ -112,7 +112,7 @@ async function usageOf(gw, project) {
 
 test('the page and its assets: content types, security headers, ETags, 404s', T, async () => {
     const { gw } = ctx;
-    for (const p of ['/dashboard', '/dashboard/index.html']) {
+    for (const p of ['/dashboard', '/dashboard/', '/dashboard/index.html']) {
         const r = await gw.rawFetch(p);
         assert.equal(r.status, 200);
         assert.equal(r.headers.get('content-type'), 'text/html; charset=utf-8');
