@@ -4,7 +4,8 @@
 // (user "behaviour:fail-500"): the rule must fire exactly once, by webhook and by e-mail; then
 // the gateway's test clock moves past the window and successes follow: the rule must resolve
 // exactly once. Alerts, the rule's state and the outbox are checked through the admin API, and
-// a restart on the same store must not fire the rule again.
+// a restart on the same store must not fire the rule again. A p95 latency rule (slow first
+// bytes) and a spend_forecast rule (signed with the project budget's secret) follow.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -118,7 +119,7 @@ function gatewayOpts(extra = {}) {
 }
 
 before(async () => {
-    ctx.up = await startUpstream({ apiKey: ctx.upstreamKey, azureKey: ctx.azureKey });
+    ctx.up = await startUpstream({ apiKey: ctx.upstreamKey, azureKey: ctx.azureKey, slowFirstByteMs: 300 });
     ctx.receiver = await startReceiver();
     ctx.hookUrl = `http://127.0.0.1:${ctx.receiver.address().port}/alerts`;
     ctx.smtpPort = await freePort();
@@ -321,6 +322,24 @@ test('deleting a rule: audited, then 404', { timeout: 30000 * SLOW }, async () =
     const audit = await ctx.gw.adminFetch('/v1/organization/audit_logs?limit=50');
     const types = audit.json.data.filter((e) => JSON.stringify(e).includes(ctx.ruleId)).map((e) => e.type);
     assert.ok(types.includes('alert_rule.created') && types.includes('alert_rule.deleted'), JSON.stringify(types));
+});
+
+test('a p95 latency rule fires on slow answers and resolves once the window has moved on', { timeout: 60000 * SLOW }, async () => {
+    const rule = await ctx.gw.adminFetch('/v1/organization/alert_rules', {
+        body: { name: 'slow chat', model: 'gpt-4o-mini', metric: 'p95_latency_ms', threshold: 200, window_seconds: 60, min_requests: 2, channels: { webhooks: [ctx.hookUrl] } },
+    });
+    assert.equal(rule.status, 201, rule.text);
+    const of = (type) => ctx.hooks.filter((h) => h.json?.type === type && h.json.data.rule_id === rule.json.id);
+    // The upstream holds its first byte 300 ms: every latency is above 200 ms.
+    for (let i = 0; i < 2; i++) assert.equal(await chat('slow-first-byte'), 200);
+    await until('the latency alert', () => of('alert.fired').length >= 1);
+    assert.ok(of('alert.fired')[0].json.data.value > 200, JSON.stringify(of('alert.fired')[0].json.data));
+    // No traffic after: once the window has moved past the slow answers, it resolves.
+    await moveClock(120000);
+    await until('the latency alert resolved', () => of('alert.resolved').length >= 1);
+    assert.equal(of('alert.fired').length, 1);
+    assert.equal(of('alert.resolved').length, 1);
+    assert.equal((await ctx.gw.adminFetch(`/v1/organization/alert_rules/${rule.json.id}`, { method: 'DELETE' })).status, 200);
 });
 
 test('a spend_forecast rule fires when the month-end forecast passes the budget; its webhook is signed', { timeout: 60000 * SLOW }, async () => {
