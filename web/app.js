@@ -852,6 +852,11 @@ async function start() {
         }
     });
     $('signout').addEventListener('click', () => signOut(''));
+    $('refresh').addEventListener('click', () => {
+        state.projects = null; // projects may have come or gone
+        state.keyNames = new Map();
+        render();
+    });
     window.addEventListener('hashchange', () => render());
     const saved = sessionStorage.getItem(KEY_STORE);
     if (!saved) {

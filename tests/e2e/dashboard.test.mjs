@@ -245,6 +245,18 @@ test('owner: sees the traffic just sent, creates and revokes a key through the p
             (e) => e.status === 401 && /revoked/.test(e.message),
         );
 
+        // Refresh shows the spend of the request just made with the new key (the ledger is
+        // written off the request path: refresh until it shows, bounded).
+        const extra = expectedCost('gpt-4o-mini', { prompt_tokens: ok.usage.prompt_tokens, cached_tokens: ok.usage.prompt_tokens_details.cached_tokens, completion_tokens: ok.usage.completion_tokens });
+        assert.deepEqual(await goSection(page, 'overview'), []);
+        const spend = page.locator(`[data-testid="project-row"][data-project="${name}"] [data-col="spend"]`);
+        const until = Date.now() + 10000 * SLOW;
+        while ((await spend.textContent()) !== dollars(sent.cost + extra)) {
+            assert.ok(Date.now() < until, `spend shows ${await spend.textContent()}, want ${dollars(sent.cost + extra)}`);
+            await page.getByTestId('refresh').click();
+            assert.deepEqual(await settled(page), []);
+        }
+
         assert.deepEqual(await goSection(page, 'health'), []);
         const deployments = await page.getByTestId('deployment-row').count();
         assert.ok(deployments > 0, 'the deployments table lists the configured deployments');
