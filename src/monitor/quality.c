@@ -139,7 +139,8 @@ tg_quality_choices(struct tg_json_span choices, char *finish_reason, size_t cap,
         *is_empty = false;
     }
     if (has_content(m[3])) {
-        *is_refusal = true;
+        *is_refusal = true; /* a refusal is an answer of its own, not an empty one */
+        *is_empty = false;
     }
 }
 
@@ -157,6 +158,7 @@ message_parts(struct tg_json_span content, bool *is_empty, bool *is_refusal)
         }
         if (str_is(v[0], "refusal")) {
             *is_refusal = true;
+            *is_empty = false;
         } else if (has_content(v[1])) {
             *is_empty = false;
         }

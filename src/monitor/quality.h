@@ -1,8 +1,8 @@
 /*
  * quality.h: the automatic quality signals of an answer, read from its JSON text without a
  * parse tree (the proxy calls these on every non-stream body and every stream chunk): the
- * first choice's finish_reason, whether the answer carried any output (text or a tool call),
- * and whether the model refused.
+ * first choice's finish_reason, whether the answer carried no output (no text, no tool call,
+ * no refusal), and whether the model refused.
  *
  * Each function takes spans of an object tg_json_members has validated already, and only
  * updates what it finds: finish_reason is copied when present and not null, *is_empty is

@@ -6,7 +6,8 @@
 // The scripted upstream always finishes with "stop". To see finish_reason=length and empty
 // answers, the gateway talks to it through a small rewriting proxy in this file: a request
 // whose `user` is "quality:length" gets its answer's finish_reason set to "length" (in the JSON
-// body, or in the finish chunk of a stream), "quality:empty" gets an empty content.
+// body, or in the finish chunk of a stream), "quality:empty" gets an empty content,
+// "quality:refusal" a refusal instead of content.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -22,6 +23,10 @@ function rewrite(user, text, isStream) {
             if (user === 'quality:length' && c.finish_reason) c.finish_reason = 'length';
             if (user === 'quality:empty' && c.message) c.message.content = '';
             if (user === 'quality:empty' && c.delta && c.delta.content) c.delta.content = '';
+            if (user === 'quality:refusal' && c.message) {
+                c.message.content = null;
+                c.message.refusal = 'I cannot help with that.';
+            }
         }
         return o;
     };
@@ -225,7 +230,7 @@ test('aggregation by model and by deployment', T, async () => {
     assert.equal(bad.json.error.param, 'group_by');
 });
 
-test('automatic signals: finish_reason=length and empty answers, buffered and streamed', T, async () => {
+test('automatic signals: finish_reason=length, empty answers and refusals, buffered and streamed', T, async () => {
     const client = ctx.gw.client(ctx.stagingKey);
     // mock-small is served in-process; use a model of the scripted upstream of its own.
     const model = 'gpt-4o-mini';
@@ -241,14 +246,18 @@ test('automatic signals: finish_reason=length and empty answers, buffered and st
     for await (const chunk of stream) finish = chunk.choices[0]?.finish_reason || finish;
     assert.equal(finish, 'length');
     await chat(ctx.stagingKey, model);
-
-    const q = (await quality('model')).find((x) => x.model === model);
-    const added = q.requests - n0;
-    assert.equal(added, 4);
+    let q = (await quality('model')).find((x) => x.model === model);
+    assert.equal(q.requests - n0, 4);
     // Rates over every gpt-4o-mini answer so far: n0 plain ones (stop, non-empty) and these 4.
     assert.equal(q.finish_length_rate, 2 / q.requests);
     assert.equal(q.empty_rate, 1 / q.requests);
     assert.equal(q.refusal_rate, 0);
+
+    const refused = await chat(ctx.stagingKey, model, { user: 'quality:refusal' });
+    assert.equal(refused.data.choices[0].message.refusal, 'I cannot help with that.');
+    q = (await quality('model')).find((x) => x.model === model);
+    assert.equal(q.refusal_rate, 1 / q.requests);
+    assert.equal(q.empty_rate, 1 / q.requests, 'a refusal is not an empty answer');
 });
 
 test('shutdown: SIGTERM exits 0, no sanitizer report, no secret in the logs', { timeout: 60000 * SLOW }, async () => {

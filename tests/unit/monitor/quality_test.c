@@ -57,7 +57,7 @@ chat_answers(void **state)
     q = scan("{\"choices\":[{\"message\":{\"content\":null,\"refusal\":\"I can't help.\"},"
              "\"finish_reason\":\"stop\"}]}");
     assert_true(q.is_refusal);
-    assert_true(q.is_empty);
+    assert_false(q.is_empty); /* a refusal is not an empty answer */
     /* completions */
     q = scan("{\"choices\":[{\"text\":\"hi\",\"finish_reason\":\"length\"}]}");
     assert_false(q.is_empty);
@@ -106,7 +106,7 @@ responses_outputs(void **state)
     q = scan("{\"status\":\"completed\",\"output\":[{\"type\":\"message\",\"content\":[{\"type\":"
              "\"refusal\",\"refusal\":\"no\"}]}]}");
     assert_true(q.is_refusal);
-    assert_true(q.is_empty);
+    assert_false(q.is_empty);
     q = scan("{\"status\":\"completed\",\"output\":[{\"type\":\"function_call\",\"name\":\"f\"}]}");
     assert_false(q.is_empty);
 }
