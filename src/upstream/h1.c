@@ -560,6 +560,18 @@ finish(struct tg_h1_call *call, int err, const char *msg)
     call_recycle(call);
 }
 
+/* A canceled call whose cancel waits in the deferred list ends as canceled when any other event
+ * reaches it first: after cancel, on_done (TG_ECANCELED) is the only callback. */
+static bool
+end_if_canceled(struct tg_h1_call *call)
+{
+    if (!call->is_cancel_pending) {
+        return false;
+    }
+    finish(call, TG_ECANCELED, "canceled");
+    return true;
+}
+
 /* ---- deadlines ------------------------------------------------------------------------------- */
 
 static void on_call_timer(uv_timer_t *t);
@@ -603,6 +615,9 @@ on_call_timer(uv_timer_t *t)
 {
     struct tg_h1_call *call = t->data;
     uint64_t now = uv_now(call->client->loop);
+    if (end_if_canceled(call)) {
+        return;
+    }
     if (call->err != 0) {
         finish(call, call->err, call->msg); /* failed where on_done could not fire */
         return;
@@ -956,6 +971,9 @@ on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         conn_close(cn);
         return;
     }
+    if (end_if_canceled(call)) {
+        return;
+    }
     if (n < 0) {
         read_ended(call, cn, n);
         return;
@@ -977,7 +995,7 @@ on_write(uv_write_t *w, int status)
         }
         return;
     }
-    if (retry_stale(call, cn)) {
+    if (end_if_canceled(call) || retry_stale(call, cn)) {
         return;
     }
     char what[160];
@@ -1046,6 +1064,9 @@ on_connect(uv_connect_t *req, int status)
     if (status == UV_ECANCELED || call == NULL) {
         return; /* closed while connecting: the call already ended */
     }
+    if (end_if_canceled(call)) {
+        return;
+    }
     if (status < 0) {
         if (status == UV_ECONNREFUSED || status == UV_ENETUNREACH || status == UV_EHOSTUNREACH) {
             call->host->addr_expires_ms = 0; /* look the name up again next time */
@@ -1091,6 +1112,10 @@ on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         return; /* the call ended first */
     }
     call->resolve = NULL;
+    if (end_if_canceled(call)) {
+        uv_freeaddrinfo(res);
+        return;
+    }
     if (status < 0 || res == NULL) {
         uv_freeaddrinfo(res);
         connect_failed(call, status < 0 ? uv_strerror(status) : "no address");
