@@ -920,6 +920,10 @@ feed(struct tg_h1_call *call, char *data, size_t n)
         finish(call, call->err, call->msg);
         return;
     }
+    if (perr == HPE_HEADER_OVERFLOW) {
+        finish(call, TG_EUPSTREAM, "the upstream sent response headers that are too large");
+        return;
+    }
     if (perr != HPE_OK && perr != HPE_PAUSED) {
         char what[160];
         snprintf(what, sizeof(what), "the upstream sent an invalid response (%s)",
