@@ -209,20 +209,40 @@ check_rule(struct admin_job *j, json_t *f, struct tg_alert_rule_rec *r)
     return true;
 }
 
-/* Overlays the body on fields; false after a 400 (a member the API does not know). */
+/* Overlays the body on fields; false after a 400 (a member the API does not know). The
+ * read-only members of an alert_rule (object, id, state, created_at) are accepted and ignored,
+ * so a client may send back what it read. */
 static bool
 merge_body(struct admin_job *j, json_t *fields)
 {
     static const char *const allowed[] = {
         "name",           "project_id",   "model",    "metric",  "condition", "threshold",
-        "window_seconds", "min_requests", "channels", "enabled", NULL};
+        "window_seconds", "min_requests", "channels", "enabled", "object",    "id",
+        "state",          "created_at",   NULL};
+    static const char *const read_only[] = {"object", "id", "state", "created_at"};
     if (!json_is_object(j->body)) {
         return fail(j, NULL, "The request body must be a JSON object.");
     }
     if (!admin_body_only(j, allowed)) {
         return false;
     }
-    json_object_update(fields, j->body);
+    json_t *body = json_deep_copy(j->body);
+    for (size_t i = 0; i < sizeof(read_only) / sizeof(read_only[0]); i++) {
+        json_object_del(body, read_only[i]);
+    }
+    json_object_update(fields, body);
+    json_decref(body);
+    /* Both channel lists are always there, empty when unused. */
+    json_t *ch = json_object_get(fields, "channels");
+    if (json_is_object(ch)) {
+        static const char *const lists[] = {"webhooks", "emails"};
+        for (size_t i = 0; i < 2; i++) {
+            json_t *v = json_object_get(ch, lists[i]);
+            if (v == NULL || json_is_null(v)) {
+                json_object_set_new(ch, lists[i], json_array());
+            }
+        }
+    }
     return true;
 }
 

@@ -314,14 +314,33 @@ test('firing survives a restart without firing again', { timeout: 90000 * SLOW }
     assert.equal((await ctx.gw.adminFetch(`/v1/organization/alerts?state=firing`)).json.data.filter((a) => a.rule_id === ctx.ruleId).length, 1);
 });
 
-test('deleting a rule: audited, then 404', { timeout: 30000 * SLOW }, async () => {
+test('modifying and deleting a rule: merged, validated whole, audited; then 404', { timeout: 30000 * SLOW }, async () => {
+    const read = await ctx.gw.adminFetch(`/v1/organization/alert_rules/${ctx.ruleId}`);
+    // What was read may be sent back with changes; the read-only members are ignored.
+    const mod = await ctx.gw.adminFetch(`/v1/organization/alert_rules/${ctx.ruleId}`, { body: { ...read.json, threshold: 0.9, channels: { webhooks: [ctx.hookUrl] } } });
+    assert.equal(mod.status, 200, mod.text);
+    assert.equal(mod.json.threshold, 0.9);
+    assert.equal(mod.json.created_at, read.json.created_at);
+    assert.equal(mod.json.name, 'chat errors');
+    assert.deepEqual(mod.json.channels, { webhooks: [ctx.hookUrl], emails: [] });
+    const partial = await ctx.gw.adminFetch(`/v1/organization/alert_rules/${ctx.ruleId}`, { body: { min_requests: 5 } });
+    assert.equal(partial.json.min_requests, 5);
+    assert.equal(partial.json.threshold, 0.9);
+    const bad = await ctx.gw.adminFetch(`/v1/organization/alert_rules/${ctx.ruleId}`, { body: { metric: 'breaker_open', condition: 'change' } });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.json.error.param, 'condition');
+    assert.equal((await ctx.gw.adminFetch(`/v1/organization/alert_rules/${ctx.ruleId}`)).json.metric, 'error_rate', 'a refused change changes nothing');
+    const list = await ctx.gw.adminFetch('/v1/organization/alert_rules');
+    assert.equal(list.status, 200);
+    assert.ok(list.json.data.some((r) => r.id === ctx.ruleId && r.min_requests === 5));
+
     const r = await ctx.gw.adminFetch(`/v1/organization/alert_rules/${ctx.ruleId}`, { method: 'DELETE' });
     assert.equal(r.status, 200, r.text);
     assert.deepEqual(r.json, { object: 'alert_rule.deleted', id: ctx.ruleId, deleted: true });
     assert.equal((await ctx.gw.adminFetch(`/v1/organization/alert_rules/${ctx.ruleId}`)).status, 404);
     const audit = await ctx.gw.adminFetch('/v1/organization/audit_logs?limit=50');
     const types = audit.json.data.filter((e) => JSON.stringify(e).includes(ctx.ruleId)).map((e) => e.type);
-    assert.ok(types.includes('alert_rule.created') && types.includes('alert_rule.deleted'), JSON.stringify(types));
+    assert.ok(types.includes('alert_rule.created') && types.includes('alert_rule.updated') && types.includes('alert_rule.deleted'), JSON.stringify(types));
 });
 
 test('a p95 latency rule fires on slow answers and resolves once the window has moved on', { timeout: 60000 * SLOW }, async () => {
