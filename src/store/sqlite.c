@@ -177,7 +177,8 @@ static const char *const migrations[] = {
     "CREATE INDEX cache_entries_created ON cache_entries (created_ms);",
     /* 6: alert rules, their events (an open event, resolved_ms 0, is a firing rule: the state
      * that must survive a restart) and feedback on requests. None has foreign keys: events
-     * and feedback are history and outlive the rule or key they name. */
+     * and feedback are history and outlive the rule or key they name. Feedback finds its
+     * request through the ledger's primary key (request_id, attempt). */
     "CREATE TABLE alert_rules ("
     "  id TEXT PRIMARY KEY,"
     "  org_id TEXT NOT NULL,"
@@ -219,8 +220,7 @@ static const char *const migrations[] = {
     "  label TEXT,"
     "  comment TEXT,"
     "  created_ms INTEGER NOT NULL);"
-    "CREATE INDEX feedback_org_time ON feedback (org_id, created_ms);"
-    "CREATE INDEX ledger_request ON ledger (request_id);",
+    "CREATE INDEX feedback_org_time ON feedback (org_id, created_ms);",
 };
 
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
