@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -1209,6 +1210,31 @@ pool_keeps_connections_and_drops_closed_ones(void **state)
     tg_buf_deinit(&f.srv.last_req);
 }
 
+/* The request's framing is the engine's: a caller's Content-Length gives way to the body's
+ * real length; a caller's Host is kept instead of the URL's. */
+static void
+request_framing_is_the_engines(void **state)
+{
+    struct fx *f = *state;
+    respond_with(f, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false);
+    const struct tg_upstream_header hdrs[] = {
+        {"Host", "api.example.test"},
+        {"Content-Length", "999"},
+    };
+    f->req.method = "POST";
+    f->req.headers = hdrs;
+    f->req.n_headers = 2;
+    f->req.body = "abc";
+    f->req.body_len = 3;
+    call_ok(f, "ok");
+    const struct tg_buf *q = &f->srv.last_req;
+    assert_non_null(memmem(q->data, q->len, "\r\nHost: api.example.test\r\n", 26));
+    assert_null(memmem(q->data, q->len, "Host: 127.0.0.1", 15));
+    assert_non_null(memmem(q->data, q->len, "\r\nContent-Length: 3\r\n", 21));
+    assert_null(memmem(q->data, q->len, "999", 3));
+    assert_memory_equal(q->data + q->len - 3, "abc", 3);
+}
+
 /* A response the parser rejects is an upstream error naming the problem. */
 static void
 invalid_response_is_an_upstream_error(void **state)
@@ -1313,8 +1339,10 @@ main(void)
         cmocka_unit_test(urls_are_parsed),
         cmocka_unit_test(pool_keeps_connections_and_drops_closed_ones),
         cmocka_unit_test_setup_teardown(invalid_response_is_an_upstream_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(request_framing_is_the_engines, setup, teardown),
     };
     const struct CMUnitTest curl[] = {CONTRACT_TESTS};
+    signal(SIGPIPE, SIG_IGN); /* as `tollgate serve` does: a write to a closed peer is an error */
     unsetenv("TG_UPSTREAM_CLIENT");
     int failed = cmocka_run_group_tests_name("native", native, NULL, NULL);
     setenv("TG_UPSTREAM_CLIENT", "curl", 1);
