@@ -308,7 +308,10 @@ evaluate(const struct tick *t, const struct rule *r, enum tg_alert_metric metric
         }
         return;
     }
-    struct tg_monitor_filter f = {t->st->org_id, r->project_id, r->model, NULL, NULL};
+    struct tg_monitor_filter f = {
+        t->st->org_id, r->project_id,
+        r->model,      NULL,
+        NULL,          metric != TG_METRIC_P95_LATENCY && metric != TG_METRIC_P95_TTFT};
     struct tg_monitor_stats *st = tg_xcalloc(1, sizeof(*st));
     tg_monitor_sum(t->env->monitor, &f, t->now_ms - w, t->now_ms, st);
     in->value = tg_alert_metric_value(metric, st, r->min_requests, &in->has_value);

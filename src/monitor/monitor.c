@@ -335,7 +335,7 @@ matches(const struct series *s, const struct tg_monitor_filter *f)
 }
 
 static void
-sum_bucket(struct tg_monitor_stats *out, const struct bucket *b)
+sum_bucket(struct tg_monitor_stats *out, const struct bucket *b, bool is_counts_only)
 {
     out->requests += b->requests;
     out->ok += b->ok;
@@ -345,7 +345,7 @@ sum_bucket(struct tg_monitor_stats *out, const struct bucket *b)
     out->refusal += b->refusal;
     out->feedback_count += b->feedback_count;
     out->feedback_sum += b->feedback_sum;
-    for (int i = 0; i < TG_MONITOR_N_BINS; i++) {
+    for (int i = 0; !is_counts_only && i < TG_MONITOR_N_BINS; i++) {
         out->latency[i] += b->latency[i];
         out->ttft[i] += b->ttft[i];
     }
@@ -355,7 +355,8 @@ sum_bucket(struct tg_monitor_stats *out, const struct bucket *b)
  * range lies within its hour before to_ms, else from the coarse ring (whole 5-minute buckets:
  * a range not aligned to them reads a little more). */
 static void
-sum_series(const struct series *s, int64_t from_ms, int64_t to_ms, struct tg_monitor_stats *out)
+sum_series(const struct series *s, int64_t from_ms, int64_t to_ms, bool is_counts_only,
+           struct tg_monitor_stats *out)
 {
     bool is_fine = to_ms - from_ms <= TG_MONITOR_FINE_MS * (TG_MONITOR_FINE_N - 1);
     const struct bucket *ring = is_fine ? s->fine : s->coarse;
@@ -366,7 +367,7 @@ sum_series(const struct series *s, int64_t from_ms, int64_t to_ms, struct tg_mon
     for (int64_t start = from_ms - from_ms % width; start < to_ms; start += width) {
         const struct bucket *b = &ring[(size_t)(start / width) % n];
         if (b->start_ms == start && start > 0) {
-            sum_bucket(out, b);
+            sum_bucket(out, b, is_counts_only);
         }
     }
 }
@@ -380,7 +381,7 @@ tg_monitor_sum(struct tg_monitor *m, const struct tg_monitor_filter *f, int64_t 
     pthread_mutex_lock(&m->lock);
     for (size_t i = 0; i < m->n_series; i++) {
         if (matches(&m->series[i], f)) {
-            sum_series(&m->series[i], from_ms, to_ms, out);
+            sum_series(&m->series[i], from_ms, to_ms, f->is_counts_only, out);
             n++;
         }
     }
@@ -400,7 +401,7 @@ tg_monitor_each(struct tg_monitor *m, const char *org_id, int64_t from_ms, int64
             continue;
         }
         memset(st, 0, sizeof(*st));
-        sum_series(s, from_ms, to_ms, st);
+        sum_series(s, from_ms, to_ms, false, st);
         if (st->requests == 0 && st->feedback_count == 0) {
             continue;
         }

@@ -62,6 +62,7 @@ struct tg_monitor_filter {
     const char *model;
     const char *provider;
     const char *deployment;
+    bool is_counts_only; /* leave the histograms out (cheaper for long ranges) */
 };
 
 /* A series' identity, handed to tg_monitor_each's callback. */

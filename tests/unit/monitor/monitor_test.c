@@ -66,6 +66,14 @@ counts_per_filter_and_range(void **state)
     assert_int_equal(tg_monitor_sum(m, &other, T0, T0 + 30000, &st), 0);
     assert_int_equal(st.requests, 0);
 
+    /* Counts only: the histograms stay empty. */
+    struct tg_monitor_filter counts = {.org_id = "org-1", .is_counts_only = true};
+    tg_monitor_sum(m, &counts, T0, T0 + 30000, &st);
+    assert_int_equal(st.requests, 4);
+    assert_true(tg_monitor_percentile(st.latency, 0.5) < 0);
+    tg_monitor_sum(m, &all, T0, T0 + 30000, &st);
+    assert_true(tg_monitor_percentile(st.latency, 0.5) > 75);
+
     /* 10-second buckets: [T0+10 s, T0+30 s) holds the last two only. */
     tg_monitor_sum(m, &all, T0 + 10000, T0 + 30000, &st);
     assert_int_equal(st.requests, 2);
