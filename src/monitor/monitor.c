@@ -172,12 +172,30 @@ nz(const char *s)
     return s != NULL ? s : "";
 }
 
+/* Copies src into dst (cap bytes), cut to fit; the observe path avoids printf. */
+static void
+copy_to(char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen(nz(src), cap - 1);
+    memcpy(dst, nz(src), n);
+    dst[n] = '\0';
+}
+
+/* True when stored (a field of cap bytes) holds key as copy_to would have cut it. */
+static bool
+eq(const char *stored, size_t cap, const char *key)
+{
+    size_t n = strnlen(nz(key), cap - 1);
+    return strncmp(stored, nz(key), n) == 0 && stored[n] == '\0';
+}
+
+#define EQ(field, key) eq(s->field, sizeof(s->field), (key))
+
 static bool
 same(const struct series *s, const struct tg_monitor_key *k)
 {
-    return strcmp(s->org_id, nz(k->org_id)) == 0 && strcmp(s->project_id, nz(k->project_id)) == 0 &&
-           strcmp(s->model, nz(k->model)) == 0 && strcmp(s->provider, nz(k->provider)) == 0 &&
-           strcmp(s->deployment, nz(k->deployment)) == 0;
+    return EQ(org_id, k->org_id) && EQ(project_id, k->project_id) && EQ(model, k->model) &&
+           EQ(provider, k->provider) && EQ(deployment, k->deployment);
 }
 
 /* The series of k, created when absent and create is set; -1 when absent or the table is
@@ -206,11 +224,11 @@ find_series(struct tg_monitor *m, const struct tg_monitor_key *k, bool create)
                 return -1;
             }
             struct series *s = &m->series[m->n_series];
-            snprintf(s->org_id, sizeof(s->org_id), "%s", nz(k->org_id));
-            snprintf(s->project_id, sizeof(s->project_id), "%s", nz(k->project_id));
-            snprintf(s->model, sizeof(s->model), "%s", nz(k->model));
-            snprintf(s->provider, sizeof(s->provider), "%s", nz(k->provider));
-            snprintf(s->deployment, sizeof(s->deployment), "%s", nz(k->deployment));
+            copy_to(s->org_id, sizeof(s->org_id), k->org_id);
+            copy_to(s->project_id, sizeof(s->project_id), k->project_id);
+            copy_to(s->model, sizeof(s->model), k->model);
+            copy_to(s->provider, sizeof(s->provider), k->provider);
+            copy_to(s->deployment, sizeof(s->deployment), k->deployment);
             s->fine = tg_xcalloc(TG_MONITOR_FINE_N, sizeof(struct bucket));
             s->coarse = tg_xcalloc(TG_MONITOR_COARSE_N, sizeof(struct bucket));
             m->slots[i] = (int32_t)++m->n_series;
@@ -269,8 +287,8 @@ tg_monitor_add(struct tg_monitor *m, const struct tg_monitor_sample *s, int64_t 
         if (s->request_id != NULL && s->request_id[0] != '\0') {
             struct recent *r = &m->recent[m->recent_next];
             m->recent_next = (m->recent_next + 1) % TG_MONITOR_RECENT;
-            snprintf(r->request_id, sizeof(r->request_id), "%s", s->request_id);
-            snprintf(r->project_id, sizeof(r->project_id), "%s", nz(s->project_id));
+            copy_to(r->request_id, sizeof(r->request_id), s->request_id);
+            copy_to(r->project_id, sizeof(r->project_id), s->project_id);
             r->series = (uint16_t)i;
         }
     }

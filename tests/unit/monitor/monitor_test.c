@@ -199,6 +199,24 @@ series_are_capped(void **state)
     tg_monitor_free(m);
 }
 
+static void
+long_names_share_one_series(void **state)
+{
+    (void)state;
+    struct tg_monitor *m = tg_monitor_new();
+    char model[200];
+    memset(model, 'x', sizeof(model) - 1);
+    model[sizeof(model) - 1] = '\0';
+    for (int i = 0; i < 3; i++) {
+        add(m, "p1", model, 200, 1, "stop", T0);
+    }
+    struct tg_monitor_stats st;
+    struct tg_monitor_filter all = {.org_id = "org-1"};
+    assert_int_equal(tg_monitor_sum(m, &all, T0, T0 + 1, &st), 1);
+    assert_int_equal(st.requests, 3);
+    tg_monitor_free(m);
+}
+
 int
 main(void)
 {
@@ -208,6 +226,7 @@ main(void)
         cmocka_unit_test(percentiles_from_histograms),
         cmocka_unit_test(feedback_and_recent_requests),
         cmocka_unit_test(series_are_capped),
+        cmocka_unit_test(long_names_share_one_series),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
