@@ -10,9 +10,10 @@
  *
  * What the engine owns: the pool (one struct host per (host, port), each with a list of idle
  * connections, most recently used first, at most TG_H1_MAX_IDLE_PER_HOST, closed after
- * TG_H1_IDLE_TIMEOUT_MS unused by a sweep timer), the active calls, a free list of finished
- * calls (each keeps its timer, parser and buffers, so a busy worker does not allocate per
- * call), one read buffer, and a uv_idle that applies cancel and resume outside the API calls.
+ * TG_H1_IDLE_TIMEOUT_MS unused by a sweep timer; both adjustable for tests), the active calls, a
+ * free list of finished calls (each keeps its timer, parser and buffers, so a busy worker does not
+ * allocate per call), one read buffer, and a uv_idle that applies cancel and resume outside the API
+ * calls.
  *
  * Reading: an idle pooled connection stays read-armed so that a peer's close is seen at once
  * (the connection leaves the pool) without a liveness probe at reuse. A read is parsed whole;
@@ -51,7 +52,7 @@
 #define MAX_HEADER_BYTES (128 * 1024)
 #define MAX_HEADERS 256
 #define READ_BUF_BYTES (64 * 1024)
-#define SWEEP_INTERVAL_MS 5000
+#define SWEEP_INTERVAL_MS 5000 /* at most; half the idle timeout when that is shorter */
 
 enum phase {
     PHASE_CONNECTING, /* resolving or connecting: connect deadline */
@@ -171,6 +172,8 @@ struct tg_h1_client {
     size_t n_active;
     size_t n_free;
     size_t n_idle; /* over every host */
+    size_t max_idle_per_host;
+    uint64_t idle_timeout_ms;
     size_t n_open; /* uv handles not yet closed; freed at 0 once closing */
     int cb_depth;
     bool is_closing;
@@ -381,7 +384,7 @@ conn_release(struct conn *cn, bool is_reusable)
         cn->call->conn = NULL;
         cn->call = NULL;
     }
-    if (!is_reusable || cn->is_writing || c->is_closing || h->n_idle >= TG_H1_MAX_IDLE_PER_HOST) {
+    if (!is_reusable || cn->is_writing || c->is_closing || h->n_idle >= c->max_idle_per_host) {
         conn_close(cn);
         return;
     }
@@ -412,7 +415,7 @@ on_sweep(uv_timer_t *t)
         struct conn *cn = h->idle;
         while (cn != NULL) {
             struct conn *next = cn->next;
-            if (now - cn->idle_since_ms >= TG_H1_IDLE_TIMEOUT_MS) {
+            if (now - cn->idle_since_ms >= c->idle_timeout_ms) {
                 conn_close(cn);
             }
             cn = next;
@@ -427,7 +430,10 @@ static void
 sweep_ensure(struct tg_h1_client *c)
 {
     if (!uv_is_active((uv_handle_t *)&c->sweep)) {
-        uv_timer_start(&c->sweep, on_sweep, SWEEP_INTERVAL_MS, SWEEP_INTERVAL_MS);
+        uint64_t every =
+            c->idle_timeout_ms / 2 < SWEEP_INTERVAL_MS ? c->idle_timeout_ms / 2 : SWEEP_INTERVAL_MS;
+        every = every > 0 ? every : 1;
+        uv_timer_start(&c->sweep, on_sweep, every, every);
     }
 }
 
@@ -439,7 +445,7 @@ pool_take(struct host *h)
     while (h->idle != NULL) {
         struct conn *cn = h->idle;
         idle_unlink(cn);
-        if (now - cn->idle_since_ms >= TG_H1_IDLE_TIMEOUT_MS) {
+        if (now - cn->idle_since_ms >= h->client->idle_timeout_ms) {
             conn_close(cn);
             continue;
         }
@@ -1237,8 +1243,18 @@ tg_h1_client_new(uv_loop_t *loop, struct tg_h1_client **out)
     c->sweep.data = c;
     uv_unref((uv_handle_t *)&c->sweep);
     c->n_open = 2;
+    c->max_idle_per_host = TG_H1_MAX_IDLE_PER_HOST;
+    c->idle_timeout_ms = TG_H1_IDLE_TIMEOUT_MS;
     *out = c;
     return 0;
+}
+
+void
+tg_h1_client_set_pool_limits(struct tg_h1_client *c, size_t max_idle_per_host,
+                             uint64_t idle_timeout_ms)
+{
+    c->max_idle_per_host = max_idle_per_host;
+    c->idle_timeout_ms = idle_timeout_ms;
 }
 
 void

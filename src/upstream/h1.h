@@ -57,6 +57,11 @@ int tg_h1_client_new(uv_loop_t *loop, struct tg_h1_client **out);
  * inside one of its callbacks (see tg_h1_client_is_in_callback). */
 void tg_h1_client_free(struct tg_h1_client *c);
 
+/* Replaces the pool bounds above (for tests): idle connections kept per (host, port), and how
+ * long one may sit idle before the sweep closes it. */
+void tg_h1_client_set_pool_limits(struct tg_h1_client *c, size_t max_idle_per_host,
+                                  uint64_t idle_timeout_ms);
+
 /* True while an on_headers or on_data of this engine is running. */
 bool tg_h1_client_is_in_callback(const struct tg_h1_client *c);
 

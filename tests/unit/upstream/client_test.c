@@ -1235,6 +1235,53 @@ request_framing_is_the_engines(void **state)
     assert_memory_equal(q->data + q->len - 3, "abc", 3);
 }
 
+/* The pool keeps at most its bound of idle connections per host, and the sweep closes those
+ * idle longer than the idle timeout (the upstream sees them close). */
+static void
+pool_is_bounded_and_idle_connections_expire(void **state)
+{
+    struct h1fx f;
+    memset(&f, 0, sizeof(f));
+    uv_loop_init(&f.loop);
+    srv_start(&f.srv, &f.loop);
+    assert_int_equal(tg_h1_client_new(&f.loop, &f.h1), 0);
+    tg_h1_client_set_pool_limits(f.h1, 2, 100);
+    snprintf(f.url, sizeof(f.url), "http://127.0.0.1:%d/", f.srv.port);
+    f.req.method = "GET";
+    f.req.url = f.url;
+    f.srv.mode = SRV_RESPOND;
+    f.srv.resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    f.srv.resp_len = strlen(f.srv.resp);
+
+    enum { N = 3 };
+    struct rec r[N];
+    for (int i = 0; i < N; i++) {
+        h1_start(&f, &r[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        run_until(&f.loop, &r[i].n_done, 5000);
+        assert_int_equal(r[i].err, 0);
+        rec_deinit(&r[i]);
+    }
+    assert_int_equal(f.srv.n_accepts, N);
+    assert_int_equal(tg_h1_client_idle(f.h1, "127.0.0.1", (uint16_t)f.srv.port), 2);
+
+    /* Past the idle timeout the sweep closes both; the upstream's side closes in turn. */
+    uint64_t t0 = uv_hrtime();
+    while (
+        (tg_h1_client_idle(f.h1, "127.0.0.1", (uint16_t)f.srv.port) > 0 || f.srv.conns != NULL) &&
+        (uv_hrtime() - t0) / 1000000 < 5000) {
+        uv_run(&f.loop, UV_RUN_ONCE);
+    }
+    assert_int_equal(tg_h1_client_idle(f.h1, "127.0.0.1", (uint16_t)f.srv.port), 0);
+    assert_null(f.srv.conns);
+
+    tg_h1_client_free(f.h1);
+    srv_stop(&f.srv);
+    drain_and_close(&f.loop);
+    tg_buf_deinit(&f.srv.last_req);
+}
+
 /* A response the parser rejects is an upstream error naming the problem. */
 static void
 invalid_response_is_an_upstream_error(void **state)
@@ -1338,6 +1385,7 @@ main(void)
         CONTRACT_TESTS,
         cmocka_unit_test(urls_are_parsed),
         cmocka_unit_test(pool_keeps_connections_and_drops_closed_ones),
+        cmocka_unit_test(pool_is_bounded_and_idle_connections_expire),
         cmocka_unit_test_setup_teardown(invalid_response_is_an_upstream_error, setup, teardown),
         cmocka_unit_test_setup_teardown(request_framing_is_the_engines, setup, teardown),
     };
