@@ -5,6 +5,7 @@
  * Routes (under /v1/organization/):
  *
  *   GET    alert_rules              any admin key   the organization's rules, oldest first
+ *                                                   (channel targets shown to owners only)
  *   POST   alert_rules              owners          create a rule (201)
  *   GET    alert_rules/{rule_id}    any admin key
  *   POST   alert_rules/{rule_id}    owners          modify any subset of the fields
@@ -83,6 +84,21 @@ append_rule(struct admin_job *j, struct tg_buf *b, const struct tg_alert_rule_re
     json_object_set_new(o, "id", json_string(r->id));
     json_object_set_new(o, "state", json_string(is_firing ? "firing" : "ok"));
     json_object_set_new(o, "created_at", json_integer(r->created_ms / 1000));
+    if (!j->is_owner) {
+        /* As in the notifications listing: a webhook URL may carry the receiver's token. */
+        json_t *ch = json_object_get(o, "channels");
+        const char *k;
+        json_t *list;
+        json_object_foreach(ch, k, list)
+        {
+            size_t i;
+            json_t *v;
+            json_array_foreach(list, i, v)
+            {
+                json_array_set_new(list, i, json_string("redacted"));
+            }
+        }
+    }
     char *text = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12));
     tg_buf_append_str(b, text != NULL ? text : "{}");
     free(text);

@@ -334,6 +334,22 @@ test('modifying and deleting a rule: merged, validated whole, audited; then 404'
     assert.equal(list.status, 200);
     assert.ok(list.json.data.some((r) => r.id === ctx.ruleId && r.min_requests === 5));
 
+    // A reader reads rules and the outbox without their targets, and cannot write.
+    const inv = await ctx.gw.adminFetch('/v1/organization/invites', { body: { email: 'alerts-reader@example.com', role: 'reader' } });
+    assert.equal(inv.status, 200, inv.text);
+    const acc = await ctx.gw.adminFetch('/v1/organization/invites/accept', { key: null, body: { token: inv.json.token } });
+    assert.equal(acc.status, 200, acc.text);
+    const reader = acc.json.admin_api_key.value;
+    ctx.gw.clientKeys.push(reader);
+    const seen = await ctx.gw.adminFetch(`/v1/organization/alert_rules/${ctx.ruleId}`, { key: reader });
+    assert.equal(seen.status, 200, seen.text);
+    assert.deepEqual(seen.json.channels, { webhooks: ['redacted'], emails: [] });
+    const notes = await ctx.gw.adminFetch('/v1/organization/notifications?limit=100', { key: reader });
+    assert.ok(notes.json.data.length > 0);
+    assert.ok(notes.json.data.every((n) => n.target === 'redacted'));
+    const denied = await ctx.gw.adminFetch(`/v1/organization/alert_rules/${ctx.ruleId}`, { key: reader, body: { threshold: 0.1 } });
+    assert.equal(denied.status, 403, denied.text);
+
     const r = await ctx.gw.adminFetch(`/v1/organization/alert_rules/${ctx.ruleId}`, { method: 'DELETE' });
     assert.equal(r.status, 200, r.text);
     assert.deepEqual(r.json, { object: 'alert_rule.deleted', id: ctx.ruleId, deleted: true });
