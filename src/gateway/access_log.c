@@ -33,6 +33,7 @@ struct entry {
     struct tg_ledger_row row;
     int64_t upstream_ms;
     char finish_reason[32];
+    bool is_cache_checked;
     bool has_bodies;
     char *request_body; /* heap copies, cut at TG_ACCESS_LOG_MAX_BODY_BYTES; NULL when none */
     size_t request_len;
@@ -217,11 +218,11 @@ format_entry(struct tg_buf *out, const struct entry *e)
     rc = rc < 0 ? rc : number(out, "latency_ms", r->latency_ms);
     rc = rc < 0 ? rc : number(out, "ttft_ms", r->ttft_ms);
     rc = rc < 0 ? rc : number(out, "upstream_ms", e->upstream_ms);
-    /* A hit is known from the row (the provider column reads "cache"); whether a miss
-     * consulted the cache is not carried to this point, so anything else is null. */
-    rc = rc < 0 ? rc
-                : tg_buf_append_str(out, strcmp(r->provider, "cache") == 0 ? ",\"cache\":\"hit\""
-                                                                           : ",\"cache\":null");
+    /* A hit reads "cache" in the provider column; a miss consulted the cache and went on. */
+    const char *cache = strcmp(r->provider, "cache") == 0 ? ",\"cache\":\"hit\""
+                        : e->is_cache_checked             ? ",\"cache\":\"miss\""
+                                                          : ",\"cache\":null";
+    rc = rc < 0 ? rc : tg_buf_append_str(out, cache);
     rc = rc < 0 ? rc : member(out, "error", r->error);
     rc = rc < 0 ? rc
                 : tg_buf_appendf(out, ",\"usage_estimated\":%s",
@@ -246,6 +247,7 @@ entry_of(struct entry *e, const struct tg_observation *o)
     e->upstream_ms = o->upstream_ms;
     snprintf(e->finish_reason, sizeof(e->finish_reason), "%s",
              o->finish_reason != NULL ? o->finish_reason : "");
+    e->is_cache_checked = o->is_cache_checked;
     e->has_bodies = o->request_body != NULL || o->response_body != NULL;
     e->request_body = (char *)o->request_body;
     e->request_len = o->request_len;

@@ -24,6 +24,9 @@ struct tg_observation {
     const char *finish_reason;
     bool is_empty;
     bool is_refusal;
+    /* The response cache was consulted (the project caches this endpoint): a request that is
+     * not a hit was a miss. */
+    bool is_cache_checked;
     /* The bodies, when the project logs them (borrowed; NULL otherwise): the client's request
      * and the answer as relayed (a JSON body, or the stream's SSE text). */
     const char *request_body;

@@ -147,8 +147,9 @@ struct call {
     int64_t rl_tokens;        /* charged to the token rate limits */
 
     /* Response cache (cache/cache.h). */
-    bool is_cache_hit;   /* answered from the cache: the ledger row records a saving */
-    bool is_cache_store; /* a successful answer is stored under cache_key */
+    bool is_cache_hit;     /* answered from the cache: the ledger row records a saving */
+    bool is_cache_store;   /* a successful answer is stored under cache_key */
+    bool is_cache_checked; /* the cache was consulted: not a hit means a miss */
     enum tg_cache_backend cache_backend;
     int64_t cache_ttl_ms;
     int64_t cache_saved_micros; /* a hit: what the replayed answer cost when it was made */
@@ -732,7 +733,8 @@ settle(struct call *c)
                                  .upstream_ms = upstream_ms,
                                  .finish_reason = c->finish_reason,
                                  .is_empty = c->is_empty,
-                                 .is_refusal = c->is_refusal};
+                                 .is_refusal = c->is_refusal,
+                                 .is_cache_checked = c->is_cache_checked};
     if (c->is_body_logged) {
         const struct tg_buf *answer = c->mode == RELAY_SSE ? &c->cache_raw : &c->resp;
         obs.request_body = c->req->body.data;
@@ -1598,6 +1600,7 @@ cache_lookup(struct call *c)
     struct tg_http_header *mark = &c->pass[c->n_pass++];
     mark->name = "x-tollgate-cache";
     mark->value = "miss";
+    c->is_cache_checked = cc.lookup;
     c->is_cache_store = cc.store;
     c->cache_backend = cs.backend;
     c->cache_ttl_ms = cs.ttl_s * 1000;
