@@ -26,6 +26,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/thread.h"
 
 #define BATCH 64
 
@@ -375,6 +376,7 @@ static void *
 writer(void *arg)
 {
     (void)arg;
+    tg_thread_background("tg-access-log");
     struct entry *batch = tg_xcalloc(BATCH, sizeof(*batch));
     struct tg_buf b;
     tg_buf_init(&b, 0);

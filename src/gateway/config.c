@@ -1483,7 +1483,7 @@ set_defaults(struct tg_config *c)
     tg_upstream_timeouts_default(&c->upstream);
     c->disconnect_drain_ms = 30000;
     c->shutdown_grace_ms = 30000;
-    c->ledger_batch_rows = 512;
+    c->ledger_batch_rows = 64;
     c->ledger_flush_ms = 200;
     c->smtp.port = 25;
     c->smtp.from = tg_xstrdup("tollgate@localhost");

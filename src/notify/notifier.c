@@ -28,6 +28,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/thread.h"
 #include "gateway/state.h"
 #include "monitor/alerts.h"
 #include "notify/notify_int.h"
@@ -694,6 +695,7 @@ static void *
 run(void *arg)
 {
     struct tg_notifier *n = arg;
+    tg_thread_background("tg-notifier");
     for (;;) {
         pthread_mutex_lock(&n->lock);
         if (!n->is_woken && !atomic_load(&n->is_stopping)) {

@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,8 +29,9 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/thread.h"
 
-#define DEFAULT_BATCH_ROWS 512
+#define DEFAULT_BATCH_ROWS 64
 #define DEFAULT_FLUSH_MS 200
 #define DEFAULT_MAX_ROWS 100000
 #define BACKOFF_FIRST_MS 25
@@ -155,6 +157,9 @@ write_rows(struct tg_ledger *l, const struct tg_ledger_row *rows, size_t n)
         l->n_done += chunk;
         pthread_cond_broadcast(&l->progress);
         pthread_mutex_unlock(&l->lock);
+        /* Let a worker sharing this core answer before the next chunk: a backlog written in
+         * one run of several milliseconds would be that much added to requests' latency. */
+        sched_yield();
     }
 }
 
@@ -164,6 +169,7 @@ writer_main(void *arg)
     struct tg_ledger *l = arg;
     struct tg_ledger_row *taken = NULL;
     size_t taken_cap = 0;
+    tg_thread_background("tg-ledger");
     pthread_mutex_lock(&l->lock);
     for (;;) {
         if (l->n_queued == 0) {

@@ -19,7 +19,7 @@
 struct tg_ledger;
 
 struct tg_ledger_opts {
-    size_t batch_rows; /* default 512 */
+    size_t batch_rows; /* default 64 */
     uint64_t flush_ms; /* default 200 */
     size_t max_rows;   /* warning threshold; default 100000 */
 };

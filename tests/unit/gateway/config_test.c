@@ -173,7 +173,7 @@ example_file_loads_with_documented_values(void **state)
     assert_int_equal(c->upstream.total_ms, 600000);
     assert_int_equal(c->disconnect_drain_ms, 30000);
     assert_int_equal(c->shutdown_grace_ms, 30000);
-    assert_int_equal(c->ledger_batch_rows, 512);
+    assert_int_equal(c->ledger_batch_rows, 64);
     assert_int_equal(c->ledger_flush_ms, 200);
     assert_null(c->pepper_ref);
     assert_false(c->is_mock_default);
