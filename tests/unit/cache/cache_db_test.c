@@ -22,23 +22,18 @@
 #include "core/err.h"
 #include "store/store.h"
 
+#include "../fixture/store_fixture.h"
+
 struct fx {
-    char dir[64];
-    char path[96];
-    struct tg_store *s;
+    struct store_fx db;
     struct tg_cache *c;
 };
 
 static void
 open_store(struct fx *f)
 {
-    char err[256] = "";
-    int rc = tg_store_sqlite_open(f->path, &f->s, err, sizeof(err));
-    if (rc != 0) {
-        fprintf(stderr, "open: %s\n", err);
-    }
-    assert_int_equal(rc, 0);
-    f->c = tg_cache_db_new(f->s);
+    assert_int_equal(store_fx_open(&f->db), 0);
+    f->c = tg_cache_db_new(f->db.s);
 }
 
 static void
@@ -46,20 +41,18 @@ close_store(struct fx *f)
 {
     tg_cache_free(f->c);
     f->c = NULL;
-    f->s->ops->close(f->s);
-    f->s = NULL;
+    f->db.s->ops->close(f->db.s);
+    f->db.s = NULL;
 }
 
 static int
 setup(void **state)
 {
     struct fx *f = calloc(1, sizeof(*f));
-    snprintf(f->dir, sizeof(f->dir), "/tmp/tg-cachedb-test-XXXXXX");
-    if (mkdtemp(f->dir) == NULL) {
+    if (store_fx_mkdir(&f->db, "cachedb-test") < 0) {
         free(f);
         return -1;
     }
-    snprintf(f->path, sizeof(f->path), "%s/t.db", f->dir);
     open_store(f);
     *state = f;
     return 0;
@@ -69,16 +62,10 @@ static int
 teardown(void **state)
 {
     struct fx *f = *state;
-    if (f->s != NULL) {
+    if (f->db.s != NULL) {
         close_store(f);
     }
-    char p[160];
-    static const char *const suffixes[] = {"", "-wal", "-shm"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(p, sizeof(p), "%s%s", f->path, suffixes[i]);
-        unlink(p);
-    }
-    rmdir(f->dir);
+    store_fx_deinit(&f->db);
     free(f);
     return 0;
 }
@@ -278,22 +265,22 @@ db_setting_and_shared_caches(void **state)
     json_decref(v);
 
     assert_ptr_equal(tg_cache_shared(TG_CACHE_MEMORY, NULL, NULL), tg_cache_shared_memory());
-    struct tg_cache *db = tg_cache_shared(TG_CACHE_DB, NULL, f->s);
+    struct tg_cache *db = tg_cache_shared(TG_CACHE_DB, NULL, f->db.s);
     assert_non_null(db);
     assert_string_equal(db->ops->name, "db");
-    assert_ptr_equal(tg_cache_shared(TG_CACHE_DB, NULL, f->s), db);
+    assert_ptr_equal(tg_cache_shared(TG_CACHE_DB, NULL, f->db.s), db);
     assert_null(tg_cache_shared(TG_CACHE_DB, NULL, NULL));
 
     /* The fs cache lives in data_dir/cache. */
-    struct tg_cache *fs = tg_cache_shared(TG_CACHE_FS, f->dir, NULL);
+    struct tg_cache *fs = tg_cache_shared(TG_CACHE_FS, f->db.dir, NULL);
     assert_non_null(fs);
-    assert_ptr_equal(tg_cache_shared(TG_CACHE_FS, f->dir, NULL), fs);
+    assert_ptr_equal(tg_cache_shared(TG_CACHE_FS, f->db.dir, NULL), fs);
     unsigned char k[32];
     key_n(30, k);
     struct tg_cache_entry e = entry("proj_a", "m", "{\"fs\":1}", 1);
     assert_int_equal(tg_cache_put(fs, k, &e, 0), 0);
     char path[160];
-    snprintf(path, sizeof(path), "%s/cache", f->dir);
+    snprintf(path, sizeof(path), "%s/cache", f->db.dir);
     assert_int_equal(access(path, F_OK), 0);
     struct tg_cache_filter all = {.all = true};
     assert_int_equal(tg_cache_invalidate(fs, &all, NULL), 0);

@@ -10,7 +10,6 @@
 #include <cmocka.h>
 
 #include <pthread.h>
-#include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +20,8 @@
 #include "core/err.h"
 #include "store/ledger.h"
 #include "store/store.h"
+
+#include "../fixture/store_fixture.h"
 
 /* A store whose ledger_append goes to the real one unless told to fail. Only ledger_append is
  * ever called through it (the ledger uses nothing else). */
@@ -35,8 +36,7 @@ struct fake {
 };
 
 struct fx {
-    char dir[64];
-    char path[96];
+    struct store_fx db; /* db.s is the real store, fake.real */
     struct fake fake;
 };
 
@@ -60,16 +60,11 @@ static int
 setup(void **state)
 {
     struct fx *x = calloc(1, sizeof(*x));
-    snprintf(x->dir, sizeof(x->dir), "/tmp/tg-ledger-test-XXXXXX");
-    if (mkdtemp(x->dir) == NULL) {
+    if (store_fx_init(&x->db, "ledger-test") < 0) {
         free(x);
         return -1;
     }
-    snprintf(x->path, sizeof(x->path), "%s/t.db", x->dir);
-    char err[256];
-    if (tg_store_sqlite_open(x->path, &x->fake.real, err, sizeof(err)) != 0) {
-        return -1;
-    }
+    x->fake.real = x->db.s;
     x->fake.ops = *x->fake.real->ops;
     x->fake.ops.ledger_append = fake_append;
     x->fake.base.ops = &x->fake.ops;
@@ -81,37 +76,15 @@ static int
 teardown(void **state)
 {
     struct fx *x = *state;
-    x->fake.real->ops->close(x->fake.real);
-    char p[128];
-    static const char *const suffixes[] = {"", "-wal", "-shm"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(p, sizeof(p), "%s%s", x->path, suffixes[i]);
-        unlink(p);
-    }
-    rmdir(x->dir);
+    store_fx_deinit(&x->db);
     free(x);
     return 0;
 }
 
 static int64_t
-scalar(const struct fx *x, const char *sql)
-{
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    assert_int_equal(sqlite3_open_v2(x->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    int64_t v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return v;
-}
-
-static int64_t
 n_rows(const struct fx *x)
 {
-    return scalar(x, "SELECT count(*) FROM ledger");
+    return store_fx_scalar(&x->db, "SELECT count(*) FROM ledger");
 }
 
 /* Polls until the ledger holds want rows; fails the test after 5 s. */
@@ -177,8 +150,9 @@ pushes_from_threads_all_land_once(void **state)
     }
     tg_ledger_stop(l);
     assert_int_equal(n_rows(x), THREADS * EACH);
-    assert_int_equal(scalar(x, "SELECT count(DISTINCT request_id) FROM ledger"), THREADS * EACH);
-    assert_int_equal(scalar(x, "SELECT sum(prompt_tokens) FROM ledger"),
+    assert_int_equal(store_fx_scalar(&x->db, "SELECT count(DISTINCT request_id) FROM ledger"),
+                     THREADS * EACH);
+    assert_int_equal(store_fx_scalar(&x->db, "SELECT sum(prompt_tokens) FROM ledger"),
                      THREADS * ((int64_t)EACH * (EACH - 1) / 2));
     /* Rows were shared among transactions, none bigger than batch_rows. */
     assert_true(atomic_load(&x->fake.max_batch) <= 64);
@@ -261,7 +235,7 @@ failed_appends_are_retried_without_loss(void **state)
     tg_ledger_stop(l);
     assert_int_equal(atomic_load(&x->fake.failures), 5);
     assert_int_equal(n_rows(x), 70);
-    assert_int_equal(scalar(x, "SELECT count(DISTINCT request_id) FROM ledger"), 70);
+    assert_int_equal(store_fx_scalar(&x->db, "SELECT count(DISTINCT request_id) FROM ledger"), 70);
 }
 
 static void

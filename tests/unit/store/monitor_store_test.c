@@ -14,54 +14,18 @@
 
 #include <math.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "core/err.h"
 #include "store/store.h"
 
-struct fx {
-    char dir[64];
-    char path[96];
-    struct tg_store *s;
-};
+#include "../fixture/store_fixture.h"
 
 static int
 setup(void **state)
 {
-    struct fx *f = calloc(1, sizeof(*f));
-    snprintf(f->dir, sizeof(f->dir), "/tmp/tg-monitor-store-test-XXXXXX");
-    if (mkdtemp(f->dir) == NULL) {
-        free(f);
-        return -1;
-    }
-    snprintf(f->path, sizeof(f->path), "%s/t.db", f->dir);
-    char err[256] = "";
-    if (tg_store_sqlite_open(f->path, &f->s, err, sizeof(err)) != 0) {
-        fprintf(stderr, "open: %s\n", err);
-        return -1;
-    }
-    *state = f;
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    struct fx *f = *state;
-    if (f->s != NULL) {
-        f->s->ops->close(f->s);
-    }
-    char p[128];
-    static const char *const suffixes[] = {"", "-wal", "-shm"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(p, sizeof(p), "%s%s", f->path, suffixes[i]);
-        unlink(p);
-    }
-    rmdir(f->dir);
-    free(f);
-    return 0;
+    *state = store_fx_new("monitor-store-test");
+    return *state != NULL ? 0 : -1;
 }
 
 static struct tg_alert_rule_rec
@@ -111,7 +75,7 @@ rule_seen(const struct tg_alert_rule_rec *r, void *arg)
 static void
 alert_rules_put_get_list_delete(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     const struct tg_store_ops *o = f->s->ops;
     struct tg_alert_rule_rec a = rule("alr_a", "org-1", 1000);
     struct tg_alert_rule_rec b = rule("alr_b", "org-1", 2000);
@@ -176,7 +140,7 @@ event(const char *id, const char *rule_id, int64_t fired_ms, int64_t resolved_ms
 }
 
 static int
-reopen(struct fx *f)
+reopen(struct store_fx *f)
 {
     f->s->ops->close(f->s);
     char err[256] = "";
@@ -186,7 +150,7 @@ reopen(struct fx *f)
 static void
 alert_events_by_state_and_reopen(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     struct tg_alert_event_rec e1 = event("alt_1", "alr_a", 1000, 2000);
     struct tg_alert_event_rec e2 = event("alt_2", "alr_a", 3000, 0);
     struct tg_alert_event_rec e3 = event("alt_3", "alr_b", 4000, 0);
@@ -242,7 +206,7 @@ agg_seen(const struct tg_feedback_agg *a, void *arg)
 static void
 feedback_aggregates(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     const struct tg_store_ops *o = f->s->ops;
     struct tg_feedback_rec r = {
         .org_id = "org-1",
@@ -301,7 +265,7 @@ row_seen(const struct tg_ledger_row *r, void *arg)
 static void
 ledger_find_by_request_and_project(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     const struct tg_store_ops *o = f->s->ops;
     struct tg_ledger_row rows[2];
     memset(rows, 0, sizeof(rows));
@@ -335,7 +299,7 @@ outbox_seen(const struct tg_outbox_rec *r, void *arg)
 static void
 outbox_list_newest_first(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     const struct tg_store_ops *o = f->s->ops;
     const char *keys[] = {"k1", "k2", "k3"};
     for (int i = 0; i < 3; i++) {
@@ -362,11 +326,12 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(alert_rules_put_get_list_delete, setup, teardown),
-        cmocka_unit_test_setup_teardown(alert_events_by_state_and_reopen, setup, teardown),
-        cmocka_unit_test_setup_teardown(feedback_aggregates, setup, teardown),
-        cmocka_unit_test_setup_teardown(ledger_find_by_request_and_project, setup, teardown),
-        cmocka_unit_test_setup_teardown(outbox_list_newest_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(alert_rules_put_get_list_delete, setup, store_fx_teardown),
+        cmocka_unit_test_setup_teardown(alert_events_by_state_and_reopen, setup, store_fx_teardown),
+        cmocka_unit_test_setup_teardown(feedback_aggregates, setup, store_fx_teardown),
+        cmocka_unit_test_setup_teardown(ledger_find_by_request_and_project, setup,
+                                        store_fx_teardown),
+        cmocka_unit_test_setup_teardown(outbox_list_newest_first, setup, store_fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,30 +17,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "core/crypto.h"
 #include "core/err.h"
 #include "store/store.h"
 
-struct fx {
-    char dir[64];
-    char path[96];
-    struct tg_store *s;
-};
-
-static int
-make_dir(struct fx *f)
-{
-    snprintf(f->dir, sizeof(f->dir), "/tmp/tg-orgstore-test-XXXXXX");
-    if (mkdtemp(f->dir) == NULL) {
-        return -1;
-    }
-    snprintf(f->path, sizeof(f->path), "%s/t.db", f->dir);
-    return 0;
-}
-
-static const struct tg_org_rec org = {"org-1", "Default", 1000};
+#include "../fixture/store_fixture.h"
 
 static void
 seed(struct tg_store *s)
@@ -49,22 +31,14 @@ seed(struct tg_store *s)
         {"proj_a", "org-1", "development", "development", 1001, 0, NULL},
         {"proj_b", "org-1", "production", "production", 1002, 0, "{\"models\":[\"gpt-4o\"]}"},
     };
-    bool created = false;
-    assert_int_equal(s->ops->bootstrap(s, &org, projects, 2, NULL, &created), 0);
-    assert_true(created);
+    assert_true(store_fx_bootstrap(s, projects, 2));
 }
 
 static int
 setup(void **state)
 {
-    struct fx *f = calloc(1, sizeof(*f));
-    if (make_dir(f) < 0) {
-        free(f);
-        return -1;
-    }
-    char err[256] = "";
-    if (tg_store_sqlite_open(f->path, &f->s, err, sizeof(err)) != 0) {
-        fprintf(stderr, "open: %s\n", err);
+    struct store_fx *f = store_fx_new("orgstore-test");
+    if (f == NULL) {
         return -1;
     }
     seed(f->s);
@@ -72,11 +46,12 @@ setup(void **state)
     return 0;
 }
 
+/* A directory and a file name, no store: the test opens it. */
 static int
 setup_empty(void **state)
 {
-    struct fx *f = calloc(1, sizeof(*f));
-    if (make_dir(f) < 0) {
+    struct store_fx *f = calloc(1, sizeof(*f));
+    if (store_fx_mkdir(f, "orgstore-test") < 0) {
         free(f);
         return -1;
     }
@@ -84,42 +59,9 @@ setup_empty(void **state)
     return 0;
 }
 
-static int
-teardown(void **state)
-{
-    struct fx *f = *state;
-    if (f->s != NULL) {
-        f->s->ops->close(f->s);
-    }
-    char p[128];
-    static const char *const suffixes[] = {"", "-wal", "-shm"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(p, sizeof(p), "%s%s", f->path, suffixes[i]);
-        unlink(p);
-    }
-    rmdir(f->dir);
-    free(f);
-    return 0;
-}
-
-/* One integer from a query on a separate connection (what an outside reader sees). */
-static int64_t
-scalar(const struct fx *f, const char *sql)
-{
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    int64_t v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return v;
-}
-
 /* Runs SQL on a separate read-write connection (an outsider editing the file). */
 static void
-outside_exec(const struct fx *f, const char *sql)
+outside_exec(const struct store_fx *f, const char *sql)
 {
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
@@ -222,13 +164,13 @@ collect_project(const struct tg_project_rec *r, void *arg)
 static void
 migrates_a_version_1_file(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     outside_exec(f, schema_v1);
-    assert_int_equal(scalar(f, "PRAGMA user_version"), 1);
+    assert_int_equal(store_fx_scalar(f, "PRAGMA user_version"), 1);
 
     char err[256] = "";
     assert_int_equal(tg_store_sqlite_open(f->path, &f->s, err, sizeof(err)), 0);
-    assert_int_equal(scalar(f, "PRAGMA user_version"), 6);
+    assert_int_equal(store_fx_scalar(f, "PRAGMA user_version"), 6);
 
     /* The old project gained empty settings; its data is intact. */
     struct proj_list l = {0};
@@ -246,16 +188,17 @@ migrates_a_version_1_file(void **state)
     struct tg_version_rec v = {0, "org-1", "proj_old", 10, "key_1", "project.updated", "{}"};
     assert_int_equal(f->s->ops->version_append(f->s, &v), 0);
     assert_int_equal(v.number, 1);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
-                               "tbl_name = 'docs' AND sql LIKE '%(kind, org_id, created_ms)%'"),
-                     1);
+    assert_int_equal(
+        store_fx_scalar(f, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
+                           "tbl_name = 'docs' AND sql LIKE '%(kind, org_id, created_ms)%'"),
+        1);
 
     /* Reopening does not migrate again. */
     f->s->ops->close(f->s);
     f->s = NULL;
     assert_int_equal(tg_store_sqlite_open(f->path, &f->s, err, sizeof(err)), 0);
-    assert_int_equal(scalar(f, "PRAGMA user_version"), 6);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM docs"), 1);
+    assert_int_equal(store_fx_scalar(f, "PRAGMA user_version"), 6);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM docs"), 1);
 }
 
 /* ---- transactions ------------------------------------------------------------------------------
@@ -286,42 +229,43 @@ put_and_audit(struct tg_store *s, void *arg)
 static void
 transact_commits_everything(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     struct tx_plan p = {.result = 0, .doc_id = "user-1", .audit_id = "audit_log-1"};
     assert_int_equal(f->s->ops->transact(f->s, put_and_audit, &p), 0);
     for (int i = 0; i < 4; i++) {
         assert_int_equal(p.op_rc[i], 0);
     }
-    assert_int_equal(scalar(f, "SELECT count(*) FROM docs"), 1);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM audit"), 1);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM versions"), 1);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM projects WHERE name = 'dev2'"), 1);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM docs"), 1);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM audit"), 1);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM versions"), 1);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM projects WHERE name = 'dev2'"), 1);
 
     /* A positive result commits too and is handed back. */
     p = (struct tx_plan){.result = 7, .doc_id = "user-2", .audit_id = "audit_log-2"};
     assert_int_equal(f->s->ops->transact(f->s, put_and_audit, &p), 7);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM docs"), 2);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM docs"), 2);
 }
 
 static void
 transact_rolls_everything_back(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     struct tx_plan p = {.result = -1, .doc_id = "user-1", .audit_id = "audit_log-1"};
     assert_int_equal(f->s->ops->transact(f->s, put_and_audit, &p), -1);
     for (int i = 0; i < 4; i++) {
         assert_int_equal(p.op_rc[i], 0); /* each op succeeded inside */
     }
-    assert_int_equal(scalar(f, "SELECT count(*) FROM docs"), 0);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM audit"), 0);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM versions"), 0);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM projects WHERE name = 'development'"), 1);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM docs"), 0);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM audit"), 0);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM versions"), 0);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM projects WHERE name = 'development'"),
+                     1);
 
     /* The store is usable afterwards, and the audit chain starts at 1 again. */
     p = (struct tx_plan){.result = 0, .doc_id = "user-1", .audit_id = "audit_log-1"};
     assert_int_equal(f->s->ops->transact(f->s, put_and_audit, &p), 0);
-    assert_int_equal(scalar(f, "SELECT max(seq) FROM audit"), 1);
-    assert_int_equal(scalar(f, "SELECT max(number) FROM versions"), 1);
+    assert_int_equal(store_fx_scalar(f, "SELECT max(seq) FROM audit"), 1);
+    assert_int_equal(store_fx_scalar(f, "SELECT max(number) FROM versions"), 1);
 }
 
 struct nest {
@@ -360,7 +304,7 @@ outer_fn(struct tg_store *s, void *arg)
     snprintf(row.org_id, sizeof(row.org_id), "org-1");
     n->ledger_rc = s->ops->ledger_append(s, &row, 1);
     bool created = true;
-    assert_int_equal(s->ops->bootstrap(s, &org, NULL, 0, NULL, &created), 0);
+    assert_int_equal(s->ops->bootstrap(s, &store_fx_org, NULL, 0, NULL, &created), 0);
     assert_false(created);
     assert_int_equal(put_one(s, "user-C"), 0);
     return n->outer_result;
@@ -369,28 +313,29 @@ outer_fn(struct tg_store *s, void *arg)
 static void
 transactions_nest(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     /* An inner failure undoes only the inner part. */
     struct nest n = {.inner_result = TG_EINVAL, .outer_result = 0};
     assert_int_equal(f->s->ops->transact(f->s, outer_fn, &n), 0);
     assert_int_equal(n.inner_rc, TG_EINVAL);
     assert_int_equal(n.ledger_rc, 0);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM docs WHERE id IN ('user-A', 'user-C')"), 2);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM docs WHERE id = 'user-B'"), 0);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM ledger"), 1);
+    assert_int_equal(
+        store_fx_scalar(f, "SELECT count(*) FROM docs WHERE id IN ('user-A', 'user-C')"), 2);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM docs WHERE id = 'user-B'"), 0);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM ledger"), 1);
 
     /* An outer failure undoes the committed inner part and the nested ledger append too. */
     outside_exec(f, "DELETE FROM docs; DELETE FROM ledger;");
     n = (struct nest){.inner_result = 0, .outer_result = -3};
     assert_int_equal(f->s->ops->transact(f->s, outer_fn, &n), -3);
     assert_int_equal(n.inner_rc, 0);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM docs"), 0);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM ledger"), 0);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM docs"), 0);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM ledger"), 0);
 
     /* Both succeed: everything lands. */
     n = (struct nest){.inner_result = 0, .outer_result = 0};
     assert_int_equal(f->s->ops->transact(f->s, outer_fn, &n), 0);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM docs"), 3);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM docs"), 3);
 }
 
 static int
@@ -407,11 +352,11 @@ fails_midway(struct tg_store *s, void *arg)
 static void
 a_failed_op_inside_rolls_back_what_came_before(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     int rc = 0;
     assert_int_equal(f->s->ops->transact(f->s, fails_midway, &rc), TG_EEXISTS);
     assert_int_equal(rc, TG_EEXISTS);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM docs"), 0);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM docs"), 0);
 }
 
 /* ---- documents
@@ -444,7 +389,7 @@ collect_doc(const struct tg_doc *d, void *arg)
 static void
 documents_crud_and_order(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     const struct tg_store_ops *o = f->s->ops;
     struct tg_doc d3 = doc("member", "pm_b_u1", "proj_b", "{\"role\":\"owner\"}", 300);
     struct tg_doc d1 = doc("member", "pm_a_u1", "proj_a", "{\"role\":\"member\"}", 100);
@@ -507,13 +452,13 @@ documents_crud_and_order(void **state)
     assert_int_equal(o->doc_get(f->s, "member", "pm_a_u1", collect_doc, &l), 0);
     assert_string_equal(l.data[0], "{\"role\":\"owner\"}");
     assert_int_equal(l.updated[0], 999);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM docs WHERE kind = 'member'"), 4);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM docs WHERE kind = 'member'"), 4);
 
     assert_int_equal(o->doc_delete(f->s, "member", "pm_a_u1"), 0);
     assert_int_equal(o->doc_delete(f->s, "member", "pm_a_u1"), TG_ENOTFOUND);
     assert_int_equal(o->doc_delete(f->s, "user", "pm_a_u2"), TG_ENOTFOUND);
     assert_int_equal(o->doc_get(f->s, "member", "pm_a_u1", collect_doc, &l), TG_ENOTFOUND);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM docs"), 4);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM docs"), 4);
 }
 
 /* ---- projects and keys
@@ -522,7 +467,7 @@ documents_crud_and_order(void **state)
 static void
 project_settings_and_update(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     const struct tg_store_ops *o = f->s->ops;
     struct proj_list l = {0};
     assert_int_equal(o->projects_list(f->s, "org-1", collect_project, &l), 0);
@@ -537,19 +482,20 @@ project_settings_and_update(void **state)
     assert_string_equal(l.name[0], "dev");
     assert_int_equal(l.archived[0], 77);
     assert_string_equal(l.settings[0], "{\"models\":[]}");
-    assert_int_equal(scalar(f, "SELECT count(*) FROM projects WHERE environment = 'staging'"), 1);
+    assert_int_equal(
+        store_fx_scalar(f, "SELECT count(*) FROM projects WHERE environment = 'staging'"), 1);
 
     /* The same values again is still a found project. */
     assert_int_equal(o->project_update(f->s, &up), 0);
     up.settings = NULL;
     assert_int_equal(o->project_update(f->s, &up), 0);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM projects WHERE settings = '{}'"), 1);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM projects WHERE settings = '{}'"), 1);
 
     struct tg_project_rec clash = {"proj_a", "org-1", "production", "x", 0, 0, NULL};
     assert_int_equal(o->project_update(f->s, &clash), TG_EEXISTS);
     struct tg_project_rec missing = {"proj_404", "org-1", "other", "x", 0, 0, NULL};
     assert_int_equal(o->project_update(f->s, &missing), TG_ENOTFOUND);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM projects WHERE name = 'dev'"), 1);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM projects WHERE name = 'dev'"), 1);
 }
 
 static struct tg_key_rec
@@ -573,7 +519,7 @@ key_rec(const char *id, const char *project_id, const char *owner, unsigned char
 static void
 key_roles_follow_the_user(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     const struct tg_store_ops *o = f->s->ops;
     struct tg_key_rec keys[] = {
         key_rec("key_1", NULL, "user-1", 1),
@@ -585,15 +531,15 @@ key_roles_follow_the_user(void **state)
         assert_int_equal(o->key_insert(f->s, &keys[i]), 0);
     }
     assert_int_equal(o->keys_set_role_by_user(f->s, "user-1", "reader"), 0);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM api_keys WHERE role = 'reader' AND "
-                               "id IN ('key_1', 'key_2')"),
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM api_keys WHERE role = 'reader' AND "
+                                        "id IN ('key_1', 'key_2')"),
                      2);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM api_keys WHERE id = 'key_3' AND "
-                               "role = 'owner'"),
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM api_keys WHERE id = 'key_3' AND "
+                                        "role = 'owner'"),
                      1);
     /* Project keys carry a project role, not the org role. */
-    assert_int_equal(scalar(f, "SELECT count(*) FROM api_keys WHERE id = 'key_4' AND "
-                               "role = 'member'"),
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM api_keys WHERE id = 'key_4' AND "
+                                        "role = 'member'"),
                      1);
     /* A user without keys is nothing to change, not an error. */
     assert_int_equal(o->keys_set_role_by_user(f->s, "user-9", "owner"), 0);
@@ -653,7 +599,7 @@ append_five(struct tg_store *s)
 static void
 audit_chain_verifies_and_shows_tampering(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     append_five(f->s);
     struct verify v = {0};
     assert_int_equal(f->s->ops->audit_all(f->s, "org-1", verify_entry, &v), 0);
@@ -723,7 +669,7 @@ list_seqs(struct tg_store *s, const struct tg_audit_query *q, char *out, size_t 
 static void
 audit_list_filters(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     struct tg_store *s = f->s;
     append_five(s);
     char b[64];
@@ -809,7 +755,7 @@ collect_version(const struct tg_version_rec *r, void *arg)
 static void
 versions_append_list_get(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     const struct tg_store_ops *o = f->s->ops;
     struct tg_version_rec v[] = {
         {0, "org-1", "proj_a", 10, "key_1", "project.updated", "{\"models\":[\"a\"]}"},
@@ -916,7 +862,7 @@ ledger_thread(void *arg)
 static void
 transactions_and_ledger_from_two_threads(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     pthread_t a, b;
     assert_int_equal(pthread_create(&a, NULL, tx_thread, f->s), 0);
     assert_int_equal(pthread_create(&b, NULL, ledger_thread, f->s), 0);
@@ -925,10 +871,10 @@ transactions_and_ledger_from_two_threads(void **state)
     pthread_join(b, &bad_b);
     assert_int_equal((intptr_t)bad_a, 0);
     assert_int_equal((intptr_t)bad_b, 0);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM ledger"), LEDGER_ROUNDS * 3);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM docs"), TX_ROUNDS / 2);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM docs WHERE created_ms % 2 = 1"), 0);
-    assert_int_equal(scalar(f, "SELECT max(seq) FROM audit"), TX_ROUNDS / 2);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM ledger"), LEDGER_ROUNDS * 3);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM docs"), TX_ROUNDS / 2);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM docs WHERE created_ms % 2 = 1"), 0);
+    assert_int_equal(store_fx_scalar(f, "SELECT max(seq) FROM audit"), TX_ROUNDS / 2);
     struct verify v = {0};
     assert_int_equal(f->s->ops->audit_all(f->s, "org-1", verify_entry, &v), 0);
     assert_int_equal(v.n, TX_ROUNDS / 2);
@@ -939,19 +885,21 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(migrates_a_version_1_file, setup_empty, teardown),
-        cmocka_unit_test_setup_teardown(transact_commits_everything, setup, teardown),
-        cmocka_unit_test_setup_teardown(transact_rolls_everything_back, setup, teardown),
-        cmocka_unit_test_setup_teardown(transactions_nest, setup, teardown),
+        cmocka_unit_test_setup_teardown(migrates_a_version_1_file, setup_empty, store_fx_teardown),
+        cmocka_unit_test_setup_teardown(transact_commits_everything, setup, store_fx_teardown),
+        cmocka_unit_test_setup_teardown(transact_rolls_everything_back, setup, store_fx_teardown),
+        cmocka_unit_test_setup_teardown(transactions_nest, setup, store_fx_teardown),
         cmocka_unit_test_setup_teardown(a_failed_op_inside_rolls_back_what_came_before, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(documents_crud_and_order, setup, teardown),
-        cmocka_unit_test_setup_teardown(project_settings_and_update, setup, teardown),
-        cmocka_unit_test_setup_teardown(key_roles_follow_the_user, setup, teardown),
-        cmocka_unit_test_setup_teardown(audit_chain_verifies_and_shows_tampering, setup, teardown),
-        cmocka_unit_test_setup_teardown(audit_list_filters, setup, teardown),
-        cmocka_unit_test_setup_teardown(versions_append_list_get, setup, teardown),
-        cmocka_unit_test_setup_teardown(transactions_and_ledger_from_two_threads, setup, teardown),
+                                        store_fx_teardown),
+        cmocka_unit_test_setup_teardown(documents_crud_and_order, setup, store_fx_teardown),
+        cmocka_unit_test_setup_teardown(project_settings_and_update, setup, store_fx_teardown),
+        cmocka_unit_test_setup_teardown(key_roles_follow_the_user, setup, store_fx_teardown),
+        cmocka_unit_test_setup_teardown(audit_chain_verifies_and_shows_tampering, setup,
+                                        store_fx_teardown),
+        cmocka_unit_test_setup_teardown(audit_list_filters, setup, store_fx_teardown),
+        cmocka_unit_test_setup_teardown(versions_append_list_get, setup, store_fx_teardown),
+        cmocka_unit_test_setup_teardown(transactions_and_ledger_from_two_threads, setup,
+                                        store_fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,54 +11,18 @@
 #include <cmocka.h>
 
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "core/err.h"
 #include "store/store.h"
 
-struct fx {
-    char dir[64];
-    char path[96];
-    struct tg_store *s;
-};
+#include "../fixture/store_fixture.h"
 
 static int
 setup(void **state)
 {
-    struct fx *f = calloc(1, sizeof(*f));
-    snprintf(f->dir, sizeof(f->dir), "/tmp/tg-outbox-test-XXXXXX");
-    if (mkdtemp(f->dir) == NULL) {
-        free(f);
-        return -1;
-    }
-    snprintf(f->path, sizeof(f->path), "%s/t.db", f->dir);
-    char err[256] = "";
-    if (tg_store_sqlite_open(f->path, &f->s, err, sizeof(err)) != 0) {
-        fprintf(stderr, "open: %s\n", err);
-        return -1;
-    }
-    *state = f;
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    struct fx *f = *state;
-    if (f->s != NULL) {
-        f->s->ops->close(f->s);
-    }
-    char p[128];
-    static const char *const suffixes[] = {"", "-wal", "-shm"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(p, sizeof(p), "%s%s", f->path, suffixes[i]);
-        unlink(p);
-    }
-    rmdir(f->dir);
-    free(f);
-    return 0;
+    *state = store_fx_new("outbox-test");
+    return *state != NULL ? 0 : -1;
 }
 
 static struct tg_outbox_rec
@@ -106,7 +70,7 @@ collect(const struct tg_outbox_rec *r, void *arg)
 }
 
 static void
-due(struct fx *f, int64_t now_ms, size_t limit, struct due_list *l)
+due(struct store_fx *f, int64_t now_ms, size_t limit, struct due_list *l)
 {
     memset(l, 0, sizeof(*l));
     assert_int_equal(f->s->ops->outbox_due(f->s, now_ms, limit, collect, l), 0);
@@ -115,7 +79,7 @@ due(struct fx *f, int64_t now_ms, size_t limit, struct due_list *l)
 static void
 put_ignores_duplicates(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     const struct tg_store_ops *o = f->s->ops;
     bool inserted = false;
     struct tg_outbox_rec a = rec("budget:project:p:0:50", "webhook", "http://h/x", 1000);
@@ -153,7 +117,7 @@ put_ignores_duplicates(void **state)
 static void
 due_respects_time_order_and_limit(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     const struct tg_store_ops *o = f->s->ops;
     struct tg_outbox_rec r1 = rec("k1", "webhook", "t", 3000);
     struct tg_outbox_rec r2 = rec("k2", "webhook", "t", 1000);
@@ -180,7 +144,7 @@ due_respects_time_order_and_limit(void **state)
 static void
 mark_failure_reschedules_and_delivery_ends(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     const struct tg_store_ops *o = f->s->ops;
     struct tg_outbox_rec r = rec("k1", "webhook", "t", 1000);
     assert_int_equal(o->outbox_put(f->s, &r, NULL), 0);
@@ -218,10 +182,11 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(put_ignores_duplicates, setup, teardown),
-        cmocka_unit_test_setup_teardown(due_respects_time_order_and_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(put_ignores_duplicates, setup, store_fx_teardown),
+        cmocka_unit_test_setup_teardown(due_respects_time_order_and_limit, setup,
+                                        store_fx_teardown),
         cmocka_unit_test_setup_teardown(mark_failure_reschedules_and_delivery_ends, setup,
-                                        teardown),
+                                        store_fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

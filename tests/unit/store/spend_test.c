@@ -11,53 +11,18 @@
 #include <cmocka.h>
 
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "core/err.h"
 #include "store/store.h"
 
-struct fx {
-    char dir[64];
-    char path[96];
-    struct tg_store *s;
-};
+#include "../fixture/store_fixture.h"
 
 static int
 setup(void **state)
 {
-    struct fx *f = calloc(1, sizeof(*f));
-    snprintf(f->dir, sizeof(f->dir), "/tmp/tg-spend-test-XXXXXX");
-    if (mkdtemp(f->dir) == NULL) {
-        free(f);
-        return -1;
-    }
-    snprintf(f->path, sizeof(f->path), "%s/t.db", f->dir);
-    char err[256] = "";
-    if (tg_store_sqlite_open(f->path, &f->s, err, sizeof(err)) != 0) {
-        fprintf(stderr, "open: %s\n", err);
-        free(f);
-        return -1;
-    }
-    *state = f;
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    struct fx *f = *state;
-    f->s->ops->close(f->s);
-    char p[128];
-    static const char *const suffixes[] = {"", "-wal", "-shm"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(p, sizeof(p), "%s%s", f->path, suffixes[i]);
-        unlink(p);
-    }
-    rmdir(f->dir);
-    free(f);
-    return 0;
+    *state = store_fx_new("spend-test");
+    return *state != NULL ? 0 : -1;
 }
 
 static struct tg_ledger_row
@@ -107,7 +72,7 @@ collect(const struct tg_spend_rec *r, void *arg)
 static void
 sums_by_level_since_start(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     int64_t start = 1767225600000; /* 2026-01-01 */
     struct tg_ledger_row rows[] = {
         row("r1", start - 1, "org-1", "proj_x", "key_a", 1000000), /* last month */
@@ -133,7 +98,7 @@ sums_by_level_since_start(void **state)
 static void
 empty_ledger_still_reports_org(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     struct seen s = {0};
     assert_int_equal(f->s->ops->spend_by_level(f->s, "org-1", 0, collect, &s), 0);
     assert_int_equal(s.n_rows, 1);
@@ -152,7 +117,7 @@ stop_early(const struct tg_spend_rec *r, void *arg)
 static void
 callback_stops_listing(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     struct tg_ledger_row r = row("r1", 10, "org-1", "proj_x", "key_a", 5);
     assert_int_equal(f->s->ops->ledger_append(f->s, &r, 1), 0);
     int calls = 0;
@@ -165,9 +130,9 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(sums_by_level_since_start, setup, teardown),
-        cmocka_unit_test_setup_teardown(empty_ledger_still_reports_org, setup, teardown),
-        cmocka_unit_test_setup_teardown(callback_stops_listing, setup, teardown),
+        cmocka_unit_test_setup_teardown(sums_by_level_since_start, setup, store_fx_teardown),
+        cmocka_unit_test_setup_teardown(empty_ledger_still_reports_org, setup, store_fx_teardown),
+        cmocka_unit_test_setup_teardown(callback_stops_listing, setup, store_fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,70 +15,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "core/err.h"
 #include "store/store.h"
 
-struct fx {
-    char dir[64];
-    char path[96];
-    struct tg_store *s;
-};
+#include "../fixture/store_fixture.h"
 
 static int
 setup(void **state)
 {
-    struct fx *f = calloc(1, sizeof(*f));
-    snprintf(f->dir, sizeof(f->dir), "/tmp/tg-sqlite-test-XXXXXX");
-    if (mkdtemp(f->dir) == NULL) {
-        free(f);
-        return -1;
-    }
-    snprintf(f->path, sizeof(f->path), "%s/t.db", f->dir);
-    char err[256] = "";
-    if (tg_store_sqlite_open(f->path, &f->s, err, sizeof(err)) != 0) {
-        fprintf(stderr, "open: %s\n", err);
-        return -1;
-    }
-    *state = f;
-    return 0;
+    *state = store_fx_new("sqlite-test");
+    return *state != NULL ? 0 : -1;
 }
-
-static int
-teardown(void **state)
-{
-    struct fx *f = *state;
-    if (f->s != NULL) {
-        f->s->ops->close(f->s);
-    }
-    char p[128];
-    static const char *const suffixes[] = {"", "-wal", "-shm"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(p, sizeof(p), "%s%s", f->path, suffixes[i]);
-        unlink(p);
-    }
-    rmdir(f->dir);
-    free(f);
-    return 0;
-}
-
-/* One integer from a query on a separate connection (what an outside reader sees). */
-static int64_t
-scalar(const struct fx *f, const char *sql)
-{
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    int64_t v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return v;
-}
-
-static const struct tg_org_rec org = {"org-1", "Default", 1000};
 
 static void
 seed(struct tg_store *s)
@@ -87,9 +35,7 @@ seed(struct tg_store *s)
         {"proj_a", "org-1", "development", "development", 1001, 0, NULL},
         {"proj_b", "org-1", "production", "production", 1002, 0, NULL},
     };
-    bool created = false;
-    assert_int_equal(s->ops->bootstrap(s, &org, projects, 2, NULL, &created), 0);
-    assert_true(created);
+    assert_true(store_fx_bootstrap(s, projects, 2));
 }
 
 static struct tg_key_rec
@@ -114,8 +60,8 @@ key_rec(const char *id, const char *project_id, int64_t created_ms, unsigned cha
 static void
 reopen_is_idempotent_and_keeps_data(void **state)
 {
-    struct fx *f = *state;
-    assert_int_equal(scalar(f, "PRAGMA user_version"), 6);
+    struct store_fx *f = *state;
+    assert_int_equal(store_fx_scalar(f, "PRAGMA user_version"), 6);
     seed(f->s);
     f->s->ops->close(f->s);
     f->s = NULL;
@@ -125,13 +71,13 @@ reopen_is_idempotent_and_keeps_data(void **state)
         struct tg_store *s = NULL;
         assert_int_equal(tg_store_sqlite_open(f->path, &s, err, sizeof(err)), 0);
         bool created = true;
-        assert_int_equal(s->ops->bootstrap(s, &org, NULL, 0, NULL, &created), 0);
+        assert_int_equal(s->ops->bootstrap(s, &store_fx_org, NULL, 0, NULL, &created), 0);
         assert_false(created);
         s->ops->close(s);
     }
-    assert_int_equal(scalar(f, "PRAGMA user_version"), 6);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM orgs"), 1);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM projects"), 2);
+    assert_int_equal(store_fx_scalar(f, "PRAGMA user_version"), 6);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM orgs"), 1);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM projects"), 2);
 
     /* WAL mode is a property of the file: an outside reader sees it. */
     sqlite3 *db = NULL;
@@ -147,7 +93,7 @@ reopen_is_idempotent_and_keeps_data(void **state)
 static void
 ledger_columns_have_the_row_names(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     static const char *const want[] = {
         "request_id",
         "attempt",
@@ -189,8 +135,9 @@ ledger_columns_have_the_row_names(void **state)
     assert_int_equal(n, sizeof(want) / sizeof(want[0]));
     sqlite3_finalize(st);
     sqlite3_close(db);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
-                               "tbl_name = 'ledger' AND sql LIKE '%(org_id, time_ms)%'"),
+    assert_int_equal(store_fx_scalar(f,
+                                     "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
+                                     "tbl_name = 'ledger' AND sql LIKE '%(org_id, time_ms)%'"),
                      1);
 }
 
@@ -232,7 +179,7 @@ project_name(const struct tg_project_rec *r, void *arg)
 static void
 bootstrap_happens_once(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     struct tg_project_rec projects[3] = {
         {"proj_1", "org-1", "development", "development", 1, 0, NULL},
         {"proj_2", "org-1", "staging", "staging", 2, 0, NULL},
@@ -240,7 +187,7 @@ bootstrap_happens_once(void **state)
     };
     struct tg_key_rec admin = key_rec("key_admin", NULL, 5, 0xAA);
     bool created = false;
-    assert_int_equal(f->s->ops->bootstrap(f->s, &org, projects, 3, &admin, &created), 0);
+    assert_int_equal(f->s->ops->bootstrap(f->s, &store_fx_org, projects, 3, &admin, &created), 0);
     assert_true(created);
 
     struct tg_org_rec other = {"org-2", "Other", 2000};
@@ -268,31 +215,32 @@ bootstrap_happens_once(void **state)
     memset(&n, 0, sizeof(n));
     assert_int_equal(f->s->ops->projects_list(f->s, "org-9", project_name, &n), 0);
     assert_int_equal(n.n, 0);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM api_keys WHERE kind = 1 AND role = 'owner'"),
-                     1);
+    assert_int_equal(
+        store_fx_scalar(f, "SELECT count(*) FROM api_keys WHERE kind = 1 AND role = 'owner'"), 1);
 }
 
 static void
 bootstrap_is_all_or_nothing(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     /* The second project repeats the first's name: the whole bootstrap must roll back. */
     struct tg_project_rec projects[2] = {
         {"proj_1", "org-1", "development", "development", 1, 0, NULL},
         {"proj_2", "org-1", "development", "development", 2, 0, NULL},
     };
     bool created = true;
-    assert_int_equal(f->s->ops->bootstrap(f->s, &org, projects, 2, NULL, &created), TG_EEXISTS);
+    assert_int_equal(f->s->ops->bootstrap(f->s, &store_fx_org, projects, 2, NULL, &created),
+                     TG_EEXISTS);
     assert_false(created);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM orgs"), 0);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM projects"), 0);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM orgs"), 0);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM projects"), 0);
     seed(f->s); /* and the store is usable afterwards */
 }
 
 static void
 project_insert_conflicts(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     seed(f->s);
     struct tg_project_rec p = {"proj_c", "org-1", "staging", "staging", 1003, 0, NULL};
     assert_int_equal(f->s->ops->project_insert(f->s, &p), 0);
@@ -301,7 +249,7 @@ project_insert_conflicts(void **state)
     assert_int_equal(f->s->ops->project_insert(f->s, &same_name), TG_EEXISTS);
     struct tg_project_rec no_org = {"proj_e", "org-404", "x", "x", 1005, 0, NULL};
     assert_int_equal(f->s->ops->project_insert(f->s, &no_org), TG_ENOTFOUND);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM projects"), 3);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM projects"), 3);
 }
 
 struct key_list {
@@ -325,7 +273,7 @@ collect_key(const struct tg_key_rec *r, void *arg)
 static void
 keys_insert_list_revoke(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     seed(f->s);
     /* Inserted out of creation order: the list is oldest first. */
     struct tg_key_rec b = key_rec("key_b", "proj_b", 300, 0x02);
@@ -367,9 +315,10 @@ keys_insert_list_revoke(void **state)
     assert_int_equal(l.r[1].revoked_ms, 0);
 
     /* Only the hash is on disk, as a 32-byte blob. */
-    assert_int_equal(scalar(f, "SELECT count(*) FROM api_keys WHERE typeof(hash) = 'blob' AND "
-                               "length(hash) = 32"),
-                     3);
+    assert_int_equal(
+        store_fx_scalar(f, "SELECT count(*) FROM api_keys WHERE typeof(hash) = 'blob' AND "
+                           "length(hash) = 32"),
+        3);
 }
 
 /* ---- ledger ---------------------------------------------------------------------------------- */
@@ -404,7 +353,7 @@ row(const char *request_id, int attempt, int64_t time_ms, const char *project, c
 static void
 ledger_append_is_idempotent(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     struct tg_ledger_row rows[4] = {
         row("req_1", 1, 1000, "proj_a", "key_a", "chat.completions", "gpt-4o", 10, 20),
         row("req_1", 2, 1000, "proj_a", "key_a", "chat.completions", "gpt-4o", 11, 21),
@@ -419,28 +368,29 @@ ledger_append_is_idempotent(void **state)
     snprintf(rows[2].user_id, sizeof(rows[2].user_id), "user_7");
     snprintf(rows[2].error, sizeof(rows[2].error), "client closed");
     assert_int_equal(f->s->ops->ledger_append(f->s, rows, 3), 0);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM ledger"), 3);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM ledger"), 3);
     /* Replaying the batch with one new row adds only the new row. */
     assert_int_equal(f->s->ops->ledger_append(f->s, rows, 4), 0);
     assert_int_equal(f->s->ops->ledger_append(f->s, rows, 4), 0);
     assert_int_equal(f->s->ops->ledger_append(f->s, rows, 0), 0);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM ledger"), 4);
-    assert_int_equal(scalar(f, "SELECT sum(prompt_tokens) FROM ledger"), 46);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM ledger"), 4);
+    assert_int_equal(store_fx_scalar(f, "SELECT sum(prompt_tokens) FROM ledger"), 46);
 
     /* Every field lands in its column. */
-    assert_int_equal(scalar(f, "SELECT count(*) FROM ledger WHERE request_id = 'req_2' AND "
-                               "attempt = 1 AND time_ms = 1001 AND org_id = 'org-1' AND "
-                               "project_id = 'proj_a' AND key_id = 'key_a' AND user_id = "
-                               "'user_7' AND endpoint = 'responses' AND model_requested = "
-                               "'gpt-4o' AND provider = 'openai' AND deployment = "
-                               "'gpt-4o-2024' AND prompt_tokens = 12 AND cached_tokens = 6 AND "
-                               "completion_tokens = 22 AND reasoning_tokens = 7 AND cost_micros "
-                               "= 190 AND status = 499 AND latency_ms = 120 AND ttft_ms = 45 AND "
-                               "is_stream = 1 AND is_usage_estimated = 1 AND error = 'client "
-                               "closed' AND saved_micros = 77"),
-                     1);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM ledger WHERE is_stream = 0 AND "
-                               "is_usage_estimated = 0 AND ttft_ms = -1 AND error = ''"),
+    assert_int_equal(
+        store_fx_scalar(f, "SELECT count(*) FROM ledger WHERE request_id = 'req_2' AND "
+                           "attempt = 1 AND time_ms = 1001 AND org_id = 'org-1' AND "
+                           "project_id = 'proj_a' AND key_id = 'key_a' AND user_id = "
+                           "'user_7' AND endpoint = 'responses' AND model_requested = "
+                           "'gpt-4o' AND provider = 'openai' AND deployment = "
+                           "'gpt-4o-2024' AND prompt_tokens = 12 AND cached_tokens = 6 AND "
+                           "completion_tokens = 22 AND reasoning_tokens = 7 AND cost_micros "
+                           "= 190 AND status = 499 AND latency_ms = 120 AND ttft_ms = 45 AND "
+                           "is_stream = 1 AND is_usage_estimated = 1 AND error = 'client "
+                           "closed' AND saved_micros = 77"),
+        1);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM ledger WHERE is_stream = 0 AND "
+                                        "is_usage_estimated = 0 AND ttft_ms = -1 AND error = ''"),
                      3);
 }
 
@@ -495,7 +445,7 @@ seed_usage(struct tg_store *s)
 static void
 usage_buckets_sum_exactly(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     seed_usage(f->s);
     struct tg_usage_query q = {.org_id = "org-1", .start_ms = 0, .end_ms = 3 * H, .bucket_ms = H};
     struct usage_list l = {0};
@@ -546,7 +496,7 @@ usage_buckets_sum_exactly(void **state)
 static void
 usage_groups_and_filters(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     seed_usage(f->s);
     struct tg_usage_query q = {.org_id = "org-1",
                                .start_ms = 0,
@@ -612,7 +562,7 @@ usage_groups_and_filters(void **state)
 static void
 usage_filters_several_endpoints(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     seed_usage(f->s);
     static const char *const completions[] = {"chat.completions", "completions", "responses"};
     struct tg_usage_query q = {.org_id = "org-1",
@@ -687,7 +637,7 @@ append_many(void *arg)
 static void
 concurrent_appends_from_four_threads(void **state)
 {
-    struct fx *f = *state;
+    struct store_fx *f = *state;
     pthread_t t[4];
     struct appender a[4];
     for (int i = 0; i < 4; i++) {
@@ -698,27 +648,30 @@ concurrent_appends_from_four_threads(void **state)
         pthread_join(t[i], NULL);
         assert_int_equal(a[i].rc, 0);
     }
-    assert_int_equal(scalar(f, "SELECT count(*) FROM ledger"), 1000);
-    assert_int_equal(scalar(f, "SELECT count(DISTINCT request_id) FROM ledger"), 1000);
-    assert_int_equal(scalar(f, "SELECT sum(completion_tokens) FROM ledger"), 2000);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM ledger"), 1000);
+    assert_int_equal(store_fx_scalar(f, "SELECT count(DISTINCT request_id) FROM ledger"), 1000);
+    assert_int_equal(store_fx_scalar(f, "SELECT sum(completion_tokens) FROM ledger"), 2000);
 }
 
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(reopen_is_idempotent_and_keeps_data, setup, teardown),
-        cmocka_unit_test_setup_teardown(ledger_columns_have_the_row_names, setup, teardown),
+        cmocka_unit_test_setup_teardown(reopen_is_idempotent_and_keeps_data, setup,
+                                        store_fx_teardown),
+        cmocka_unit_test_setup_teardown(ledger_columns_have_the_row_names, setup,
+                                        store_fx_teardown),
         cmocka_unit_test(open_fails_cleanly_on_a_bad_path),
-        cmocka_unit_test_setup_teardown(bootstrap_happens_once, setup, teardown),
-        cmocka_unit_test_setup_teardown(bootstrap_is_all_or_nothing, setup, teardown),
-        cmocka_unit_test_setup_teardown(project_insert_conflicts, setup, teardown),
-        cmocka_unit_test_setup_teardown(keys_insert_list_revoke, setup, teardown),
-        cmocka_unit_test_setup_teardown(ledger_append_is_idempotent, setup, teardown),
-        cmocka_unit_test_setup_teardown(usage_buckets_sum_exactly, setup, teardown),
-        cmocka_unit_test_setup_teardown(usage_groups_and_filters, setup, teardown),
-        cmocka_unit_test_setup_teardown(usage_filters_several_endpoints, setup, teardown),
-        cmocka_unit_test_setup_teardown(concurrent_appends_from_four_threads, setup, teardown),
+        cmocka_unit_test_setup_teardown(bootstrap_happens_once, setup, store_fx_teardown),
+        cmocka_unit_test_setup_teardown(bootstrap_is_all_or_nothing, setup, store_fx_teardown),
+        cmocka_unit_test_setup_teardown(project_insert_conflicts, setup, store_fx_teardown),
+        cmocka_unit_test_setup_teardown(keys_insert_list_revoke, setup, store_fx_teardown),
+        cmocka_unit_test_setup_teardown(ledger_append_is_idempotent, setup, store_fx_teardown),
+        cmocka_unit_test_setup_teardown(usage_buckets_sum_exactly, setup, store_fx_teardown),
+        cmocka_unit_test_setup_teardown(usage_groups_and_filters, setup, store_fx_teardown),
+        cmocka_unit_test_setup_teardown(usage_filters_several_endpoints, setup, store_fx_teardown),
+        cmocka_unit_test_setup_teardown(concurrent_appends_from_four_threads, setup,
+                                        store_fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
