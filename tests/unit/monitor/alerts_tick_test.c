@@ -20,53 +20,32 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "gateway/config.h"
-#include "gateway/state.h"
 #include "monitor/alerts.h"
-#include "policy/price.h"
 #include "store/store.h"
+
+#include "../fixture/state_fixture.h"
+#include "../fixture/store_fixture.h"
 
 #define T0 1767225600000LL
 
 struct fx {
-    char dir[64];
-    char path[96];
-    struct tg_store *s;
-    struct tg_config *config;
-    struct tg_price_table *prices;
+    struct store_fx db;
+    struct state_fx state;
     struct tg_monitor *m;
 };
-
-static const unsigned char pepper[32] = {1};
 
 static int
 setup(void **state)
 {
     struct fx *f = calloc(1, sizeof(*f));
-    snprintf(f->dir, sizeof(f->dir), "/tmp/tg-alerts-tick-test-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    snprintf(f->path, sizeof(f->path), "%s/t.db", f->dir);
-    char err[256] = "";
-    assert_int_equal(tg_store_sqlite_open(f->path, &f->s, err, sizeof(err)), 0);
-    const struct tg_org_rec org = {"org-1", "Default", 1000};
+    assert_int_equal(store_fx_mkdir(&f->db, "alerts-tick-test"), 0);
+    assert_int_equal(store_fx_open(&f->db), 0);
     const struct tg_project_rec projects[1] = {
         {"proj_a", "org-1", "production", "production", 1001, 0, NULL},
     };
-    bool created = false;
-    assert_int_equal(f->s->ops->bootstrap(f->s, &org, projects, 1, NULL, &created), 0);
-    assert_int_equal(tg_config_from_env(&f->config, err, sizeof(err)), 0);
-    f->prices = tg_price_table_new();
-    struct tg_state_env env = {
-        .config = f->config,
-        .prices = f->prices,
-        .store = f->s,
-        .pepper = pepper,
-        .pepper_len = sizeof(pepper),
-    };
-    tg_state_env_set(&env);
-    assert_int_equal(tg_state_reload(), 0);
+    store_fx_bootstrap(f->db.s, projects, 1);
+    state_fx_init(&f->state, f->db.s);
     f->m = tg_monitor_new();
     tg_monitor_set_started_ms(f->m, T0 - 3600000);
     *state = f;
@@ -78,17 +57,8 @@ teardown(void **state)
 {
     struct fx *f = *state;
     tg_monitor_free(f->m);
-    tg_state_shutdown();
-    f->s->ops->close(f->s);
-    tg_price_table_free(f->prices);
-    tg_config_free(f->config);
-    char p[128];
-    static const char *const suffixes[] = {"", "-wal", "-shm"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(p, sizeof(p), "%s%s", f->path, suffixes[i]);
-        unlink(p);
-    }
-    rmdir(f->dir);
+    state_fx_deinit(&f->state);
+    store_fx_deinit(&f->db);
     free(f);
     return 0;
 }
@@ -113,7 +83,7 @@ put_rule(struct fx *f, const char *id, const char *condition, double threshold, 
         .created_ms = T0,
         .updated_ms = T0,
     };
-    assert_int_equal(f->s->ops->alert_rule_put(f->s, &r), 0);
+    assert_int_equal(f->db.s->ops->alert_rule_put(f->db.s, &r), 0);
 }
 
 static void
@@ -139,7 +109,7 @@ static void
 tick(struct fx *f, int64_t now_ms, bool has_smtp)
 {
     struct tg_alerts_env env = {
-        .store = f->s,
+        .store = f->db.s,
         .monitor = f->m,
         .ledger_backlog = -1,
         .has_smtp = has_smtp,
@@ -169,7 +139,7 @@ static struct rows
 outbox(struct fx *f)
 {
     struct rows l = {0};
-    assert_int_equal(f->s->ops->outbox_list(f->s, "org-1", 0, row, &l), 0);
+    assert_int_equal(f->db.s->ops->outbox_list(f->db.s, "org-1", 0, row, &l), 0);
     return l;
 }
 
@@ -185,8 +155,8 @@ static int
 events(struct fx *f, int state)
 {
     int n = 0;
-    assert_int_equal(f->s->ops->alert_events_list(f->s, "org-1", NULL, state, 0, count_event, &n),
-                     0);
+    assert_int_equal(
+        f->db.s->ops->alert_events_list(f->db.s, "org-1", NULL, state, 0, count_event, &n), 0);
     return n;
 }
 
@@ -268,7 +238,7 @@ disabled_and_deleted_rules_close_quietly(void **state)
     assert_int_equal(events(f, 1), 2);
     assert_int_equal(outbox(f).n, 4);
     put_rule(f, "alr_1", "above", 0.5, false);
-    assert_int_equal(f->s->ops->alert_rule_delete(f->s, "alr_2"), 0);
+    assert_int_equal(f->db.s->ops->alert_rule_delete(f->db.s, "alr_2"), 0);
     tick(f, T0 + 2000, false);
     assert_int_equal(events(f, 1), 0);
     assert_int_equal(events(f, 2), 2);

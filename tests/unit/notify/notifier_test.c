@@ -22,7 +22,6 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
-#include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,8 +33,10 @@
 #include "gateway/config.h"
 #include "gateway/state.h"
 #include "notify/notifier.h"
-#include "policy/price.h"
 #include "store/store.h"
+
+#include "../fixture/state_fixture.h"
+#include "../fixture/store_fixture.h"
 
 #define DAY_MS 86400000LL
 #define JAN_1_2026_MS 1767225600000LL
@@ -158,28 +159,20 @@ fake_spend(struct tg_admission *a, enum tg_scope scope, const char *id, int64_t 
 static const struct tg_admission_ops fake_ops = {.name = "fake", .spend = fake_spend};
 
 struct fx {
-    char dir[64];
-    char path[96];
-    struct tg_store *s;
-    struct tg_config *config;
-    struct tg_price_table *prices;
+    struct store_fx db;
+    struct state_fx state;
     struct fake_admission adm;
     struct tg_smtp_conf smtp;
     struct receiver rx;
     struct tg_notifier *n;
 };
 
-static const unsigned char pepper[32] = {1};
-
 static int
 setup(void **state)
 {
     struct fx *f = calloc(1, sizeof(*f));
-    snprintf(f->dir, sizeof(f->dir), "/tmp/tg-notifier-test-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    snprintf(f->path, sizeof(f->path), "%s/t.db", f->dir);
-    char err[256] = "";
-    assert_int_equal(tg_store_sqlite_open(f->path, &f->s, err, sizeof(err)), 0);
+    assert_int_equal(store_fx_mkdir(&f->db, "notifier-test"), 0);
+    assert_int_equal(store_fx_open(&f->db), 0);
 
     /* The receiver. */
     pthread_mutex_init(&f->rx.lock, NULL);
@@ -194,13 +187,11 @@ setup(void **state)
              "\"notify_emails\":[\"ops@example.com\",\"Owner@Example.com\"],"
              "\"auto_increase\":{\"at_pct\":100,\"by_micros\":500000,\"max_micros\":1500000}}}",
              f->rx.port);
-    const struct tg_org_rec org = {"org-1", "Default", 1000};
     const struct tg_project_rec projects[2] = {
         {"proj_a", "org-1", "production", "production", 1001, 0, settings},
         {"proj_b", "org-1", "staging", "staging", 1002, 0, NULL},
     };
-    bool created = false;
-    assert_int_equal(f->s->ops->bootstrap(f->s, &org, projects, 2, NULL, &created), 0);
+    store_fx_bootstrap(f->db.s, projects, 2);
     const struct tg_doc owner = {"user",
                                  "user-1",
                                  "org-1",
@@ -217,20 +208,10 @@ setup(void **state)
                                   "\"role\":\"reader\"}",
                                   2,
                                   2};
-    assert_int_equal(f->s->ops->doc_put(f->s, &owner), 0);
-    assert_int_equal(f->s->ops->doc_put(f->s, &reader), 0);
+    assert_int_equal(f->db.s->ops->doc_put(f->db.s, &owner), 0);
+    assert_int_equal(f->db.s->ops->doc_put(f->db.s, &reader), 0);
 
-    assert_int_equal(tg_config_from_env(&f->config, err, sizeof(err)), 0);
-    f->prices = tg_price_table_new();
-    struct tg_state_env env = {
-        .config = f->config,
-        .prices = f->prices,
-        .store = f->s,
-        .pepper = pepper,
-        .pepper_len = sizeof(pepper),
-    };
-    tg_state_env_set(&env);
-    assert_int_equal(tg_state_reload(), 0);
+    state_fx_init(&f->state, f->db.s);
 
     setenv("TG_TEST_WEBHOOK_SECRET", "whsec_unit", 1);
     f->adm.base.ops = &fake_ops;
@@ -247,7 +228,7 @@ start(struct fx *f)
 {
     /* The thread waits an hour between ticks: the test ticks by hand, at times it chooses. */
     struct tg_notifier_opts o = {
-        .store = f->s,
+        .store = f->db.s,
         .admission = &f->adm.base,
         .smtp = &f->smtp,
         .interval_ms = 3600000,
@@ -265,33 +246,10 @@ teardown(void **state)
     pthread_join(f->rx.thread, NULL);
     close(f->rx.fd);
     pthread_mutex_destroy(&f->rx.lock);
-    tg_state_shutdown();
-    f->s->ops->close(f->s);
-    tg_price_table_free(f->prices);
-    tg_config_free(f->config);
-    char p[128];
-    static const char *const suffixes[] = {"", "-wal", "-shm"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(p, sizeof(p), "%s%s", f->path, suffixes[i]);
-        unlink(p);
-    }
-    rmdir(f->dir);
+    state_fx_deinit(&f->state);
+    store_fx_deinit(&f->db);
     free(f);
     return 0;
-}
-
-static int64_t
-scalar(const struct fx *f, const char *sql)
-{
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    int64_t v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return v;
 }
 
 static size_t
@@ -329,33 +287,37 @@ thresholds_are_queued_once_per_channel_and_delivered_with_retry(void **state)
 
     f->adm.project_spend = 499999;
     assert_int_equal(tg_notifier_tick(f->n, now), 0);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM outbox"), 0);
+    assert_int_equal(store_fx_scalar(&f->db, "SELECT count(*) FROM outbox"), 0);
 
     f->adm.project_spend = 500000;
     assert_int_equal(tg_notifier_tick(f->n, now), 0);
     /* One webhook; e-mail to the owner (once, whatever the case) and to ops, not the reader. */
-    assert_int_equal(scalar(f, "SELECT count(*) FROM outbox"), 3);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM outbox WHERE event_key = "
-                               "'budget:project:proj_a:1767225600000:50'"),
+    assert_int_equal(store_fx_scalar(&f->db, "SELECT count(*) FROM outbox"), 3);
+    assert_int_equal(store_fx_scalar(&f->db, "SELECT count(*) FROM outbox WHERE event_key = "
+                                             "'budget:project:proj_a:1767225600000:50'"),
                      3);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM outbox WHERE channel = 'email' AND "
-                               "target IN ('owner@example.com', 'ops@example.com')"),
+    assert_int_equal(store_fx_scalar(&f->db,
+                                     "SELECT count(*) FROM outbox WHERE channel = 'email' AND "
+                                     "target IN ('owner@example.com', 'ops@example.com')"),
                      2);
     /* The webhook was tried once and answered 500: due again in 1 s. */
     assert_int_equal(hits(f), 1);
     assert_signed(f, 0);
     assert_non_null(strstr(f->rx.body[0], "\"type\":\"budget.threshold\""));
     assert_non_null(strstr(f->rx.body[0], "\"threshold_pct\":50"));
-    assert_int_equal(scalar(f, "SELECT attempts FROM outbox WHERE channel = 'webhook'"), 1);
-    assert_int_equal(scalar(f, "SELECT next_attempt_ms FROM outbox WHERE channel = 'webhook'"),
-                     now + 1000);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM outbox WHERE channel = 'email' AND "
-                               "attempts = 1 AND last_error IS NOT NULL AND delivered_ms = 0"),
-                     2);
+    assert_int_equal(
+        store_fx_scalar(&f->db, "SELECT attempts FROM outbox WHERE channel = 'webhook'"), 1);
+    assert_int_equal(
+        store_fx_scalar(&f->db, "SELECT next_attempt_ms FROM outbox WHERE channel = 'webhook'"),
+        now + 1000);
+    assert_int_equal(
+        store_fx_scalar(&f->db, "SELECT count(*) FROM outbox WHERE channel = 'email' AND "
+                                "attempts = 1 AND last_error IS NOT NULL AND delivered_ms = 0"),
+        2);
 
     /* Deciding again queues nothing, and nothing is due yet. */
     assert_int_equal(tg_notifier_tick(f->n, now + 999), 0);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM outbox"), 3);
+    assert_int_equal(store_fx_scalar(&f->db, "SELECT count(*) FROM outbox"), 3);
     assert_int_equal(hits(f), 1);
 
     /* After the back-off: delivered (200), once, the same event. */
@@ -363,8 +325,9 @@ thresholds_are_queued_once_per_channel_and_delivered_with_retry(void **state)
     assert_int_equal(hits(f), 2);
     assert_signed(f, 1);
     assert_string_equal(f->rx.body[0], f->rx.body[1]);
-    assert_int_equal(scalar(f, "SELECT delivered_ms FROM outbox WHERE channel = 'webhook'"),
-                     now + 1000);
+    assert_int_equal(
+        store_fx_scalar(&f->db, "SELECT delivered_ms FROM outbox WHERE channel = 'webhook'"),
+        now + 1000);
     assert_int_equal(tg_notifier_tick(f->n, now + 100000), 0);
     assert_int_equal(hits(f), 2);
 
@@ -372,13 +335,13 @@ thresholds_are_queued_once_per_channel_and_delivered_with_retry(void **state)
     tg_notifier_stop(f->n);
     start(f);
     assert_int_equal(tg_notifier_tick(f->n, now + 100001), 0);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM outbox"), 3);
+    assert_int_equal(store_fx_scalar(&f->db, "SELECT count(*) FROM outbox"), 3);
     assert_int_equal(hits(f), 2);
 
     /* 80%: one more event on each channel. */
     f->adm.project_spend = 800000;
     assert_int_equal(tg_notifier_tick(f->n, now + 200000), 0);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM outbox"), 6);
+    assert_int_equal(store_fx_scalar(&f->db, "SELECT count(*) FROM outbox"), 6);
     assert_int_equal(hits(f), 3);
     assert_non_null(strstr(f->rx.body[2], "\"threshold_pct\":80"));
 
@@ -386,8 +349,8 @@ thresholds_are_queued_once_per_channel_and_delivered_with_retry(void **state)
     int64_t feb = JAN_1_2026_MS + 31 * DAY_MS + 3600 * 1000;
     f->adm.project_spend = 500000;
     assert_int_equal(tg_notifier_tick(f->n, feb), 0);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM outbox WHERE event_key = "
-                               "'budget:project:proj_a:1769904000000:50'"),
+    assert_int_equal(store_fx_scalar(&f->db, "SELECT count(*) FROM outbox WHERE event_key = "
+                                             "'budget:project:proj_a:1769904000000:50'"),
                      3);
 }
 
@@ -400,36 +363,43 @@ automatic_increase_applies_once_with_version_and_audit(void **state)
     f->adm.project_spend = 1000000; /* 100%: thresholds 50, 80, 100 and the increase */
     assert_int_equal(tg_notifier_tick(f->n, now), 0);
 
-    assert_int_equal(scalar(f, "SELECT json_extract(settings, '$.budget.monthly_limit_micros') "
-                               "FROM projects WHERE id = 'proj_a'"),
-                     1500000);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM versions WHERE project_id = 'proj_a' AND "
-                               "actor_id = 'system' AND reason = 'budget.updated'"),
-                     1);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM audit WHERE type = 'budget.updated' AND "
-                               "actor_type = 'system' AND target_id = 'proj_a' AND "
-                               "json_extract(before, '$.monthly_limit_micros') = 1000000 AND "
-                               "json_extract(after, '$.monthly_limit_micros') = 1500000"),
+    assert_int_equal(
+        store_fx_scalar(&f->db, "SELECT json_extract(settings, '$.budget.monthly_limit_micros') "
+                                "FROM projects WHERE id = 'proj_a'"),
+        1500000);
+    assert_int_equal(
+        store_fx_scalar(&f->db, "SELECT count(*) FROM versions WHERE project_id = 'proj_a' AND "
+                                "actor_id = 'system' AND reason = 'budget.updated'"),
+        1);
+    assert_int_equal(store_fx_scalar(&f->db,
+                                     "SELECT count(*) FROM audit WHERE type = 'budget.updated' AND "
+                                     "actor_type = 'system' AND target_id = 'proj_a' AND "
+                                     "json_extract(before, '$.monthly_limit_micros') = 1000000 AND "
+                                     "json_extract(after, '$.monthly_limit_micros') = 1500000"),
                      1);
     /* The snapshot was reloaded with the new limit. */
     struct tg_state *st = tg_state_acquire();
     assert_int_equal(tg_state_project(st, "proj_a")->limits.budget.monthly_limit_micros, 1500000);
     tg_state_unref(st);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM outbox WHERE event_key LIKE "
-                               "'budget-increase:project:proj_a:1767225600000:1500000' AND "
-                               "payload LIKE '%\"previous_limit_micros\":1000000%'"),
+    assert_int_equal(store_fx_scalar(&f->db,
+                                     "SELECT count(*) FROM outbox WHERE event_key LIKE "
+                                     "'budget-increase:project:proj_a:1767225600000:1500000' AND "
+                                     "payload LIKE '%\"previous_limit_micros\":1000000%'"),
                      3);
     /* The 50/80/100 events were decided against the old limit: 3 events x 3 channels. */
-    assert_int_equal(scalar(f, "SELECT count(*) FROM outbox WHERE event_key LIKE 'budget:%'"), 9);
+    assert_int_equal(
+        store_fx_scalar(&f->db, "SELECT count(*) FROM outbox WHERE event_key LIKE 'budget:%'"), 9);
 
     /* Spend is now 66% of the new limit: no second increase, even at the ceiling's edge. */
     assert_int_equal(tg_notifier_tick(f->n, now + 1000), 0);
     f->adm.project_spend = 1500000;
     assert_int_equal(tg_notifier_tick(f->n, now + 2000), 0);
-    assert_int_equal(scalar(f, "SELECT json_extract(settings, '$.budget.monthly_limit_micros') "
-                               "FROM projects WHERE id = 'proj_a'"),
-                     1500000);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM audit WHERE type = 'budget.updated'"), 1);
+    assert_int_equal(
+        store_fx_scalar(&f->db, "SELECT json_extract(settings, '$.budget.monthly_limit_micros') "
+                                "FROM projects WHERE id = 'proj_a'"),
+        1500000);
+    assert_int_equal(
+        store_fx_scalar(&f->db, "SELECT count(*) FROM audit WHERE type = 'budget.updated'"), 1);
 }
 
 static void
@@ -441,15 +411,19 @@ forecast_over_budget_is_queued_once(void **state)
     int64_t now = JAN_1_2026_MS + 20 * DAY_MS;
     f->adm.project_spend = 700000;
     assert_int_equal(tg_notifier_tick(f->n, now), 0);
-    assert_int_equal(scalar(f, "SELECT count(*) FROM outbox WHERE event_key = "
-                               "'budget-forecast:project:proj_a:1767225600000' AND payload LIKE "
-                               "'%\"forecast_micros\":1085000%'"),
-                     3);
+    assert_int_equal(
+        store_fx_scalar(&f->db, "SELECT count(*) FROM outbox WHERE event_key = "
+                                "'budget-forecast:project:proj_a:1767225600000' AND payload LIKE "
+                                "'%\"forecast_micros\":1085000%'"),
+        3);
     assert_int_equal(tg_notifier_tick(f->n, now + DAY_MS), 0);
     assert_int_equal(
-        scalar(f, "SELECT count(*) FROM outbox WHERE event_key LIKE 'budget-forecast:%'"), 3);
+        store_fx_scalar(&f->db,
+                        "SELECT count(*) FROM outbox WHERE event_key LIKE 'budget-forecast:%'"),
+        3);
     /* On track (0.5 after 20 days projects 0.775): nothing for another project's trend. */
-    assert_int_equal(scalar(f, "SELECT count(*) FROM outbox WHERE event_key LIKE '%proj_b%'"), 0);
+    assert_int_equal(
+        store_fx_scalar(&f->db, "SELECT count(*) FROM outbox WHERE event_key LIKE '%proj_b%'"), 0);
 }
 
 int
