@@ -9,93 +9,24 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import http from 'node:http';
-import { SMTPServer } from 'smtp-server';
 import { startUpstream } from './lib/upstream.mjs';
-import { startGateway, newUpstreamKey, newAzureKey, freePort, SLOW } from './lib/gateway.mjs';
+import { startGateway, stopRestarted, newUpstreamKey, newAzureKey, SLOW } from './lib/gateway.mjs';
+import { Receivers } from './lib/receivers.mjs';
 
 const OPS = 'ops@example.com';
 const SECRET = 'whsec_' + crypto.randomBytes(12).toString('hex');
 // Priced only for output: "say hi" with max_tokens 5 costs exactly 100 micro-dollars.
 const PRICE = { 'spend-model': { input: '0', cached_input: '0', output: '20' } };
+const rx = new Receivers();
 const ctx = {
     upstreamKey: newUpstreamKey(),
     azureKey: newAzureKey(),
-    hooks: [], // { json, body }
-    mails: [], // { to, headers, text }
-    waiters: [],
 };
-
-function notify() {
-    for (const w of ctx.waiters.splice(0)) w();
-}
 
 // Resolves once cond() holds (re-checked on every delivery and every 200 ms), or fails after
 // the deadline with what arrived.
-async function until(what, cond, deadlineMs = 15000 * SLOW) {
-    const end = Date.now() + deadlineMs;
-    while (!(await cond())) {
-        const left = end - Date.now();
-        if (left <= 0) {
-            throw new Error(`timed out waiting for ${what}; hooks: ${JSON.stringify(ctx.hooks.map((h) => h.json?.type))}\n${ctx.gw?.logs().slice(-4000)}`);
-        }
-        await new Promise((resolve) => {
-            const t = setTimeout(resolve, Math.min(left, 200));
-            ctx.waiters.push(() => {
-                clearTimeout(t);
-                resolve();
-            });
-        });
-    }
-}
-
-function startReceiver() {
-    const srv = http.createServer((req, res) => {
-        const chunks = [];
-        req.on('data', (c) => chunks.push(c));
-        req.on('end', () => {
-            const body = Buffer.concat(chunks).toString('utf8');
-            let json = null;
-            try {
-                json = JSON.parse(body);
-            } catch {
-                json = null;
-            }
-            ctx.hooks.push({ body, json, signature: req.headers['x-tollgate-signature'] });
-            res.writeHead(200, { 'content-type': 'text/plain' });
-            res.end('ok');
-            notify();
-        });
-    });
-    return new Promise((resolve) => srv.listen(0, '127.0.0.1', () => resolve(srv)));
-}
-
-function startSmtp(port) {
-    const srv = new SMTPServer({
-        authOptional: true,
-        disabledCommands: ['STARTTLS'],
-        logger: false,
-        onData(stream, session, cb) {
-            const chunks = [];
-            stream.on('data', (c) => chunks.push(c));
-            stream.on('end', () => {
-                const raw = Buffer.concat(chunks).toString('utf8');
-                const [head, ...rest] = raw.split(/\r?\n\r?\n/);
-                const headers = {};
-                for (const line of head.replace(/\r?\n[ \t]+/g, ' ').split(/\r?\n/)) {
-                    const i = line.indexOf(':');
-                    if (i > 0) headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
-                }
-                for (const r of session.envelope.rcptTo) ctx.mails.push({ to: r.address, headers, text: rest.join('\n\n') });
-                cb();
-                notify();
-            });
-        },
-    });
-    return new Promise((resolve, reject) => {
-        srv.once('error', reject);
-        srv.listen(port, '127.0.0.1', () => resolve(srv));
-    });
+function until(what, cond) {
+    return rx.until(what, cond, () => `hooks: ${JSON.stringify(rx.hooks.map((h) => h.json?.type))}\n${ctx.gw?.logs().slice(-4000)}`);
 }
 
 function gatewayOpts(extra = {}) {
@@ -105,40 +36,21 @@ function gatewayOpts(extra = {}) {
         azureKey: ctx.azureKey,
         env: { TOLLGATE_TEST_CLOCK: '1', TG_ALERT_SECRET: SECRET },
         prices: PRICE,
-        extraYaml: `notifications:
-  interval_ms: 100
-  webhook_timeout_ms: 3000
-  smtp:
-    host: 127.0.0.1
-    port: ${ctx.smtpPort}
-    from: alerts@tollgate.test
-    timeout_ms: 5000
-`,
+        extraYaml: rx.notificationsYaml(),
         ...extra,
     };
 }
 
 before(async () => {
     ctx.up = await startUpstream({ apiKey: ctx.upstreamKey, azureKey: ctx.azureKey, slowFirstByteMs: 300 });
-    ctx.receiver = await startReceiver();
-    ctx.hookUrl = `http://127.0.0.1:${ctx.receiver.address().port}/alerts`;
-    ctx.smtpPort = await freePort();
-    ctx.smtp = await startSmtp(ctx.smtpPort);
+    await rx.start('/alerts');
     ctx.gw = await startGateway(gatewayOpts());
     ctx.first = ctx.gw;
 });
 
 after(async () => {
-    for (const gw of [ctx.first, ctx.gw]) {
-        if (gw && !gw.exit) {
-            gw.kill();
-            await gw.exited;
-        }
-    }
-    if (ctx.gw?.cleanupOk) ctx.gw.cleanup();
-    if (ctx.first && ctx.first !== ctx.gw && ctx.first.cleanupOk && ctx.gw?.cleanupOk) ctx.first.cleanup();
-    await new Promise((r) => ctx.receiver.close(r));
-    await new Promise((r) => ctx.smtp.close(r));
+    await stopRestarted(ctx.first, ctx.gw);
+    await rx.close();
     await ctx.up.close();
 });
 
@@ -156,11 +68,11 @@ async function chat(behaviour) {
 }
 
 function hooksOf(type) {
-    return ctx.hooks.filter((h) => h.json?.type === type && h.json.data.rule_id === ctx.ruleId);
+    return rx.hooks.filter((h) => h.json?.type === type && h.json.data.rule_id === ctx.ruleId);
 }
 
 function mailsOf(type) {
-    return ctx.mails.filter((m) => m.to === OPS && m.headers['x-tollgate-event'] === type);
+    return rx.mails.filter((m) => m.to === OPS && m.headers['x-tollgate-event'] === type);
 }
 
 // Moves the gateway's clock deltaMs further ahead of the real one (offsets accumulate).
@@ -212,7 +124,7 @@ test('an error-rate rule fires once when the upstream fails and resolves once af
             threshold: 0.5,
             window_seconds: 60,
             min_requests: 3,
-            channels: { webhooks: [ctx.hookUrl], emails: [OPS] },
+            channels: { webhooks: [rx.hookUrl], emails: [OPS] },
         },
     });
     assert.equal(created.status, 201, created.text);
@@ -223,7 +135,7 @@ test('an error-rate rule fires once when the upstream fails and resolves once af
     assert.equal(rule.state, 'ok');
     assert.equal(rule.enabled, true);
     assert.equal(rule.window_seconds, 60);
-    assert.deepEqual(rule.channels, { webhooks: [ctx.hookUrl], emails: [OPS] });
+    assert.deepEqual(rule.channels, { webhooks: [rx.hookUrl], emails: [OPS] });
 
     // Two failures are below min_requests: nothing fires yet.
     assert.deepEqual([await chat('fail-500'), await chat('fail-500')].map((s) => s >= 500), [true, true]);
@@ -305,10 +217,10 @@ test('firing survives a restart without firing again', { timeout: 90000 * SLOW }
     // sentinel rule that always holds (no open breaker is above -1) proves a tick evaluated
     // every rule: once it has fired, the first rule had its chance to fire again.
     const sentinel = await ctx.gw.adminFetch('/v1/organization/alert_rules', {
-        body: { name: 'sentinel', metric: 'breaker_open', threshold: -1, channels: { webhooks: [ctx.hookUrl] } },
+        body: { name: 'sentinel', metric: 'breaker_open', threshold: -1, channels: { webhooks: [rx.hookUrl] } },
     });
     assert.equal(sentinel.status, 201, sentinel.text);
-    await until('the sentinel fired', () => ctx.hooks.some((h) => h.json?.type === 'alert.fired' && h.json.data.rule_id === sentinel.json.id));
+    await until('the sentinel fired', () => rx.hooks.some((h) => h.json?.type === 'alert.fired' && h.json.data.rule_id === sentinel.json.id));
     assert.equal(hooksOf('alert.fired').length, 2);
     assert.equal((await ctx.gw.adminFetch(`/v1/organization/alert_rules/${ctx.ruleId}`)).json.state, 'firing');
     assert.equal((await ctx.gw.adminFetch(`/v1/organization/alerts?state=firing`)).json.data.filter((a) => a.rule_id === ctx.ruleId).length, 1);
@@ -317,12 +229,12 @@ test('firing survives a restart without firing again', { timeout: 90000 * SLOW }
 test('modifying and deleting a rule: merged, validated whole, audited; then 404', { timeout: 30000 * SLOW }, async () => {
     const read = await ctx.gw.adminFetch(`/v1/organization/alert_rules/${ctx.ruleId}`);
     // What was read may be sent back with changes; the read-only members are ignored.
-    const mod = await ctx.gw.adminFetch(`/v1/organization/alert_rules/${ctx.ruleId}`, { body: { ...read.json, threshold: 0.9, channels: { webhooks: [ctx.hookUrl] } } });
+    const mod = await ctx.gw.adminFetch(`/v1/organization/alert_rules/${ctx.ruleId}`, { body: { ...read.json, threshold: 0.9, channels: { webhooks: [rx.hookUrl] } } });
     assert.equal(mod.status, 200, mod.text);
     assert.equal(mod.json.threshold, 0.9);
     assert.equal(mod.json.created_at, read.json.created_at);
     assert.equal(mod.json.name, 'chat errors');
-    assert.deepEqual(mod.json.channels, { webhooks: [ctx.hookUrl], emails: [] });
+    assert.deepEqual(mod.json.channels, { webhooks: [rx.hookUrl], emails: [] });
     const partial = await ctx.gw.adminFetch(`/v1/organization/alert_rules/${ctx.ruleId}`, { body: { min_requests: 5 } });
     assert.equal(partial.json.min_requests, 5);
     assert.equal(partial.json.threshold, 0.9);
@@ -361,10 +273,10 @@ test('modifying and deleting a rule: merged, validated whole, audited; then 404'
 
 test('a p95 latency rule fires on slow answers and resolves once the window has moved on', { timeout: 60000 * SLOW }, async () => {
     const rule = await ctx.gw.adminFetch('/v1/organization/alert_rules', {
-        body: { name: 'slow chat', model: 'gpt-4o-mini', metric: 'p95_latency_ms', threshold: 200, window_seconds: 60, min_requests: 2, channels: { webhooks: [ctx.hookUrl] } },
+        body: { name: 'slow chat', model: 'gpt-4o-mini', metric: 'p95_latency_ms', threshold: 200, window_seconds: 60, min_requests: 2, channels: { webhooks: [rx.hookUrl] } },
     });
     assert.equal(rule.status, 201, rule.text);
-    const of = (type) => ctx.hooks.filter((h) => h.json?.type === type && h.json.data.rule_id === rule.json.id);
+    const of = (type) => rx.hooks.filter((h) => h.json?.type === type && h.json.data.rule_id === rule.json.id);
     // The upstream holds its first byte 300 ms: every latency is above 200 ms.
     for (let i = 0; i < 2; i++) assert.equal(await chat('slow-first-byte'), 200);
     await until('the latency alert', () => of('alert.fired').length >= 1);
@@ -384,7 +296,7 @@ test('a spend_forecast rule fires when the month-end forecast passes the budget;
     const key = await ctx.gw.createKey('alerts-spend', 'spend');
     // The project's budget signs the alert webhooks of rules scoped to it.
     const b = await ctx.gw.adminFetch(`/v1/organization/projects/${projectId}/budget`, {
-        body: { monthly_limit_micros: 1000, webhook_url: `${ctx.hookUrl}/budget`, webhook_secret: 'env:TG_ALERT_SECRET' },
+        body: { monthly_limit_micros: 1000, webhook_url: `${rx.hookUrl}/budget`, webhook_secret: 'env:TG_ALERT_SECRET' },
     });
     assert.equal(b.status, 200, b.text);
     // Ten days into a 31-day month: spend s projects to s * 3.1.
@@ -392,7 +304,7 @@ test('a spend_forecast rule fires when the month-end forecast passes the budget;
     const c = await ctx.gw.adminFetch('/v1/organization/_test/clock', { body: { now_ms: Date.UTC(2027, 0, 11) } });
     assert.equal(c.status, 200, c.text);
     const rule = await ctx.gw.adminFetch('/v1/organization/alert_rules', {
-        body: { name: 'spend pace', project_id: 'alerts-spend', metric: 'spend_forecast', threshold: 1, channels: { webhooks: [ctx.hookUrl] } },
+        body: { name: 'spend pace', project_id: 'alerts-spend', metric: 'spend_forecast', threshold: 1, channels: { webhooks: [rx.hookUrl] } },
     });
     assert.equal(rule.status, 201, rule.text);
     assert.equal(rule.json.project_id, projectId, 'a project name is taken and stored as its id');
@@ -406,7 +318,7 @@ test('a spend_forecast rule fires when the month-end forecast passes the budget;
     };
     // 300 micro-dollars project to about 930: below the budget.
     for (let i = 0; i < 3; i++) await spend();
-    const fires = () => ctx.hooks.filter((h) => h.json?.type === 'alert.fired' && h.json.data.rule_id === rule.json.id);
+    const fires = () => rx.hooks.filter((h) => h.json?.type === 'alert.fired' && h.json.data.rule_id === rule.json.id);
     // 400 project to about 1240: above.
     await spend();
     await until('the spend_forecast alert', () => fires().length >= 1);

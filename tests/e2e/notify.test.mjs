@@ -14,10 +14,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import http from 'node:http';
-import { SMTPServer } from 'smtp-server';
 import { startUpstream } from './lib/upstream.mjs';
-import { startGateway, newUpstreamKey, newAzureKey, freePort, SLOW } from './lib/gateway.mjs';
+import { startGateway, stopRestarted, newUpstreamKey, newAzureKey, SLOW } from './lib/gateway.mjs';
+import { Receivers } from './lib/receivers.mjs';
 
 const SECRET = 'whsec_' + crypto.randomBytes(12).toString('hex');
 const PRICE = { 'notify-model': { input: '0', cached_input: '0', output: '20' } };
@@ -26,89 +25,20 @@ const LIMIT = 1000;
 const OWNER = 'owner@localhost'; // the first start's owner user (TOLLGATE_ADMIN_EMAIL unset)
 const OPS = 'ops@example.com';
 
+const rx = new Receivers({ hookStatuses: [500] }); // the first webhook is answered 500
 const ctx = {
     upstreamKey: newUpstreamKey(),
     azureKey: newAzureKey(),
-    hooks: [], // { status, signature, body, json }
-    hookStatuses: [500], // answers to the first requests; 200 after
-    mails: [], // { to, headers (lower-cased names), text }
-    waiters: [],
 };
 
-function notify() {
-    for (const w of ctx.waiters.splice(0)) w();
+// What arrived, for the message of a wait that timed out.
+function arrived() {
+    return `hooks: ${JSON.stringify(rx.hooks.map((h) => [h.status, h.json?.type, h.json?.data?.threshold_pct]))}; mails: ${JSON.stringify(rx.mails.map((m) => [m.to, m.headers['x-tollgate-event'], m.headers.subject]))}\n${ctx.gw?.logs().slice(-4000)}`;
 }
 
 // Resolves once cond() holds (checked on every delivery), or fails after the deadline.
-async function until(what, cond, deadlineMs = 15000 * SLOW) {
-    const end = Date.now() + deadlineMs;
-    while (!cond()) {
-        const left = end - Date.now();
-        if (left <= 0) {
-            throw new Error(`timed out waiting for ${what}; hooks: ${JSON.stringify(ctx.hooks.map((h) => [h.status, h.json?.type, h.json?.data?.threshold_pct]))}; mails: ${JSON.stringify(ctx.mails.map((m) => [m.to, m.headers['x-tollgate-event'], m.headers.subject]))}\n${ctx.gw?.logs().slice(-4000)}`);
-        }
-        await new Promise((resolve) => {
-            const t = setTimeout(resolve, Math.min(left, 200));
-            ctx.waiters.push(() => {
-                clearTimeout(t);
-                resolve();
-            });
-        });
-    }
-}
-
-function startReceiver() {
-    const srv = http.createServer((req, res) => {
-        const chunks = [];
-        req.on('data', (c) => chunks.push(c));
-        req.on('end', () => {
-            const body = Buffer.concat(chunks).toString('utf8');
-            const status = ctx.hookStatuses.length ? ctx.hookStatuses.shift() : 200;
-            let json = null;
-            try {
-                json = JSON.parse(body);
-            } catch {
-                json = null;
-            }
-            ctx.hooks.push({ status, signature: req.headers['x-tollgate-signature'], body, json, path: req.url });
-            res.writeHead(status, { 'content-type': 'text/plain' });
-            res.end(status === 200 ? 'ok' : 'try later');
-            notify();
-        });
-    });
-    return new Promise((resolve) => srv.listen(0, '127.0.0.1', () => resolve(srv)));
-}
-
-function parseMail(raw, to) {
-    const [head, ...rest] = raw.split(/\r?\n\r?\n/);
-    const headers = {};
-    for (const line of head.replace(/\r?\n[ \t]+/g, ' ').split(/\r?\n/)) {
-        const i = line.indexOf(':');
-        if (i > 0) headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
-    }
-    return { to, headers, text: rest.join('\n\n') };
-}
-
-function startSmtp(port) {
-    const srv = new SMTPServer({
-        authOptional: true,
-        disabledCommands: ['STARTTLS'],
-        logger: false,
-        onData(stream, session, cb) {
-            const chunks = [];
-            stream.on('data', (c) => chunks.push(c));
-            stream.on('end', () => {
-                const raw = Buffer.concat(chunks).toString('utf8');
-                for (const r of session.envelope.rcptTo) ctx.mails.push(parseMail(raw, r.address));
-                cb();
-                notify();
-            });
-        },
-    });
-    return new Promise((resolve, reject) => {
-        srv.once('error', reject);
-        srv.listen(port, '127.0.0.1', () => resolve(srv));
-    });
+function until(what, cond) {
+    return rx.until(what, cond, arrived);
 }
 
 function gatewayOpts(extra = {}) {
@@ -118,41 +48,22 @@ function gatewayOpts(extra = {}) {
         azureKey: ctx.azureKey,
         prices: PRICE,
         env: { TG_NOTIFY_SECRET: SECRET },
-        extraYaml: `notifications:
-  interval_ms: 100
-  webhook_timeout_ms: 3000
-  smtp:
-    host: 127.0.0.1
-    port: ${ctx.smtpPort}
-    from: alerts@tollgate.test
-    timeout_ms: 5000
-`,
+        extraYaml: rx.notificationsYaml(),
         ...extra,
     };
 }
 
 before(async () => {
     ctx.up = await startUpstream({ apiKey: ctx.upstreamKey, azureKey: ctx.azureKey });
-    ctx.receiver = await startReceiver();
-    ctx.hookUrl = `http://127.0.0.1:${ctx.receiver.address().port}/hook`;
-    ctx.smtpPort = await freePort();
-    ctx.smtp = await startSmtp(ctx.smtpPort);
+    await rx.start('/hook');
     ctx.gw = await startGateway(gatewayOpts());
     ctx.first = ctx.gw;
 });
 
 after(async () => {
-    for (const gw of [ctx.first, ctx.gw]) {
-        if (gw && !gw.exit) {
-            gw.kill();
-            await gw.exited;
-        }
-    }
-    // The restarted gateway shares the first one's data directory: remove both once clean.
-    if (ctx.gw?.cleanupOk) ctx.gw.cleanup();
-    if (ctx.first && ctx.first !== ctx.gw && ctx.first.cleanupOk && ctx.gw?.cleanupOk) ctx.first.cleanup();
-    await new Promise((r) => ctx.receiver.close(r));
-    await new Promise((r) => ctx.smtp.close(r));
+    // The restarted gateway shares the first one's data directory: removed once both are clean.
+    await stopRestarted(ctx.first, ctx.gw);
+    await rx.close();
     await ctx.up.close();
 });
 
@@ -180,13 +91,13 @@ function verified(h) {
 
 // Threshold webhooks of the test project that were answered 200, by percentage.
 function deliveredHooks(type, pct) {
-    return ctx.hooks.filter(
+    return rx.hooks.filter(
         (h) => h.status === 200 && h.json?.type === type && h.json.data.id === ctx.projectId && (pct === undefined || h.json.data.threshold_pct === pct),
     );
 }
 
 function mailsFor(type, pct, to) {
-    return ctx.mails.filter(
+    return rx.mails.filter(
         (m) =>
             m.to === to &&
             m.headers['x-tollgate-event'] === type &&
@@ -217,7 +128,7 @@ test('setup: a project with a 1000 micro-dollar budget, a signed webhook and a n
     const b = await ctx.gw.adminFetch(`/v1/organization/projects/${ctx.projectId}/budget`, {
         body: {
             monthly_limit_micros: LIMIT,
-            webhook_url: ctx.hookUrl,
+            webhook_url: rx.hookUrl,
             webhook_secret: 'env:TG_NOTIFY_SECRET',
             notify_emails: [OPS],
             auto_increase: { at_pct: 100, by_micros: 500, max_micros: 1500 },
@@ -233,7 +144,7 @@ test('50%: webhook retried after a 500 and delivered once, signed; one e-mail pe
     assert.deepEqual(await spend(1), [200]);
     await until('the 50% notifications', () => thresholdArrived(50));
     // The receiver answered the first delivery 500: the same event came again (same id).
-    const all50 = ctx.hooks.filter((h) => h.json?.type === 'budget.threshold' && h.json.data.threshold_pct === 50);
+    const all50 = rx.hooks.filter((h) => h.json?.type === 'budget.threshold' && h.json.data.threshold_pct === 50);
     assert.deepEqual(
         all50.map((h) => h.status),
         [500, 200],

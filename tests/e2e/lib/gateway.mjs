@@ -386,6 +386,20 @@ export async function startGateway(opts) {
     return gw;
 }
 
+// Kills a gateway and the one restarted on its data directory (opts.dataDir), either of
+// which may be missing, stopped already or the same; removes their temp dirs once both
+// stopped cleanly (the restarted one's data lives in the first one's dir).
+export async function stopRestarted(first, last) {
+    for (const gw of [first, last]) {
+        if (gw && !gw.exit) {
+            gw.kill();
+            await gw.exited;
+        }
+    }
+    if (last?.cleanupOk) last.cleanup();
+    if (first && first !== last && first.cleanupOk && last?.cleanupOk) first.cleanup();
+}
+
 // The provider key a test upstream expects; each file makes its own.
 export function newUpstreamKey() {
     return 'upstream-test-' + crypto.randomBytes(18).toString('hex');
