@@ -4,21 +4,20 @@
  * request); https:// calls, and every call when the environment variable
  * TG_UPSTREAM_CLIENT=curl is set at start (to compare the two, or to rule the native engine out
  * when chasing a problem), go to libcurl. Both hand out struct tg_upstream_call pointers whose
- * first member says which engine owns them.
+ * first member is the struct tg_call_base of call_int.h: the call machinery both share (lists,
+ * free-call pool, deadlines, header collection, cancel and resume) is in call_common.c.
  *
  * The libcurl side: one libcurl multi handle per worker loop,
  * driven with curl_multi_socket_action from uv_poll (one per socket curl asks us to watch) and
  * one uv_timer (curl's own timeout), after curl's multi-uv.c example.
  *
  * What the client owns: the multi handle (and so the connection cache, which gives keep-alive
- * reuse and HTTP/2 multiplexing per host), the poll handles, a pool of finished calls kept for
- * reuse (each with its easy handle, its timer and its header storage, so a busy worker does not
- * allocate per call), and the list of active calls.
+ * reuse and HTTP/2 multiplexing per host), the poll handles, and its struct tg_call_set: the
+ * active calls and a pool of finished ones kept for reuse (each with its easy handle, its timer
+ * and its header storage, so a busy worker does not allocate per call).
  *
- * Timeouts: connect is curl's (CURLOPT_CONNECTTIMEOUT_MS). First byte, idle and total are ours,
- * on one uv_timer per call that is armed for the earliest deadline and checked lazily: a read
- * only records the time, and the timer, when it fires early, re-arms for what is left. That
- * keeps the per-read cost to one store. The idle deadline is ignored while the call is paused.
+ * Timeouts: connect is curl's (CURLOPT_CONNECTTIMEOUT_MS), so this set keeps no connect
+ * deadline. First byte, idle and total are ours, on the call's timer (call_common.c).
  *
  * Back-pressure: when on_data returns TG_EAGAIN it has taken the bytes, so the write callback
  * returns their full length and pauses receiving with curl_easy_pause(CURLPAUSE_RECV); curl
@@ -49,17 +48,8 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "upstream/call_int.h"
 #include "upstream/h1.h"
-
-#define MAX_POOLED_CALLS 64
-#define MAX_HEADER_BYTES (128 * 1024)
-#define MAX_HEADERS 256
-
-enum phase {
-    PHASE_CONNECTING, /* before the request goes out: curl's connect timeout applies */
-    PHASE_SENT,       /* request on the wire, nothing back yet: first-byte deadline */
-    PHASE_RECEIVING,  /* response bytes arriving: idle deadline */
-};
 
 struct sock {
     struct sock *next;
@@ -70,66 +60,24 @@ struct sock {
     int events; /* what the poll watches now (UV_READABLE | UV_WRITABLE), 0 = stopped */
 };
 
-struct header_off {
-    size_t name;
-    size_t value;
-};
-
 struct tg_upstream_call {
-    struct tg_upstream_call_head head; /* is_native false */
+    struct tg_call_base base; /* first: the pointer handed out converts to it */
     struct tg_upstream_client *client;
-    struct tg_upstream_call *next; /* active list or pool */
-    struct tg_upstream_call *prev;
-    struct tg_upstream_call *dnext; /* deferred list (cancel/resume to apply) */
-    struct tg_upstream_call *dprev;
     CURL *easy;
-    uv_timer_t timer;
     struct curl_slist *req_headers;
-    struct tg_upstream_callbacks cbs;
-    void *arg;
-    struct tg_upstream_timeouts t;
-
-    enum phase phase;
-    uint64_t start_ms;
-    uint64_t sent_ms;
-    uint64_t last_read_ms;
-    bool is_deferred;
-    bool is_paused;
-    bool is_resume_pending;
-    bool is_cancel_pending;
-    bool is_in_on_data;
-    bool has_headers;
-    bool is_done;
-    int err; /* set inside a curl callback to fail the transfer with this code */
-
-    /* Response headers of the current response: "name\0value\0" pairs plus their offsets. */
-    struct tg_buf hdr_bytes;
-    struct header_off *hdr_offs;
-    struct tg_upstream_header *hdrs;
-    size_t n_hdrs;
-    size_t hdrs_cap;
-
     char errbuf[CURL_ERROR_SIZE];
-    char msg[CURL_ERROR_SIZE + 64];
 };
+
+_Static_assert(TG_CALL_MSG_BYTES >= CURL_ERROR_SIZE + 64, "room for curl's message and ours");
 
 struct tg_upstream_client {
-    uv_loop_t *loop;
-    struct tg_h1_client *h1; /* plain http://; NULL when libcurl takes every call */
+    struct tg_call_set calls; /* first: the set's on_closed frees the client */
+    struct tg_h1_client *h1;  /* plain http://; NULL when libcurl takes every call */
     CURLM *multi;
     uv_timer_t timer; /* curl's timeout */
-    uv_idle_t defer;  /* applies cancel/resume requests outside curl */
-    struct tg_upstream_call *active;
-    struct tg_upstream_call *pool;
-    struct tg_upstream_call *deferred;
     struct sock *socks;
     struct sock **by_fd; /* the watched socket of each descriptor curl has open */
     size_t by_fd_cap;
-    size_t n_active;
-    size_t n_pool;
-    size_t n_open;   /* uv handles not yet closed; the client is freed when it reaches 0 */
-    int cb_depth;    /* > 0 while curl is inside one of our callbacks */
-    bool is_closing; /* tg_upstream_client_free ran */
     bool is_free_requested;
     struct tg_buf scratch; /* formats request header lines */
 };
@@ -137,32 +85,22 @@ struct tg_upstream_client {
 static void check_info(struct tg_upstream_client *c);
 static void client_teardown(struct tg_upstream_client *c);
 
-void
-tg_upstream_timeouts_default(struct tg_upstream_timeouts *t)
-{
-    t->connect_ms = 10000;
-    t->first_byte_ms = 120000;
-    t->idle_ms = 120000;
-    t->total_ms = 600000;
-}
-
 /* ---- handle bookkeeping -------------------------------------------------------------- */
 
+/* The set's last handle closed: the client goes too. */
 static void
-maybe_free_client(struct tg_upstream_client *c)
+on_calls_closed(struct tg_call_set *set)
 {
-    if (c->is_closing && c->n_open == 0) {
-        tg_buf_deinit(&c->scratch);
-        free(c);
-    }
+    struct tg_upstream_client *c = (struct tg_upstream_client *)set;
+    tg_buf_deinit(&c->scratch);
+    free(c);
 }
 
 static void
 on_client_handle_closed(uv_handle_t *h)
 {
     struct tg_upstream_client *c = h->data;
-    c->n_open--;
-    maybe_free_client(c);
+    tg_call_set_handle_closed(&c->calls);
 }
 
 static void
@@ -171,18 +109,7 @@ on_sock_closed(uv_handle_t *h)
     struct sock *s = h->data;
     struct tg_upstream_client *c = s->client;
     free(s);
-    c->n_open--;
-    maybe_free_client(c);
-}
-
-static void
-on_call_closed(uv_handle_t *h)
-{
-    struct tg_upstream_call *call = h->data;
-    struct tg_upstream_client *c = call->client;
-    free(call);
-    c->n_open--;
-    maybe_free_client(c);
+    tg_call_set_handle_closed(&c->calls);
 }
 
 static void
@@ -278,14 +205,14 @@ on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socket
         s = tg_xcalloc(1, sizeof(*s));
         s->client = c;
         s->fd = fd;
-        int rc = uv_poll_init_socket(c->loop, &s->poll, fd);
+        int rc = uv_poll_init_socket(c->calls.loop, &s->poll, fd);
         if (rc < 0) {
             tg_log_error("upstream: cannot watch socket %d: %s", (int)fd, uv_strerror(rc));
             free(s);
             return -1;
         }
         s->poll.data = s;
-        c->n_open++;
+        c->calls.n_open++;
         s->next = c->socks;
         s->prev = NULL;
         if (s->next != NULL) {
@@ -328,107 +255,35 @@ on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
-/* ---- the deferred list ------------------------------------------------------------------ */
-
-static void
-defer_unlink(struct tg_upstream_call *call)
-{
-    struct tg_upstream_client *c = call->client;
-    if (!call->is_deferred) {
-        return;
-    }
-    call->is_deferred = false;
-    if (call->dprev != NULL) {
-        call->dprev->dnext = call->dnext;
-    } else {
-        c->deferred = call->dnext;
-    }
-    if (call->dnext != NULL) {
-        call->dnext->dprev = call->dprev;
-    }
-    call->dnext = call->dprev = NULL;
-}
-
-static void on_defer(uv_idle_t *idle);
-
-static void
-defer_push(struct tg_upstream_call *call)
-{
-    struct tg_upstream_client *c = call->client;
-    if (call->is_deferred) {
-        return;
-    }
-    call->is_deferred = true;
-    call->dprev = NULL;
-    call->dnext = c->deferred;
-    if (c->deferred != NULL) {
-        c->deferred->dprev = call;
-    }
-    c->deferred = call;
-    uv_idle_start(&c->defer, on_defer);
-}
-
 /* ---- call lifecycle ------------------------------------------------------------------- */
-
-static void
-active_unlink(struct tg_upstream_call *call)
-{
-    struct tg_upstream_client *c = call->client;
-    if (call->prev != NULL) {
-        call->prev->next = call->next;
-    } else {
-        c->active = call->next;
-    }
-    if (call->next != NULL) {
-        call->next->prev = call->prev;
-    }
-    call->next = call->prev = NULL;
-    c->n_active--;
-}
 
 static void
 call_destroy(struct tg_upstream_call *call)
 {
     curl_easy_cleanup(call->easy);
-    tg_buf_deinit(&call->hdr_bytes);
-    free(call->hdr_offs);
-    free(call->hdrs);
-    uv_close((uv_handle_t *)&call->timer, on_call_closed);
+    tg_call_destroy(&call->base);
 }
 
 /* Keeps a finished call (easy handle, timer, header storage) for the next start. */
 static void
 call_recycle(struct tg_upstream_call *call)
 {
-    struct tg_upstream_client *c = call->client;
     curl_slist_free_all(call->req_headers);
     call->req_headers = NULL;
-    if (c->is_closing || c->n_pool >= MAX_POOLED_CALLS) {
+    if (!tg_call_pool_put(&call->base)) {
         call_destroy(call);
-        return;
     }
-    call->next = c->pool;
-    c->pool = call;
-    c->n_pool++;
 }
 
 /* Ends a call: the one place on_done fires. Must not run inside a curl callback. */
 static void
 finish(struct tg_upstream_call *call, int err, const char *msg)
 {
-    struct tg_upstream_client *c = call->client;
-    if (call->is_done) {
+    if (!tg_call_end(&call->base)) {
         return;
     }
-    call->is_done = true;
-    defer_unlink(call);
-    uv_timer_stop(&call->timer);
-    curl_multi_remove_handle(c->multi, call->easy);
-    active_unlink(call);
-    if (msg != call->msg) {
-        snprintf(call->msg, sizeof(call->msg), "%s", msg);
-    }
-    call->cbs.on_done(err, call->msg, call->arg);
+    curl_multi_remove_handle(call->client->multi, call->easy);
+    tg_call_report(&call->base, err, msg);
     call_recycle(call);
 }
 
@@ -457,32 +312,32 @@ is_connect_error(CURLcode res)
     }
 }
 
-/* Turns curl's verdict on a transfer into our code and message (in call->msg). */
+/* Turns curl's verdict on a transfer into our code and message (in call->base.msg). */
 static int
 map_result(struct tg_upstream_call *call, CURLcode res)
 {
     const char *detail = call->errbuf[0] != '\0' ? call->errbuf : curl_easy_strerror(res);
     if (res == CURLE_OK) {
-        call->msg[0] = '\0';
+        call->base.msg[0] = '\0';
         return 0;
     }
-    if (call->err != 0) {
-        return call->err; /* we failed it from a callback; msg is already set */
+    if (call->base.err != 0) {
+        return call->base.err; /* we failed it from a callback; msg is already set */
     }
     if (res == CURLE_OPERATION_TIMEDOUT) {
-        if (call->phase == PHASE_CONNECTING) {
-            snprintf(call->msg, sizeof(call->msg), "timed out connecting after %llu ms",
-                     (unsigned long long)call->t.connect_ms);
+        if (call->base.phase == TG_CALL_CONNECTING) {
+            snprintf(call->base.msg, sizeof(call->base.msg), "timed out connecting after %llu ms",
+                     (unsigned long long)call->base.t.connect_ms);
         } else {
-            snprintf(call->msg, sizeof(call->msg), "timed out: %s", detail);
+            snprintf(call->base.msg, sizeof(call->base.msg), "timed out: %s", detail);
         }
         return TG_ETIMEOUT;
     }
     if (is_connect_error(res)) {
-        snprintf(call->msg, sizeof(call->msg), "could not connect: %s", detail);
+        snprintf(call->base.msg, sizeof(call->base.msg), "could not connect: %s", detail);
         return TG_ECONNECT;
     }
-    snprintf(call->msg, sizeof(call->msg), "upstream transfer failed: %s", detail);
+    snprintf(call->base.msg, sizeof(call->base.msg), "upstream transfer failed: %s", detail);
     return TG_EUPSTREAM;
 }
 
@@ -493,19 +348,19 @@ check_info(struct tg_upstream_client *c)
     int pending = 0;
     /* on_done may free the client (it stays allocated until its handles close, but the multi
      * is gone), so the loop re-checks before every read. */
-    while (!c->is_closing && (m = curl_multi_info_read(c->multi, &pending)) != NULL) {
+    while (!c->calls.is_closing && (m = curl_multi_info_read(c->multi, &pending)) != NULL) {
         if (m->msg != CURLMSG_DONE) {
             continue;
         }
         struct tg_upstream_call *call = NULL;
         curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&call);
         CURLcode res = m->data.result;
-        if (call->is_cancel_pending) {
+        if (call->base.is_cancel_pending) {
             finish(call, TG_ECANCELED, "canceled");
             continue;
         }
         int err = map_result(call, res);
-        finish(call, err, call->msg);
+        finish(call, err, call->base.msg);
     }
 }
 
@@ -513,58 +368,31 @@ check_info(struct tg_upstream_client *c)
 
 static void on_call_timer(uv_timer_t *t);
 
-/* The earliest deadline that applies now (absolute loop ms). */
-static uint64_t
-next_deadline(const struct tg_upstream_call *call)
-{
-    uint64_t d = call->start_ms + call->t.total_ms;
-    uint64_t p = UINT64_MAX;
-    if (call->phase == PHASE_SENT) {
-        p = call->sent_ms + call->t.first_byte_ms;
-    } else if (call->phase == PHASE_RECEIVING && !call->is_paused) {
-        p = call->last_read_ms + call->t.idle_ms;
-    }
-    return p < d ? p : d;
-}
-
 static void
 arm_timer(struct tg_upstream_call *call)
 {
-    uint64_t now = uv_now(call->client->loop);
-    uint64_t d = next_deadline(call);
-    uv_timer_start(&call->timer, on_call_timer, d > now ? d - now : 0, 0);
+    tg_call_arm(&call->base, on_call_timer);
 }
 
+/* First byte, idle and total; connect is curl's (the set keeps no connect deadline). */
 static void
 on_call_timer(uv_timer_t *t)
 {
     struct tg_upstream_call *call = t->data;
-    uint64_t now = uv_now(call->client->loop);
-    if (now >= call->start_ms + call->t.total_ms) {
-        snprintf(call->msg, sizeof(call->msg), "timed out after %llu ms in total",
-                 (unsigned long long)call->t.total_ms);
-    } else if (call->phase == PHASE_SENT && now >= call->sent_ms + call->t.first_byte_ms) {
-        snprintf(call->msg, sizeof(call->msg), "timed out waiting for the first byte after %llu ms",
-                 (unsigned long long)call->t.first_byte_ms);
-    } else if (call->phase == PHASE_RECEIVING && !call->is_paused &&
-               now >= call->last_read_ms + call->t.idle_ms) {
-        snprintf(call->msg, sizeof(call->msg),
-                 "timed out waiting for more of the response after %llu ms idle",
-                 (unsigned long long)call->t.idle_ms);
-    } else {
+    if (!tg_call_is_timed_out(&call->base)) {
         arm_timer(call); /* woke early: data came, or the call was paused */
         return;
     }
-    finish(call, TG_ETIMEOUT, call->msg);
+    finish(call, TG_ETIMEOUT, call->base.msg);
 }
 
 /* Any response byte (header or body): the first one moves the call to the idle deadline. */
 static void
 note_read(struct tg_upstream_call *call)
 {
-    call->last_read_ms = uv_now(call->client->loop);
-    if (call->phase != PHASE_RECEIVING) {
-        call->phase = PHASE_RECEIVING;
+    call->base.last_read_ms = uv_now(call->client->calls.loop);
+    if (call->base.phase != TG_CALL_RECEIVING) {
+        call->base.phase = TG_CALL_RECEIVING;
         arm_timer(call);
     }
 }
@@ -578,26 +406,10 @@ on_prereq(void *userp, char *conn_primary_ip, char *conn_local_ip, int conn_prim
     struct tg_upstream_call *call = userp;
     /* Connected (or reusing a connection): the request goes out now. A retry on a fresh
      * connection after a dead reused one comes back here and restarts the wait. */
-    call->phase = PHASE_SENT;
-    call->sent_ms = uv_now(call->client->loop);
+    call->base.phase = TG_CALL_SENT;
+    call->base.sent_ms = uv_now(call->client->calls.loop);
     arm_timer(call);
     return CURL_PREREQFUNC_OK;
-}
-
-static void
-fail_in_callback(struct tg_upstream_call *call, int err, const char *msg)
-{
-    if (call->err == 0) {
-        call->err = err;
-        snprintf(call->msg, sizeof(call->msg), "%s", msg);
-    }
-}
-
-static void
-headers_reset(struct tg_upstream_call *call)
-{
-    tg_buf_reset(&call->hdr_bytes);
-    call->n_hdrs = 0;
 }
 
 static void
@@ -616,16 +428,10 @@ headers_add(struct tg_upstream_call *call, const char *line, size_t len)
     while (end > v && (end[-1] == ' ' || end[-1] == '\t')) {
         end--;
     }
-    if (call->n_hdrs == MAX_HEADERS) {
-        fail_in_callback(call, TG_EUPSTREAM, "the upstream sent too many response headers");
+    if (tg_call_header_room(&call->base) < 0) {
         return;
     }
-    if (call->n_hdrs == call->hdrs_cap) {
-        call->hdrs_cap = call->hdrs_cap ? call->hdrs_cap * 2 : 16;
-        call->hdr_offs = tg_xrealloc(call->hdr_offs, call->hdrs_cap * sizeof(*call->hdr_offs));
-        call->hdrs = tg_xrealloc(call->hdrs, call->hdrs_cap * sizeof(*call->hdrs));
-    }
-    struct tg_buf *b = &call->hdr_bytes;
+    struct tg_buf *b = &call->base.hdr_bytes;
     size_t name_off = b->len;
     if (tg_buf_append(b, line, name_len) < 0 || tg_buf_append(b, "", 1) < 0) {
         goto too_big;
@@ -634,12 +440,12 @@ headers_add(struct tg_upstream_call *call, const char *line, size_t len)
     if (tg_buf_append(b, v, (size_t)(end - v)) < 0 || tg_buf_append(b, "", 1) < 0) {
         goto too_big;
     }
-    call->hdr_offs[call->n_hdrs].name = name_off;
-    call->hdr_offs[call->n_hdrs].value = value_off;
-    call->n_hdrs++;
+    call->base.hdr_offs[call->base.n_hdrs].name = name_off;
+    call->base.hdr_offs[call->base.n_hdrs].value = value_off;
+    call->base.n_hdrs++;
     return;
 too_big:
-    fail_in_callback(call, TG_EUPSTREAM, "the upstream sent response headers that are too large");
+    tg_call_fail(&call->base, TG_EUPSTREAM, TG_CALL_HEADERS_TOO_LARGE);
 }
 
 /* End of one response's header block: a final status goes to on_headers, a 1xx is dropped. */
@@ -649,17 +455,10 @@ headers_complete(struct tg_upstream_call *call)
     long status = 0;
     curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
     if (status >= 100 && status < 200) {
-        headers_reset(call);
+        tg_call_headers_reset(&call->base);
         return;
     }
-    call->has_headers = true;
-    for (size_t i = 0; i < call->n_hdrs; i++) {
-        call->hdrs[i].name = call->hdr_bytes.data + call->hdr_offs[i].name;
-        call->hdrs[i].value = call->hdr_bytes.data + call->hdr_offs[i].value;
-    }
-    call->client->cb_depth++;
-    call->cbs.on_headers((int)status, call->hdrs, call->n_hdrs, call->arg);
-    call->client->cb_depth--;
+    tg_call_headers_deliver(&call->base, (int)status);
 }
 
 static size_t
@@ -667,11 +466,11 @@ on_header_line(char *line, size_t size, size_t n, void *userp)
 {
     struct tg_upstream_call *call = userp;
     size_t len = size * n;
-    if (call->err != 0 || call->is_cancel_pending) {
+    if (call->base.err != 0 || call->base.is_cancel_pending) {
         return 0; /* fails the transfer; check_info reports why */
     }
     note_read(call);
-    if (call->has_headers) {
+    if (call->base.has_headers) {
         return len; /* trailers after a chunked body: not part of the contract */
     }
     size_t l = len;
@@ -681,11 +480,11 @@ on_header_line(char *line, size_t size, size_t n, void *userp)
     if (l == 0) {
         headers_complete(call);
     } else if (l >= 5 && memcmp(line, "HTTP/", 5) == 0) {
-        headers_reset(call); /* a status line starts a new response (after a 1xx) */
+        tg_call_headers_reset(&call->base); /* a status line starts a new response (after a 1xx) */
     } else {
         headers_add(call, line, l);
     }
-    return call->err != 0 || call->is_cancel_pending ? 0 : len;
+    return call->base.err != 0 || call->base.is_cancel_pending ? 0 : len;
 }
 
 static size_t
@@ -693,34 +492,30 @@ on_body(char *data, size_t size, size_t n, void *userp)
 {
     struct tg_upstream_call *call = userp;
     size_t len = size * n;
-    if (call->err != 0 || call->is_cancel_pending) {
+    if (call->base.err != 0 || call->base.is_cancel_pending) {
         return 0;
     }
-    if (call->is_paused) {
+    if (call->base.is_paused) {
         /* curl had more of one read to hand over after we paused: it keeps these bytes and
          * delivers them again on resume, so nothing is taken twice. */
         return CURL_WRITEFUNC_PAUSE;
     }
     note_read(call);
-    call->client->cb_depth++;
-    call->is_in_on_data = true;
-    int rc = call->cbs.on_data(data, len, call->arg);
-    call->is_in_on_data = false;
-    call->client->cb_depth--;
-    if (call->is_cancel_pending) {
+    int rc = tg_call_deliver(&call->base, data, len);
+    if (call->base.is_cancel_pending) {
         return 0;
     }
     if (rc == TG_EAGAIN) {
-        if (call->is_resume_pending) {
-            call->is_resume_pending = false; /* resumed before it even paused */
+        if (call->base.is_resume_pending) {
+            call->base.is_resume_pending = false; /* resumed before it even paused */
             return len;
         }
-        call->is_paused = true;
+        call->base.is_paused = true;
         curl_easy_pause(call->easy, CURLPAUSE_RECV);
         return len;
     }
     if (rc < 0) {
-        fail_in_callback(call, TG_ECANCELED, "canceled by the consumer");
+        tg_call_fail(&call->base, TG_ECANCELED, "canceled by the consumer");
         return 0;
     }
     return len;
@@ -731,48 +526,46 @@ on_body(char *data, size_t size, size_t n, void *userp)
 static void
 apply_resume(struct tg_upstream_call *call)
 {
-    call->is_resume_pending = false;
-    if (!call->is_paused) {
+    if (!tg_call_unpause(&call->base)) {
         return;
     }
-    call->is_paused = false;
-    call->last_read_ms = uv_now(call->client->loop); /* the idle clock restarts now */
+    call->base.last_read_ms = uv_now(call->client->calls.loop); /* the idle clock restarts now */
     arm_timer(call);
     /* Unpausing hands over the bytes curl held, through on_body, right here. */
     CURLcode res = curl_easy_pause(call->easy, CURLPAUSE_CONT);
-    if (call->is_done) {
+    if (call->base.is_done) {
         return;
     }
-    if (call->is_cancel_pending) {
+    if (call->base.is_cancel_pending) {
         finish(call, TG_ECANCELED, "canceled");
-    } else if (call->err != 0) {
-        finish(call, call->err, call->msg);
+    } else if (call->base.err != 0) {
+        finish(call, call->base.err, call->base.msg);
     } else if (res != CURLE_OK) {
-        finish(call, map_result(call, res), call->msg);
+        finish(call, map_result(call, res), call->base.msg);
     }
 }
 
 static void
 on_defer(uv_idle_t *idle)
 {
-    struct tg_upstream_client *c = idle->data;
+    struct tg_upstream_client *c = (struct tg_upstream_client *)idle->data; /* its set */
     if (c->is_free_requested) {
         client_teardown(c);
         return;
     }
-    while (c->deferred != NULL && !c->is_closing) {
-        struct tg_upstream_call *call = c->deferred;
-        defer_unlink(call);
-        if (call->is_cancel_pending) {
+    struct tg_upstream_call *call;
+    while (!c->calls.is_closing &&
+           (call = (struct tg_upstream_call *)tg_call_deferred_pop(&c->calls)) != NULL) {
+        if (call->base.is_cancel_pending) {
             finish(call, TG_ECANCELED, "canceled");
-        } else if (call->is_resume_pending) {
+        } else if (call->base.is_resume_pending) {
             apply_resume(call);
         }
     }
-    if (c->is_closing) {
+    if (c->calls.is_closing) {
         return;
     }
-    uv_idle_stop(&c->defer);
+    uv_idle_stop(&c->calls.defer);
     /* Resuming may have completed transfers whose results wait in the multi. */
     int running = 0;
     curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
@@ -789,7 +582,6 @@ tg_upstream_client_new(uv_loop_t *loop, struct tg_upstream_client **out)
         return TG_EIO;
     }
     struct tg_upstream_client *c = tg_xcalloc(1, sizeof(*c));
-    c->loop = loop;
     c->multi = curl_multi_init();
     if (c->multi == NULL) {
         free(c);
@@ -806,11 +598,10 @@ tg_upstream_client_new(uv_loop_t *loop, struct tg_upstream_client **out)
      * progress at that moment) closes connections whenever concurrency dips, and each one is
      * then paid again as a new TCP (and TLS) handshake. */
     curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, 4096L);
+    tg_call_set_init(&c->calls, loop, on_defer, on_calls_closed);
     uv_timer_init(loop, &c->timer);
     c->timer.data = c;
-    uv_idle_init(loop, &c->defer);
-    c->defer.data = c;
-    c->n_open = 2;
+    c->calls.n_open++;
     tg_buf_init(&c->scratch, 0);
     const char *engine = getenv("TG_UPSTREAM_CLIENT");
     if (engine == NULL || strcmp(engine, "curl") != 0) {
@@ -829,19 +620,17 @@ static void
 client_teardown(struct tg_upstream_client *c)
 {
     c->is_free_requested = false;
-    c->is_closing = true;
+    c->calls.is_closing = true;
     tg_h1_client_free(c->h1); /* fires its calls' on_done; frees itself once its handles close */
     c->h1 = NULL;
-    while (c->active != NULL) {
-        struct tg_upstream_call *call = c->active;
-        call->is_cancel_pending = true;
+    while (c->calls.active != NULL) {
+        struct tg_upstream_call *call = (struct tg_upstream_call *)c->calls.active;
+        call->base.is_cancel_pending = true;
         finish(call, TG_ECANCELED, "canceled: the upstream client is closing");
     }
-    while (c->pool != NULL) {
-        struct tg_upstream_call *call = c->pool;
-        c->pool = call->next;
-        c->n_pool--;
-        call_destroy(call);
+    struct tg_call_base *pooled;
+    while ((pooled = tg_call_pool_take(&c->calls)) != NULL) {
+        call_destroy((struct tg_upstream_call *)pooled);
     }
     /* Closing the cached connections may still call on_curl_socket(REMOVE); the polls it
      * does not mention are closed below. */
@@ -854,21 +643,21 @@ client_teardown(struct tg_upstream_client *c)
     c->by_fd = NULL;
     c->by_fd_cap = 0;
     uv_close((uv_handle_t *)&c->timer, on_client_handle_closed);
-    uv_close((uv_handle_t *)&c->defer, on_client_handle_closed);
+    tg_call_set_close(&c->calls);
     curl_global_cleanup();
 }
 
 void
 tg_upstream_client_free(struct tg_upstream_client *c)
 {
-    if (c == NULL || c->is_closing || c->is_free_requested) {
+    if (c == NULL || c->calls.is_closing || c->is_free_requested) {
         return;
     }
-    if (c->cb_depth > 0 || tg_h1_client_is_in_callback(c->h1)) {
+    if (c->calls.cb_depth > 0 || tg_h1_client_is_in_callback(c->h1)) {
         /* Inside on_headers/on_data curl (and the native engine, whose caller still holds its
          * call) may not be torn down; do it on the next turn. */
         c->is_free_requested = true;
-        uv_idle_start(&c->defer, on_defer);
+        uv_idle_start(&c->calls.defer, on_defer);
         return;
     }
     client_teardown(c);
@@ -877,16 +666,14 @@ tg_upstream_client_free(struct tg_upstream_client *c)
 size_t
 tg_upstream_client_active(const struct tg_upstream_client *c)
 {
-    return c->n_active + tg_h1_client_active(c->h1);
+    return c->calls.n_active + tg_h1_client_active(c->h1);
 }
 
 static struct tg_upstream_call *
 call_acquire(struct tg_upstream_client *c)
 {
-    struct tg_upstream_call *call = c->pool;
+    struct tg_upstream_call *call = (struct tg_upstream_call *)tg_call_pool_take(&c->calls);
     if (call != NULL) {
-        c->pool = call->next;
-        c->n_pool--;
         curl_easy_reset(call->easy);
     } else {
         CURL *easy = curl_easy_init();
@@ -894,21 +681,12 @@ call_acquire(struct tg_upstream_client *c)
             return NULL;
         }
         call = tg_xcalloc(1, sizeof(*call));
+        tg_call_init(&c->calls, &call->base);
         call->client = c;
         call->easy = easy;
-        uv_timer_init(c->loop, &call->timer);
-        call->timer.data = call;
-        c->n_open++;
-        tg_buf_init(&call->hdr_bytes, MAX_HEADER_BYTES);
     }
-    call->next = call->prev = call->dnext = call->dprev = NULL;
-    call->phase = PHASE_CONNECTING;
-    call->is_deferred = call->is_paused = call->is_resume_pending = false;
-    call->is_cancel_pending = call->is_in_on_data = call->has_headers = call->is_done = false;
-    call->err = 0;
+    tg_call_reset(&call->base);
     call->errbuf[0] = '\0';
-    call->msg[0] = '\0';
-    headers_reset(call);
     return call;
 }
 
@@ -991,7 +769,7 @@ set_options(struct tg_upstream_call *call, const struct tg_upstream_request *req
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_PROXY, ""); /* an http_proxy variable must not reroute us */
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)call->t.connect_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)call->base.t.connect_ms);
     curl_easy_setopt(e, CURLOPT_PRIVATE, call);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, call->client);
@@ -1004,17 +782,6 @@ set_options(struct tg_upstream_call *call, const struct tg_upstream_request *req
     curl_easy_setopt(e, CURLOPT_PREREQDATA, call);
 }
 
-static void
-fill_timeouts(struct tg_upstream_timeouts *t, const struct tg_upstream_timeouts *req)
-{
-    struct tg_upstream_timeouts d;
-    tg_upstream_timeouts_default(&d);
-    t->connect_ms = req->connect_ms ? req->connect_ms : d.connect_ms;
-    t->first_byte_ms = req->first_byte_ms ? req->first_byte_ms : d.first_byte_ms;
-    t->idle_ms = req->idle_ms ? req->idle_ms : d.idle_ms;
-    t->total_ms = req->total_ms ? req->total_ms : d.total_ms;
-}
-
 int
 tg_upstream_call_start(struct tg_upstream_client *c, const struct tg_upstream_request *req,
                        const struct tg_upstream_callbacks *cbs, void *arg,
@@ -1025,7 +792,7 @@ tg_upstream_call_start(struct tg_upstream_client *c, const struct tg_upstream_re
         cbs->on_done == NULL) {
         return TG_EINVAL;
     }
-    if (c->is_closing || c->is_free_requested) {
+    if (c->calls.is_closing || c->is_free_requested) {
         return TG_ECLOSED;
     }
     struct tg_h1_url u;
@@ -1041,61 +808,30 @@ tg_upstream_call_start(struct tg_upstream_client *c, const struct tg_upstream_re
         call_recycle(call);
         return rc;
     }
-    call->cbs = *cbs;
-    call->arg = arg;
-    fill_timeouts(&call->t, &req->timeouts);
+    tg_call_begin(&call->base, req, cbs, arg);
     set_options(call, req);
-    /* The loop's clock may be a whole callback old; the total deadline counts from now. */
-    uv_update_time(c->loop);
-    call->start_ms = uv_now(c->loop);
     /* Adding only schedules curl's timer (zero): the transfer, and every callback, starts on
      * the next loop turn. */
     if (curl_multi_add_handle(c->multi, call->easy) != CURLM_OK) {
         call_recycle(call);
         return TG_EIO;
     }
-    call->next = c->active;
-    if (c->active != NULL) {
-        c->active->prev = call;
-    }
-    c->active = call;
-    c->n_active++;
+    tg_call_active_push(&call->base);
     arm_timer(call);
     *out = call;
     return 0;
 }
 
+/* Either engine's call starts with its struct tg_call_base, which holds all that resume and
+ * cancel touch. */
 void
 tg_upstream_call_resume(struct tg_upstream_call *call)
 {
-    if (call != NULL && call->head.is_native) {
-        tg_h1_call_resume((struct tg_h1_call *)call);
-        return;
-    }
-    if (call == NULL || call->is_done || call->is_cancel_pending) {
-        return;
-    }
-    if (call->is_in_on_data && !call->is_paused) {
-        call->is_resume_pending = true; /* on_body sees it when on_data returns TG_EAGAIN */
-        return;
-    }
-    if (!call->is_paused) {
-        return;
-    }
-    call->is_resume_pending = true;
-    defer_push(call);
+    tg_call_resume((struct tg_call_base *)call);
 }
 
 void
 tg_upstream_call_cancel(struct tg_upstream_call *call)
 {
-    if (call != NULL && call->head.is_native) {
-        tg_h1_call_cancel((struct tg_h1_call *)call);
-        return;
-    }
-    if (call == NULL || call->is_done || call->is_cancel_pending) {
-        return;
-    }
-    call->is_cancel_pending = true;
-    defer_push(call);
+    tg_call_cancel((struct tg_call_base *)call);
 }

@@ -28,8 +28,8 @@
  * failed write before any response byte) is the stale-socket race: the call is retried once
  * on a fresh connection. Any other failure ends the call.
  *
- * Deadlines are as in client.c: one timer per call, armed for the earliest deadline that
- * applies (connect, first byte, idle, total), with reads only recording the time.
+ * Deadlines, the active and deferred lists, the free-call pool and the header storage are the
+ * shared call machinery (call_int.h, call_common.c); connect is one of this engine's deadlines.
  *
  * Invariants: a call is in exactly one of the active list or the free list; it has at most one
  * connection, and that connection points back to it; a connection is attached to a call, in its
@@ -47,18 +47,10 @@
 #include "core/buf.h"
 #include "core/err.h"
 #include "core/mem.h"
+#include "upstream/call_int.h"
 
-#define MAX_FREE_CALLS 64
-#define MAX_HEADER_BYTES (128 * 1024)
-#define MAX_HEADERS 256
 #define READ_BUF_BYTES (64 * 1024)
 #define SWEEP_INTERVAL_MS 5000 /* at most; half the idle timeout when that is shorter */
-
-enum phase {
-    PHASE_CONNECTING, /* resolving or connecting: connect deadline */
-    PHASE_SENT,       /* request going out or out, nothing back yet: first-byte deadline */
-    PHASE_RECEIVING,  /* response bytes arriving: idle deadline */
-};
 
 struct conn;
 
@@ -99,22 +91,9 @@ struct resolve {
     struct tg_h1_call *call;
 };
 
-struct header_off {
-    size_t name;
-    size_t value;
-};
-
 struct tg_h1_call {
-    struct tg_upstream_call_head head;
+    struct tg_call_base base; /* first: the pointer handed out converts to it */
     struct tg_h1_client *client;
-    struct tg_h1_call *next; /* active list or free list */
-    struct tg_h1_call *prev;
-    struct tg_h1_call *dnext; /* deferred list */
-    struct tg_h1_call *dprev;
-    uv_timer_t timer;
-    struct tg_upstream_callbacks cbs;
-    void *arg;
-    struct tg_upstream_timeouts t;
     struct host *host;
     struct conn *conn;
     struct resolve *resolve;
@@ -125,58 +104,26 @@ struct tg_h1_call {
     bool is_head_method;
 
     http_parser parser;
-    enum phase phase;
-    uint64_t start_ms;
-    uint64_t connect_start_ms;
-    uint64_t sent_ms;
-    uint64_t last_read_ms;
-    uint64_t due_ms; /* when the timer fires next */
-    bool is_deferred;
-    bool is_paused;
-    bool is_resume_pending;
-    bool is_cancel_pending;
-    bool is_in_on_data;
-    bool has_headers;
     bool has_response_byte;
     bool is_interim;  /* the response being parsed is a 1xx */
     bool is_complete; /* the final response ended */
     bool is_keep_alive;
     bool is_done_pending; /* complete while paused: on_done on resume */
-    bool is_done;
     bool has_retried;
     bool is_in_value;
-    int err; /* set inside a parser callback to fail the call with this code */
-
-    /* Response headers: "name\0value\0" pairs plus their offsets, as in client.c. */
-    struct tg_buf hdr_bytes;
-    struct header_off *hdr_offs;
-    struct tg_upstream_header *hdrs;
-    size_t n_hdrs;
-    size_t hdrs_cap;
 
     /* Body bytes of the read being parsed, compacted to the front of the read buffer. */
     char *body_at;
     size_t body_n;
-
-    char msg[320];
 };
 
 struct tg_h1_client {
-    uv_loop_t *loop;
-    uv_idle_t defer;
+    struct tg_call_set calls; /* first: the set's on_closed frees the client */
     uv_timer_t sweep;
-    struct tg_h1_call *active;
-    struct tg_h1_call *free_calls;
-    struct tg_h1_call *deferred;
     struct host *hosts;
-    size_t n_active;
-    size_t n_free;
     size_t n_idle; /* over every host */
     size_t max_idle_per_host;
     uint64_t idle_timeout_ms;
-    size_t n_open; /* uv handles not yet closed; freed at 0 once closing */
-    int cb_depth;
-    bool is_closing;
     char read_buf[READ_BUF_BYTES];
 };
 
@@ -257,30 +204,18 @@ tg_h1_url_parse(const char *url, struct tg_h1_url *out)
 
 /* ---- handle bookkeeping ---------------------------------------------------------------------- */
 
+/* The set's last handle closed: the engine goes too. */
 static void
-maybe_free_client(struct tg_h1_client *c)
+on_calls_closed(struct tg_call_set *set)
 {
-    if (c->is_closing && c->n_open == 0) {
-        free(c);
-    }
+    free(set); /* the first member of struct tg_h1_client */
 }
 
 static void
 on_client_handle_closed(uv_handle_t *h)
 {
     struct tg_h1_client *c = h->data;
-    c->n_open--;
-    maybe_free_client(c);
-}
-
-static void
-on_call_closed(uv_handle_t *h)
-{
-    struct tg_h1_call *call = h->data;
-    struct tg_h1_client *c = call->client;
-    free(call);
-    c->n_open--;
-    maybe_free_client(c);
+    tg_call_set_handle_closed(&c->calls);
 }
 
 static void
@@ -289,8 +224,7 @@ on_conn_closed(uv_handle_t *h)
     struct conn *cn = h->data;
     struct tg_h1_client *c = cn->client;
     free(cn);
-    c->n_open--;
-    maybe_free_client(c);
+    tg_call_set_handle_closed(&c->calls);
 }
 
 /* ---- the pool -------------------------------------------------------------------------------- */
@@ -384,13 +318,14 @@ conn_release(struct conn *cn, bool is_reusable)
         cn->call->conn = NULL;
         cn->call = NULL;
     }
-    if (!is_reusable || cn->is_writing || c->is_closing || h->n_idle >= c->max_idle_per_host) {
+    if (!is_reusable || cn->is_writing || c->calls.is_closing ||
+        h->n_idle >= c->max_idle_per_host) {
         conn_close(cn);
         return;
     }
     cn->is_reused = true;
     cn->is_idle = true;
-    cn->idle_since_ms = uv_now(c->loop);
+    cn->idle_since_ms = uv_now(c->calls.loop);
     cn->prev = NULL;
     cn->next = h->idle;
     if (h->idle != NULL) {
@@ -410,7 +345,7 @@ static void
 on_sweep(uv_timer_t *t)
 {
     struct tg_h1_client *c = t->data;
-    uint64_t now = uv_now(c->loop);
+    uint64_t now = uv_now(c->calls.loop);
     for (struct host *h = c->hosts; h != NULL; h = h->next) {
         struct conn *cn = h->idle;
         while (cn != NULL) {
@@ -441,7 +376,7 @@ sweep_ensure(struct tg_h1_client *c)
 static struct conn *
 pool_take(struct host *h)
 {
-    uint64_t now = uv_now(h->client->loop);
+    uint64_t now = uv_now(h->client->calls.loop);
     while (h->idle != NULL) {
         struct conn *cn = h->idle;
         idle_unlink(cn);
@@ -455,97 +390,30 @@ pool_take(struct host *h)
     return NULL;
 }
 
-/* ---- the deferred list ----------------------------------------------------------------------- */
-
-static void
-defer_unlink(struct tg_h1_call *call)
-{
-    struct tg_h1_client *c = call->client;
-    if (!call->is_deferred) {
-        return;
-    }
-    call->is_deferred = false;
-    if (call->dprev != NULL) {
-        call->dprev->dnext = call->dnext;
-    } else {
-        c->deferred = call->dnext;
-    }
-    if (call->dnext != NULL) {
-        call->dnext->dprev = call->dprev;
-    }
-    call->dnext = call->dprev = NULL;
-}
-
-static void on_defer(uv_idle_t *idle);
-
-static void
-defer_push(struct tg_h1_call *call)
-{
-    struct tg_h1_client *c = call->client;
-    if (call->is_deferred) {
-        return;
-    }
-    call->is_deferred = true;
-    call->dprev = NULL;
-    call->dnext = c->deferred;
-    if (c->deferred != NULL) {
-        c->deferred->dprev = call;
-    }
-    c->deferred = call;
-    uv_idle_start(&c->defer, on_defer);
-}
-
 /* ---- call lifecycle -------------------------------------------------------------------------- */
-
-static void
-active_unlink(struct tg_h1_call *call)
-{
-    struct tg_h1_client *c = call->client;
-    if (call->prev != NULL) {
-        call->prev->next = call->next;
-    } else {
-        c->active = call->next;
-    }
-    if (call->next != NULL) {
-        call->next->prev = call->prev;
-    }
-    call->next = call->prev = NULL;
-    c->n_active--;
-}
 
 static void
 call_destroy(struct tg_h1_call *call)
 {
     tg_buf_deinit(&call->req_head);
-    tg_buf_deinit(&call->hdr_bytes);
-    free(call->hdr_offs);
-    free(call->hdrs);
-    uv_close((uv_handle_t *)&call->timer, on_call_closed);
+    tg_call_destroy(&call->base);
 }
 
 static void
 call_recycle(struct tg_h1_call *call)
 {
-    struct tg_h1_client *c = call->client;
-    if (c->is_closing || c->n_free >= MAX_FREE_CALLS) {
+    if (!tg_call_pool_put(&call->base)) {
         call_destroy(call);
-        return;
     }
-    call->next = c->free_calls;
-    c->free_calls = call;
-    c->n_free++;
 }
 
 /* Ends a call: the one place on_done fires. Not from inside a parser callback or an API call. */
 static void
 finish(struct tg_h1_call *call, int err, const char *msg)
 {
-    if (call->is_done) {
+    if (!tg_call_end(&call->base)) {
         return;
     }
-    call->is_done = true;
-    defer_unlink(call);
-    uv_timer_stop(&call->timer);
     if (call->resolve != NULL) {
         call->resolve->call = NULL;
         uv_cancel((uv_req_t *)&call->resolve->req);
@@ -554,15 +422,7 @@ finish(struct tg_h1_call *call, int err, const char *msg)
     if (call->conn != NULL) {
         conn_close(call->conn); /* the response did not end cleanly on it */
     }
-    active_unlink(call);
-    if (msg != call->msg) {
-        if (msg[0] == '\0') {
-            call->msg[0] = '\0'; /* the common case, without a printf */
-        } else {
-            snprintf(call->msg, sizeof(call->msg), "%s", msg);
-        }
-    }
-    call->cbs.on_done(err, call->msg, call->arg);
+    tg_call_report(&call->base, err, msg);
     call_recycle(call);
 }
 
@@ -571,7 +431,7 @@ finish(struct tg_h1_call *call, int err, const char *msg)
 static bool
 end_if_canceled(struct tg_h1_call *call)
 {
-    if (!call->is_cancel_pending) {
+    if (!call->base.is_cancel_pending) {
         return false;
     }
     finish(call, TG_ECANCELED, "canceled");
@@ -582,28 +442,10 @@ end_if_canceled(struct tg_h1_call *call)
 
 static void on_call_timer(uv_timer_t *t);
 
-static uint64_t
-next_deadline(const struct tg_h1_call *call)
-{
-    uint64_t d = call->start_ms + call->t.total_ms;
-    uint64_t p = UINT64_MAX;
-    if (call->phase == PHASE_CONNECTING) {
-        p = call->connect_start_ms + call->t.connect_ms;
-    } else if (call->phase == PHASE_SENT) {
-        p = call->sent_ms + call->t.first_byte_ms;
-    } else if (!call->is_paused) {
-        p = call->last_read_ms + call->t.idle_ms;
-    }
-    return p < d ? p : d;
-}
-
 static void
 arm_timer(struct tg_h1_call *call)
 {
-    uint64_t now = uv_now(call->client->loop);
-    uint64_t d = next_deadline(call);
-    call->due_ms = d > now ? d : now;
-    uv_timer_start(&call->timer, on_call_timer, call->due_ms - now, 0);
+    tg_call_arm(&call->base, on_call_timer);
 }
 
 /* After a change of phase or clock: re-arms only for a sooner deadline. A later one is left to
@@ -611,7 +453,7 @@ arm_timer(struct tg_h1_call *call)
 static void
 arm_if_sooner(struct tg_h1_call *call)
 {
-    if (next_deadline(call) < call->due_ms) {
+    if (tg_call_next_deadline(&call->base) < call->base.due_ms) {
         arm_timer(call);
     }
 }
@@ -620,34 +462,18 @@ static void
 on_call_timer(uv_timer_t *t)
 {
     struct tg_h1_call *call = t->data;
-    uint64_t now = uv_now(call->client->loop);
     if (end_if_canceled(call)) {
         return;
     }
-    if (call->err != 0) {
-        finish(call, call->err, call->msg); /* failed where on_done could not fire */
+    if (call->base.err != 0) {
+        finish(call, call->base.err, call->base.msg); /* failed where on_done could not fire */
         return;
     }
-    if (call->phase == PHASE_CONNECTING && now >= call->connect_start_ms + call->t.connect_ms &&
-        now < call->start_ms + call->t.total_ms) {
-        snprintf(call->msg, sizeof(call->msg), "timed out connecting after %llu ms",
-                 (unsigned long long)call->t.connect_ms);
-    } else if (now >= call->start_ms + call->t.total_ms) {
-        snprintf(call->msg, sizeof(call->msg), "timed out after %llu ms in total",
-                 (unsigned long long)call->t.total_ms);
-    } else if (call->phase == PHASE_SENT && now >= call->sent_ms + call->t.first_byte_ms) {
-        snprintf(call->msg, sizeof(call->msg), "timed out waiting for the first byte after %llu ms",
-                 (unsigned long long)call->t.first_byte_ms);
-    } else if (call->phase == PHASE_RECEIVING && !call->is_paused &&
-               now >= call->last_read_ms + call->t.idle_ms) {
-        snprintf(call->msg, sizeof(call->msg),
-                 "timed out waiting for more of the response after %llu ms idle",
-                 (unsigned long long)call->t.idle_ms);
-    } else {
+    if (!tg_call_is_timed_out(&call->base)) {
         arm_timer(call); /* woke early: data came, or the call was paused */
         return;
     }
-    finish(call, TG_ETIMEOUT, call->msg);
+    finish(call, TG_ETIMEOUT, call->base.msg);
 }
 
 /* ---- response parsing ------------------------------------------------------------------------ */
@@ -655,18 +481,14 @@ on_call_timer(uv_timer_t *t)
 static void
 fail_in_parser(struct tg_h1_call *call, int err, const char *msg)
 {
-    if (call->err == 0) {
-        call->err = err;
-        snprintf(call->msg, sizeof(call->msg), "%s", msg);
-    }
+    tg_call_fail(&call->base, err, msg);
     http_parser_pause(&call->parser, 1);
 }
 
 static void
 headers_reset(struct tg_h1_call *call)
 {
-    tg_buf_reset(&call->hdr_bytes);
-    call->n_hdrs = 0;
+    tg_call_headers_reset(&call->base);
     call->is_in_value = false;
 }
 
@@ -674,12 +496,23 @@ headers_reset(struct tg_h1_call *call)
 static int
 value_end(struct tg_h1_call *call)
 {
-    struct tg_buf *b = &call->hdr_bytes;
-    size_t start = call->hdr_offs[call->n_hdrs - 1].value;
+    struct tg_buf *b = &call->base.hdr_bytes;
+    size_t start = call->base.hdr_offs[call->base.n_hdrs - 1].value;
     while (b->len > start && (b->data[b->len - 1] == ' ' || b->data[b->len - 1] == '\t')) {
         b->len--;
     }
     return tg_buf_append(b, "", 1);
+}
+
+/* Appends header bytes; false, with the call failed, when the headers outgrow their cap. */
+static bool
+header_append(struct tg_h1_call *call, const char *at, size_t len)
+{
+    if (tg_buf_append(&call->base.hdr_bytes, at, len) < 0) {
+        fail_in_parser(call, TG_EUPSTREAM, TG_CALL_HEADERS_TOO_LARGE);
+        return false;
+    }
+    return true;
 }
 
 static int
@@ -694,35 +527,26 @@ static int
 p_on_header_field(http_parser *p, const char *at, size_t len)
 {
     struct tg_h1_call *call = p->data;
-    struct tg_buf *b = &call->hdr_bytes;
-    if (call->has_headers) {
+    struct tg_buf *b = &call->base.hdr_bytes;
+    if (call->base.has_headers) {
         return 0; /* trailers after a chunked body: not part of the contract */
     }
-    if (call->is_in_value || call->n_hdrs == 0) {
+    if (call->is_in_value || call->base.n_hdrs == 0) {
         /* A new field starts. */
         if (call->is_in_value && value_end(call) < 0) {
-            goto too_big;
-        }
-        call->is_in_value = false;
-        if (call->n_hdrs == MAX_HEADERS) {
-            fail_in_parser(call, TG_EUPSTREAM, "the upstream sent too many response headers");
+            fail_in_parser(call, TG_EUPSTREAM, TG_CALL_HEADERS_TOO_LARGE);
             return 0;
         }
-        if (call->n_hdrs == call->hdrs_cap) {
-            call->hdrs_cap = call->hdrs_cap ? call->hdrs_cap * 2 : 16;
-            call->hdr_offs = tg_xrealloc(call->hdr_offs, call->hdrs_cap * sizeof(*call->hdr_offs));
-            call->hdrs = tg_xrealloc(call->hdrs, call->hdrs_cap * sizeof(*call->hdrs));
+        call->is_in_value = false;
+        if (tg_call_header_room(&call->base) < 0) {
+            http_parser_pause(p, 1);
+            return 0;
         }
-        call->hdr_offs[call->n_hdrs].name = b->len;
-        call->hdr_offs[call->n_hdrs].value = SIZE_MAX;
-        call->n_hdrs++;
+        call->base.hdr_offs[call->base.n_hdrs].name = b->len;
+        call->base.hdr_offs[call->base.n_hdrs].value = SIZE_MAX;
+        call->base.n_hdrs++;
     }
-    if (tg_buf_append(b, at, len) < 0) {
-        goto too_big;
-    }
-    return 0;
-too_big:
-    fail_in_parser(call, TG_EUPSTREAM, "the upstream sent response headers that are too large");
+    header_append(call, at, len);
     return 0;
 }
 
@@ -730,23 +554,17 @@ static int
 p_on_header_value(http_parser *p, const char *at, size_t len)
 {
     struct tg_h1_call *call = p->data;
-    struct tg_buf *b = &call->hdr_bytes;
-    if (call->has_headers || call->n_hdrs == 0) {
+    if (call->base.has_headers || call->base.n_hdrs == 0) {
         return 0;
     }
     if (!call->is_in_value) {
         call->is_in_value = true;
-        if (tg_buf_append(b, "", 1) < 0) {
-            goto too_big;
+        if (!header_append(call, "", 1)) {
+            return 0;
         }
-        call->hdr_offs[call->n_hdrs - 1].value = b->len;
+        call->base.hdr_offs[call->base.n_hdrs - 1].value = call->base.hdr_bytes.len;
     }
-    if (tg_buf_append(b, at, len) < 0) {
-        goto too_big;
-    }
-    return 0;
-too_big:
-    fail_in_parser(call, TG_EUPSTREAM, "the upstream sent response headers that are too large");
+    header_append(call, at, len);
     return 0;
 }
 
@@ -756,7 +574,7 @@ static int
 p_on_headers_complete(http_parser *p)
 {
     struct tg_h1_call *call = p->data;
-    if (call->has_headers) {
+    if (call->base.has_headers) {
         return 0;
     }
     if (p->status_code >= 100 && p->status_code < 200) {
@@ -765,32 +583,22 @@ p_on_headers_complete(http_parser *p)
         return 0;
     }
     call->is_interim = false;
-    if (call->n_hdrs > 0) {
+    if (call->base.n_hdrs > 0) {
         if (!call->is_in_value) {
             /* A field with no value at all. */
-            if (tg_buf_append(&call->hdr_bytes, "", 1) < 0) {
-                fail_in_parser(call, TG_EUPSTREAM,
-                               "the upstream sent response headers that are too large");
+            if (!header_append(call, "", 1)) {
                 return 0;
             }
-            call->hdr_offs[call->n_hdrs - 1].value = call->hdr_bytes.len;
+            call->base.hdr_offs[call->base.n_hdrs - 1].value = call->base.hdr_bytes.len;
             call->is_in_value = true;
         }
         if (value_end(call) < 0) {
-            fail_in_parser(call, TG_EUPSTREAM,
-                           "the upstream sent response headers that are too large");
+            fail_in_parser(call, TG_EUPSTREAM, TG_CALL_HEADERS_TOO_LARGE);
             return 0;
         }
     }
-    for (size_t i = 0; i < call->n_hdrs; i++) {
-        call->hdrs[i].name = call->hdr_bytes.data + call->hdr_offs[i].name;
-        call->hdrs[i].value = call->hdr_bytes.data + call->hdr_offs[i].value;
-    }
-    call->has_headers = true;
-    call->client->cb_depth++;
-    call->cbs.on_headers((int)p->status_code, call->hdrs, call->n_hdrs, call->arg);
-    call->client->cb_depth--;
-    if (call->is_cancel_pending) {
+    tg_call_headers_deliver(&call->base, (int)p->status_code);
+    if (call->base.is_cancel_pending) {
         http_parser_pause(p, 1);
     }
     return call->is_head_method ? 1 : 0;
@@ -839,21 +647,22 @@ on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 static void
 fail_transfer(struct tg_h1_call *call, const char *what)
 {
-    snprintf(call->msg, sizeof(call->msg), "upstream transfer failed: %s", what);
-    finish(call, TG_EUPSTREAM, call->msg);
+    snprintf(call->base.msg, sizeof(call->base.msg), "upstream transfer failed: %s", what);
+    finish(call, TG_EUPSTREAM, call->base.msg);
 }
 
 /* Moves a call whose request was never answered on a stale pooled connection to a fresh one. */
 static bool
 retry_stale(struct tg_h1_call *call, struct conn *cn)
 {
-    if (!cn->is_reused || call->has_response_byte || call->has_retried || call->is_done) {
+    if (!cn->is_reused || call->has_response_byte || call->has_retried || call->base.is_done) {
         return false;
     }
     call->has_retried = true;
     conn_close(cn);
-    call->phase = PHASE_CONNECTING;
-    call->connect_start_ms = uv_now(call->client->loop); /* total still counts from the start */
+    call->base.phase = TG_CALL_CONNECTING;
+    call->base.connect_start_ms =
+        uv_now(call->client->calls.loop); /* total still counts from the start */
     arm_if_sooner(call);
     call_connect(call);
     return true;
@@ -867,7 +676,7 @@ complete(struct tg_h1_call *call, bool has_extra_bytes)
         conn_release(call->conn, call->is_keep_alive && !has_extra_bytes);
         sweep_ensure(call->client);
     }
-    if (call->is_paused) {
+    if (call->base.is_paused) {
         call->is_done_pending = true; /* the total deadline still runs, as with libcurl */
         return;
     }
@@ -887,7 +696,7 @@ read_ended(struct tg_h1_call *call, struct conn *cn, ssize_t n)
         fail_transfer(call, what);
         return;
     }
-    if (call->has_headers) {
+    if (call->base.has_headers) {
         /* A body that runs until the close ends here; any other kind was cut short. */
         http_parser_execute(&call->parser, &parser_settings, NULL, 0);
         if (call->is_complete) {
@@ -909,25 +718,25 @@ feed(struct tg_h1_call *call, char *data, size_t n)
 {
     struct tg_h1_client *c = call->client;
     call->has_response_byte = true;
-    call->last_read_ms = uv_now(c->loop);
-    if (call->phase != PHASE_RECEIVING) {
-        call->phase = PHASE_RECEIVING;
+    call->base.last_read_ms = uv_now(c->calls.loop);
+    if (call->base.phase != TG_CALL_RECEIVING) {
+        call->base.phase = TG_CALL_RECEIVING;
         arm_if_sooner(call);
     }
     call->body_at = data;
     call->body_n = 0;
     size_t used = http_parser_execute(&call->parser, &parser_settings, data, n);
     enum http_errno perr = HTTP_PARSER_ERRNO(&call->parser);
-    if (call->is_cancel_pending) {
+    if (call->base.is_cancel_pending) {
         conn_close(call->conn); /* on_done comes from the deferred list */
         return;
     }
-    if (call->err != 0) {
-        finish(call, call->err, call->msg);
+    if (call->base.err != 0) {
+        finish(call, call->base.err, call->base.msg);
         return;
     }
     if (perr == HPE_HEADER_OVERFLOW) {
-        finish(call, TG_EUPSTREAM, "the upstream sent response headers that are too large");
+        finish(call, TG_EUPSTREAM, TG_CALL_HEADERS_TOO_LARGE);
         return;
     }
     if (perr != HPE_OK && perr != HPE_PAUSED) {
@@ -938,22 +747,19 @@ feed(struct tg_h1_call *call, char *data, size_t n)
         return;
     }
     if (call->body_n > 0) {
-        c->cb_depth++;
-        call->is_in_on_data = true;
-        int rc = call->cbs.on_data(call->body_at, call->body_n, call->arg);
-        call->is_in_on_data = false;
-        c->cb_depth--;
-        if (call->is_cancel_pending) {
+        int rc = tg_call_deliver(&call->base, call->body_at, call->body_n);
+        if (call->base.is_cancel_pending) {
             if (call->conn != NULL) {
                 conn_close(call->conn);
             }
             return;
         }
         if (rc == TG_EAGAIN) {
-            if (call->is_resume_pending) {
-                call->is_resume_pending = false; /* resumed before it even paused */
+            if (call->base.is_resume_pending) {
+                call->base.is_resume_pending = false; /* resumed before it even paused */
             } else {
-                call->is_paused = true; /* the idle deadline is off: the timer re-arms lazily */
+                call->base.is_paused =
+                    true; /* the idle deadline is off: the timer re-arms lazily */
                 if (call->conn != NULL) {
                     conn_read_stop(call->conn);
                 }
@@ -1020,8 +826,8 @@ static void
 send_request(struct tg_h1_call *call)
 {
     struct conn *cn = call->conn;
-    call->phase = PHASE_SENT;
-    call->sent_ms = uv_now(call->client->loop);
+    call->base.phase = TG_CALL_SENT;
+    call->base.sent_ms = uv_now(call->client->calls.loop);
     arm_if_sooner(call);
     conn_read_start(cn);
     uv_buf_t bufs[2];
@@ -1047,10 +853,10 @@ send_request(struct tg_h1_call *call)
     cn->write.data = cn;
     rc = uv_write(&cn->write, (uv_stream_t *)&cn->tcp, bufs + first, nbufs - first, on_write);
     if (rc < 0) {
-        snprintf(call->msg, sizeof(call->msg), "upstream transfer failed: sending the request: %s",
-                 uv_strerror(rc));
-        call->err = TG_EUPSTREAM;
-        uv_timer_start(&call->timer, on_call_timer, 0, 0);
+        snprintf(call->base.msg, sizeof(call->base.msg),
+                 "upstream transfer failed: sending the request: %s", uv_strerror(rc));
+        call->base.err = TG_EUPSTREAM;
+        uv_timer_start(&call->base.timer, on_call_timer, 0, 0);
         return;
     }
     cn->is_writing = true;
@@ -1061,9 +867,9 @@ send_request(struct tg_h1_call *call)
 static void
 connect_failed(struct tg_h1_call *call, const char *what)
 {
-    snprintf(call->msg, sizeof(call->msg), "could not connect to %s port %u: %s", call->host->name,
-             (unsigned)call->host->port, what);
-    finish(call, TG_ECONNECT, call->msg);
+    snprintf(call->base.msg, sizeof(call->base.msg), "could not connect to %s port %u: %s",
+             call->host->name, (unsigned)call->host->port, what);
+    finish(call, TG_ECONNECT, call->base.msg);
 }
 
 static void
@@ -1095,9 +901,9 @@ conn_open(struct tg_h1_call *call)
     struct conn *cn = tg_xcalloc(1, sizeof(*cn));
     cn->client = c;
     cn->host = call->host;
-    uv_tcp_init(c->loop, &cn->tcp);
+    uv_tcp_init(c->calls.loop, &cn->tcp);
     cn->tcp.data = cn;
-    c->n_open++;
+    c->calls.n_open++;
     cn->call = call;
     call->conn = cn;
     uv_tcp_nodelay(&cn->tcp, 1);
@@ -1148,7 +954,7 @@ on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         ((struct sockaddr_in *)&h->addr)->sin_port = htons(h->port);
     }
     h->has_addr = true;
-    h->addr_expires_ms = uv_now(call->client->loop) + TG_H1_DNS_TTL_MS;
+    h->addr_expires_ms = uv_now(call->client->calls.loop) + TG_H1_DNS_TTL_MS;
     uv_freeaddrinfo(res);
     conn_open(call);
 }
@@ -1168,7 +974,7 @@ call_connect(struct tg_h1_call *call)
             return;
         }
     }
-    if (h->has_addr && (h->is_numeric || uv_now(c->loop) < h->addr_expires_ms)) {
+    if (h->has_addr && (h->is_numeric || uv_now(c->calls.loop) < h->addr_expires_ms)) {
         conn_open(call);
         return;
     }
@@ -1176,7 +982,7 @@ call_connect(struct tg_h1_call *call)
     r->call = call;
     r->req.data = r;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    int rc = uv_getaddrinfo(c->loop, &r->req, on_resolved, h->name, NULL, &hints);
+    int rc = uv_getaddrinfo(c->calls.loop, &r->req, on_resolved, h->name, NULL, &hints);
     if (rc < 0) {
         free(r);
         connect_failed(call, uv_strerror(rc));
@@ -1190,16 +996,14 @@ call_connect(struct tg_h1_call *call)
 static void
 apply_resume(struct tg_h1_call *call)
 {
-    call->is_resume_pending = false;
-    if (!call->is_paused) {
+    if (!tg_call_unpause(&call->base)) {
         return;
     }
-    call->is_paused = false;
     if (call->is_done_pending) {
         finish(call, 0, "");
         return;
     }
-    call->last_read_ms = uv_now(call->client->loop); /* the idle clock restarts now */
+    call->base.last_read_ms = uv_now(call->client->calls.loop); /* the idle clock restarts now */
     arm_if_sooner(call);
     if (call->conn != NULL) {
         conn_read_start(call->conn);
@@ -1209,17 +1013,16 @@ apply_resume(struct tg_h1_call *call)
 static void
 on_defer(uv_idle_t *idle)
 {
-    struct tg_h1_client *c = idle->data;
-    while (c->deferred != NULL) {
-        struct tg_h1_call *call = c->deferred;
-        defer_unlink(call);
-        if (call->is_cancel_pending) {
+    struct tg_call_set *set = idle->data;
+    struct tg_h1_call *call;
+    while ((call = (struct tg_h1_call *)tg_call_deferred_pop(set)) != NULL) {
+        if (call->base.is_cancel_pending) {
             finish(call, TG_ECANCELED, "canceled");
-        } else if (call->is_resume_pending) {
+        } else if (call->base.is_resume_pending) {
             apply_resume(call);
         }
     }
-    uv_idle_stop(&c->defer);
+    uv_idle_stop(&set->defer);
 }
 
 /* ---- public API ------------------------------------------------------------------------------ */
@@ -1236,13 +1039,12 @@ tg_h1_client_new(uv_loop_t *loop, struct tg_h1_client **out)
         parser_settings.on_message_complete = p_on_message_complete;
     }
     struct tg_h1_client *c = tg_xcalloc(1, sizeof(*c));
-    c->loop = loop;
-    uv_idle_init(loop, &c->defer);
-    c->defer.data = c;
+    tg_call_set_init(&c->calls, loop, on_defer, on_calls_closed);
+    c->calls.has_connect_deadline = true; /* connects are ours to time */
     uv_timer_init(loop, &c->sweep);
     c->sweep.data = c;
     uv_unref((uv_handle_t *)&c->sweep);
-    c->n_open = 2;
+    c->calls.n_open++;
     c->max_idle_per_host = TG_H1_MAX_IDLE_PER_HOST;
     c->idle_timeout_ms = TG_H1_IDLE_TIMEOUT_MS;
     *out = c;
@@ -1260,20 +1062,18 @@ tg_h1_client_set_pool_limits(struct tg_h1_client *c, size_t max_idle_per_host,
 void
 tg_h1_client_free(struct tg_h1_client *c)
 {
-    if (c == NULL || c->is_closing) {
+    if (c == NULL || c->calls.is_closing) {
         return;
     }
-    c->is_closing = true;
-    while (c->active != NULL) {
-        struct tg_h1_call *call = c->active;
-        call->is_cancel_pending = true;
+    c->calls.is_closing = true;
+    while (c->calls.active != NULL) {
+        struct tg_h1_call *call = (struct tg_h1_call *)c->calls.active;
+        call->base.is_cancel_pending = true;
         finish(call, TG_ECANCELED, "canceled: the upstream client is closing");
     }
-    while (c->free_calls != NULL) {
-        struct tg_h1_call *call = c->free_calls;
-        c->free_calls = call->next;
-        c->n_free--;
-        call_destroy(call);
+    struct tg_call_base *pooled;
+    while ((pooled = tg_call_pool_take(&c->calls)) != NULL) {
+        call_destroy((struct tg_h1_call *)pooled);
     }
     while (c->hosts != NULL) {
         struct host *h = c->hosts;
@@ -1284,20 +1084,20 @@ tg_h1_client_free(struct tg_h1_client *c)
         free(h->name);
         free(h);
     }
-    uv_close((uv_handle_t *)&c->defer, on_client_handle_closed);
+    tg_call_set_close(&c->calls);
     uv_close((uv_handle_t *)&c->sweep, on_client_handle_closed);
 }
 
 bool
 tg_h1_client_is_in_callback(const struct tg_h1_client *c)
 {
-    return c != NULL && c->cb_depth > 0;
+    return c != NULL && c->calls.cb_depth > 0;
 }
 
 size_t
 tg_h1_client_active(const struct tg_h1_client *c)
 {
-    return c != NULL ? c->n_active : 0;
+    return c != NULL ? c->calls.n_active : 0;
 }
 
 size_t
@@ -1314,33 +1114,21 @@ tg_h1_client_idle(const struct tg_h1_client *c, const char *host, uint16_t port)
 static struct tg_h1_call *
 call_acquire(struct tg_h1_client *c)
 {
-    struct tg_h1_call *call = c->free_calls;
-    if (call != NULL) {
-        c->free_calls = call->next;
-        c->n_free--;
-    } else {
+    struct tg_h1_call *call = (struct tg_h1_call *)tg_call_pool_take(&c->calls);
+    if (call == NULL) {
         call = tg_xcalloc(1, sizeof(*call));
-        call->head.is_native = true;
+        tg_call_init(&c->calls, &call->base);
         call->client = c;
-        uv_timer_init(c->loop, &call->timer);
-        call->timer.data = call;
-        c->n_open++;
         tg_buf_init(&call->req_head, 0);
-        tg_buf_init(&call->hdr_bytes, MAX_HEADER_BYTES);
     }
-    call->next = call->prev = call->dnext = call->dprev = NULL;
+    tg_call_reset(&call->base);
     call->host = NULL;
     call->conn = NULL;
     call->resolve = NULL;
-    call->phase = PHASE_CONNECTING;
-    call->is_deferred = call->is_paused = call->is_resume_pending = false;
-    call->is_cancel_pending = call->is_in_on_data = call->has_headers = false;
     call->has_response_byte = call->is_interim = call->is_complete = false;
-    call->is_keep_alive = call->is_done_pending = call->is_done = call->has_retried = false;
-    call->err = 0;
-    call->msg[0] = '\0';
+    call->is_keep_alive = call->is_done_pending = call->has_retried = false;
+    call->is_in_value = false;
     tg_buf_reset(&call->req_head);
-    headers_reset(call);
     http_parser_init(&call->parser, HTTP_RESPONSE);
     call->parser.data = call;
     return call;
@@ -1403,17 +1191,6 @@ build_head(struct tg_h1_call *call, const struct tg_upstream_request *req,
     return 0;
 }
 
-static void
-fill_timeouts(struct tg_upstream_timeouts *t, const struct tg_upstream_timeouts *req)
-{
-    struct tg_upstream_timeouts d;
-    tg_upstream_timeouts_default(&d);
-    t->connect_ms = req->connect_ms ? req->connect_ms : d.connect_ms;
-    t->first_byte_ms = req->first_byte_ms ? req->first_byte_ms : d.first_byte_ms;
-    t->idle_ms = req->idle_ms ? req->idle_ms : d.idle_ms;
-    t->total_ms = req->total_ms ? req->total_ms : d.total_ms;
-}
-
 /* A call with no pooled connection starts connecting on the next loop turn, so no callback
  * (a refused connect, a failed lookup) fires inside tg_h1_call_start. */
 static void
@@ -1430,7 +1207,7 @@ tg_h1_call_start(struct tg_h1_client *c, const struct tg_upstream_request *req,
 {
     *out = NULL;
     struct tg_h1_url u;
-    if (c->is_closing) {
+    if (c->calls.is_closing) {
         return TG_ECLOSED;
     }
     if (tg_h1_url_parse(req->url, &u) < 0) {
@@ -1449,19 +1226,8 @@ tg_h1_call_start(struct tg_h1_client *c, const struct tg_upstream_request *req,
     call->body = req->body;
     call->body_len = req->body != NULL ? req->body_len : 0;
     call->host = host_get(c, u.host, u.port);
-    call->cbs = *cbs;
-    call->arg = arg;
-    fill_timeouts(&call->t, &req->timeouts);
-    /* The loop's clock may be a whole callback old; the deadlines count from now. */
-    uv_update_time(c->loop);
-    call->start_ms = uv_now(c->loop);
-    call->next = c->active;
-    if (c->active != NULL) {
-        c->active->prev = call;
-    }
-    c->active = call;
-    c->n_active++;
-    call->connect_start_ms = call->start_ms;
+    tg_call_begin(&call->base, req, cbs, arg);
+    tg_call_active_push(&call->base);
     /* With a pooled connection the request goes out right here: send_request fires nothing. */
     struct conn *cn = pool_take(call->host);
     if (cn != NULL) {
@@ -1470,35 +1236,8 @@ tg_h1_call_start(struct tg_h1_client *c, const struct tg_upstream_request *req,
         arm_timer(call);
         send_request(call);
     } else {
-        uv_timer_start(&call->timer, on_start, 0, 0);
+        uv_timer_start(&call->base.timer, on_start, 0, 0);
     }
     *out = call;
     return 0;
-}
-
-void
-tg_h1_call_resume(struct tg_h1_call *call)
-{
-    if (call == NULL || call->is_done || call->is_cancel_pending) {
-        return;
-    }
-    if (call->is_in_on_data && !call->is_paused) {
-        call->is_resume_pending = true; /* feed sees it when on_data returns TG_EAGAIN */
-        return;
-    }
-    if (!call->is_paused) {
-        return;
-    }
-    call->is_resume_pending = true;
-    defer_push(call);
-}
-
-void
-tg_h1_call_cancel(struct tg_h1_call *call)
-{
-    if (call == NULL || call->is_done || call->is_cancel_pending) {
-        return;
-    }
-    call->is_cancel_pending = true;
-    defer_push(call);
 }

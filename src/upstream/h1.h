@@ -18,12 +18,6 @@
 
 #include "upstream/client.h"
 
-/* The first member of every call either engine hands out as a struct tg_upstream_call *, so
- * resume and cancel can tell which engine owns the opaque pointer. */
-struct tg_upstream_call_head {
-    bool is_native;
-};
-
 struct tg_h1_client;
 struct tg_h1_call;
 
@@ -71,12 +65,10 @@ size_t tg_h1_client_active(const struct tg_h1_client *c);
 /* Idle pooled connections to host:port (for tests and the pool's own bound). */
 size_t tg_h1_client_idle(const struct tg_h1_client *c, const char *host, uint16_t port);
 
-/* As tg_upstream_call_start, for a URL tg_h1_url_parse accepts. */
+/* As tg_upstream_call_start, for a URL tg_h1_url_parse accepts. The call starts with a struct
+ * tg_call_base (call_int.h), so tg_upstream_call_resume and tg_upstream_call_cancel take it as
+ * a struct tg_upstream_call *. */
 int tg_h1_call_start(struct tg_h1_client *c, const struct tg_upstream_request *req,
                      const struct tg_upstream_callbacks *cbs, void *arg, struct tg_h1_call **out);
-
-/* As tg_upstream_call_resume and tg_upstream_call_cancel. */
-void tg_h1_call_resume(struct tg_h1_call *call);
-void tg_h1_call_cancel(struct tg_h1_call *call);
 
 #endif
