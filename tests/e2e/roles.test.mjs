@@ -98,6 +98,8 @@ function fixture(row) {
         'projects/{project_id}/aliases': { walk: { model: 'gpt-4o-mini' } },
         apply: { yaml: 'not_a_section: [1' },
         'cache/invalidate': { project_id: walk?.id, model: 'walk-model' },
+        alert_rules: { name: `walk-${n}`, metric: 'error_rate', threshold: 0.5 },
+        'alert_rules/{rule_id}': { threshold: 0.6 },
     };
     if (row.method !== 'POST') return { query: '' };
     assert.ok(p in bodies, `no fixture body for POST ${p}: add one to roles.test.mjs`);
@@ -111,6 +113,7 @@ const PARAMS = {
     service_account_id: 'svc_acct_doesnotexist',
     number: '999999',
     rate_limit_id: 'rl-gpt-4o-mini',
+    rule_id: 'alr_doesnotexist',
 };
 
 const keys = {}; // owner, member, nonMember, project: key values
