@@ -303,6 +303,22 @@ span_is_empty_array(struct tg_json_span v)
  * stream carries "usage": null, so looking for the word would parse them all). Only a usage
  * object is parsed. Returns false when the event is not a JSON object.
  */
+/*
+ * Whether a chunk's choices can still change the quality signals: before any content was seen,
+ * or when the chunk finishes or refuses. Most chunks of a long answer carry
+ * "finish_reason":null after content was seen, and one memmem spares them the JSON walk. A
+ * provider that writes the member differently is walked every time: slower, never wrong.
+ */
+static bool
+chunk_has_signal(const struct call *c, struct tg_json_span choices)
+{
+    static const char null_finish[] = "\"finish_reason\":null";
+    static const char refusal[] = "\"refusal\":\"";
+    return c->is_empty ||
+           memmem(choices.p, choices.len, null_finish, sizeof(null_finish) - 1) == NULL ||
+           memmem(choices.p, choices.len, refusal, sizeof(refusal) - 1) != NULL;
+}
+
 static bool
 note_chunk(struct call *c, const struct tg_sse_event *ev, bool *drop)
 {
@@ -318,8 +334,10 @@ note_chunk(struct call *c, const struct tg_sse_event *ev, bool *drop)
         *drop = v[0].p != NULL && v[0].p[0] == '{' && !c->wants_usage;
     } else if (v[1].p != NULL) {
         c->delivered_chunks++;
-        tg_quality_choices(v[1], c->finish_reason, sizeof(c->finish_reason), &c->is_empty,
-                           &c->is_refusal);
+        if (chunk_has_signal(c, v[1])) {
+            tg_quality_choices(v[1], c->finish_reason, sizeof(c->finish_reason), &c->is_empty,
+                               &c->is_refusal);
+        }
     }
     if (v[2].p != NULL && v[2].p[0] == '{') {
         c->is_stream_failed = true;
