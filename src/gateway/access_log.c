@@ -376,7 +376,7 @@ static void *
 writer(void *arg)
 {
     (void)arg;
-    tg_thread_background("tg-access-log");
+    tg_thread_set_name("tg-access-log");
     struct entry *batch = tg_xcalloc(BATCH, sizeof(*batch));
     struct tg_buf b;
     tg_buf_init(&b, 0);

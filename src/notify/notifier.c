@@ -695,7 +695,7 @@ static void *
 run(void *arg)
 {
     struct tg_notifier *n = arg;
-    tg_thread_background("tg-notifier");
+    tg_thread_set_name("tg-notifier");
     for (;;) {
         pthread_mutex_lock(&n->lock);
         if (!n->is_woken && !atomic_load(&n->is_stopping)) {

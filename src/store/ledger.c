@@ -169,7 +169,7 @@ writer_main(void *arg)
     struct tg_ledger *l = arg;
     struct tg_ledger_row *taken = NULL;
     size_t taken_cap = 0;
-    tg_thread_background("tg-ledger");
+    tg_thread_set_name("tg-ledger");
     pthread_mutex_lock(&l->lock);
     for (;;) {
         if (l->n_queued == 0) {
