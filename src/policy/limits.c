@@ -12,13 +12,13 @@
  */
 #include "policy/limits.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/err.h"
 #include "core/mem.h"
+#include "policy/settings_int.h"
 
 #define LIMIT_MAX 1000000000000LL /* 1e12: requests, tokens or micro-dollars */
 #define PCT_MAX 1000
@@ -48,48 +48,6 @@ static const char *const budget_fields[] = {
 
 static const char *const auto_fields[] = {"at_pct", "by_micros", "max_micros", NULL};
 
-static int fail(char *err, size_t err_cap, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Writes the message naming the member into err and returns TG_EPARSE. */
-static int
-fail(char *err, size_t err_cap, const char *fmt, ...)
-{
-    if (err != NULL && err_cap > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_cap, fmt, ap);
-        va_end(ap);
-    }
-    return TG_EPARSE;
-}
-
-static bool
-is_listed(const char *name, const char *const *names)
-{
-    for (size_t i = 0; names[i] != NULL; i++) {
-        if (strcmp(names[i], name) == 0) {
-            return true;
-        }
-    }
-    return false;
-}
-
-/* Refuses members of obj outside names; where names the object in messages. */
-static int
-only(const json_t *obj, const char *const *names, const char *where, char *err, size_t err_cap)
-{
-    const char *name;
-    json_t *v;
-    json_object_foreach((json_t *)obj, name, v)
-    {
-        if (!is_listed(name, names)) {
-            return fail(err, err_cap, "%s: unknown member '%s'", where, name);
-        }
-    }
-    return 0;
-}
-
 /* An integer member in lo..hi into *out; absent or null leaves *out. */
 static int
 read_int(const json_t *obj, const char *name, int64_t lo, int64_t hi, const char *where,
@@ -100,8 +58,8 @@ read_int(const json_t *obj, const char *name, int64_t lo, int64_t hi, const char
         return 0;
     }
     if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
-        return fail(err, err_cap, "%s.%s: expected an integer from %lld to %lld", where, name,
-                    (long long)lo, (long long)hi);
+        return tg_settings_fail(err, err_cap, "%s.%s: expected an integer from %lld to %lld", where,
+                                name, (long long)lo, (long long)hi);
     }
     *out = json_integer_value(v);
     return 0;
@@ -120,8 +78,9 @@ read_text(const json_t *obj, const char *name, const char *where, const char **o
     if (!json_is_string(v) || json_string_length(v) == 0 ||
         json_string_length(v) > MAX_TEXT_BYTES ||
         strlen(json_string_value(v)) != json_string_length(v)) {
-        return fail(err, err_cap, "%s.%s: expected a non-empty string of at most %d bytes", where,
-                    name, MAX_TEXT_BYTES);
+        return tg_settings_fail(err, err_cap,
+                                "%s.%s: expected a non-empty string of at most %d bytes", where,
+                                name, MAX_TEXT_BYTES);
     }
     *out = json_string_value(v);
     return 0;
@@ -133,9 +92,9 @@ parse_rate(const json_t *v, const char *model, struct tg_rate_limit *out, char *
     char where[160];
     snprintf(where, sizeof(where), "rate_limits.%s", model);
     if (!json_is_object(v)) {
-        return fail(err, err_cap, "%s: expected an object", where);
+        return tg_settings_fail(err, err_cap, "%s: expected an object", where);
     }
-    int rc = only(v, rate_fields, where, err, err_cap);
+    int rc = tg_settings_only(v, rate_fields, where, err, err_cap);
     rc = rc < 0 ? rc : read_int(v, rate_fields[0], 0, LIMIT_MAX, where, &out->rpm, err, err_cap);
     rc = rc < 0 ? rc : read_int(v, rate_fields[1], 0, LIMIT_MAX, where, &out->tpm, err, err_cap);
     rc = rc < 0 ? rc : read_int(v, rate_fields[2], 0, LIMIT_MAX, where, &out->rpd, err, err_cap);
@@ -157,10 +116,10 @@ parse_rate_limits(const json_t *rl, struct tg_level_limits *out, char *err, size
         return 0;
     }
     if (!json_is_object(rl)) {
-        return fail(err, err_cap, "rate_limits: expected an object of models");
+        return tg_settings_fail(err, err_cap, "rate_limits: expected an object of models");
     }
     if (json_object_size(rl) > MAX_MODELS) {
-        return fail(err, err_cap, "rate_limits: too many models");
+        return tg_settings_fail(err, err_cap, "rate_limits: too many models");
     }
     out->models = tg_xcalloc(json_object_size(rl) + 1, sizeof(*out->models));
     const char *model;
@@ -168,7 +127,8 @@ parse_rate_limits(const json_t *rl, struct tg_level_limits *out, char *err, size
     json_object_foreach((json_t *)rl, model, v)
     {
         if (model[0] == '\0' || strlen(model) > 256) {
-            return fail(err, err_cap, "rate_limits: a model name must be 1 to 256 bytes");
+            return tg_settings_fail(err, err_cap,
+                                    "rate_limits: a model name must be 1 to 256 bytes");
         }
         if (strcmp(model, "*") == 0) {
             int rc = parse_rate(v, model, &out->all_models, err, err_cap);
@@ -196,9 +156,9 @@ parse_thresholds(const json_t *v, struct tg_budget_conf *b, char *err, size_t er
         return 0; /* the defaults stay */
     }
     if (!json_is_array(v) || json_array_size(v) > TG_MAX_THRESHOLDS) {
-        return fail(err, err_cap,
-                    "budget.thresholds_pct: expected a list of at most %d percentages",
-                    TG_MAX_THRESHOLDS);
+        return tg_settings_fail(err, err_cap,
+                                "budget.thresholds_pct: expected a list of at most %d percentages",
+                                TG_MAX_THRESHOLDS);
     }
     b->n_thresholds = 0;
     size_t i;
@@ -206,12 +166,14 @@ parse_thresholds(const json_t *v, struct tg_budget_conf *b, char *err, size_t er
     json_array_foreach(v, i, t)
     {
         if (!json_is_integer(t) || json_integer_value(t) < 1 || json_integer_value(t) > PCT_MAX) {
-            return fail(err, err_cap, "budget.thresholds_pct: each must be an integer from 1 to %d",
-                        PCT_MAX);
+            return tg_settings_fail(err, err_cap,
+                                    "budget.thresholds_pct: each must be an integer from 1 to %d",
+                                    PCT_MAX);
         }
         int pct = (int)json_integer_value(t);
         if (b->n_thresholds > 0 && pct <= b->thresholds_pct[b->n_thresholds - 1]) {
-            return fail(err, err_cap, "budget.thresholds_pct: must be ascending, without repeats");
+            return tg_settings_fail(err, err_cap,
+                                    "budget.thresholds_pct: must be ascending, without repeats");
         }
         b->thresholds_pct[b->n_thresholds++] = pct;
     }
@@ -226,13 +188,13 @@ parse_auto(const json_t *v, struct tg_budget_conf *b, char *err, size_t err_cap)
     }
     const char *where = "budget.auto_increase";
     if (!json_is_object(v)) {
-        return fail(err, err_cap, "%s: expected an object", where);
+        return tg_settings_fail(err, err_cap, "%s: expected an object", where);
     }
-    int rc = only(v, auto_fields, where, err, err_cap);
+    int rc = tg_settings_only(v, auto_fields, where, err, err_cap);
     for (size_t i = 0; rc == 0 && auto_fields[i] != NULL; i++) {
         json_t *m = json_object_get(v, auto_fields[i]);
         if (m == NULL || json_is_null(m)) {
-            rc = fail(err, err_cap, "%s.%s: required", where, auto_fields[i]);
+            rc = tg_settings_fail(err, err_cap, "%s.%s: required", where, auto_fields[i]);
         }
     }
     rc = rc < 0 ? rc : read_int(v, "at_pct", 1, PCT_MAX, where, &b->auto_at_pct, err, err_cap);
@@ -241,7 +203,8 @@ parse_auto(const json_t *v, struct tg_budget_conf *b, char *err, size_t err_cap)
     rc = rc < 0 ? rc
                 : read_int(v, "max_micros", 1, LIMIT_MAX, where, &b->auto_max_micros, err, err_cap);
     if (rc == 0 && b->auto_max_micros < b->monthly_limit_micros) {
-        rc = fail(err, err_cap, "%s.max_micros: must be at least monthly_limit_micros", where);
+        rc = tg_settings_fail(err, err_cap, "%s.max_micros: must be at least monthly_limit_micros",
+                              where);
     }
     return rc;
 }
@@ -261,8 +224,9 @@ parse_emails(const json_t *v, struct tg_budget_conf *b, char *err, size_t err_ca
         return 0;
     }
     if (!json_is_array(v) || json_array_size(v) > MAX_EMAILS) {
-        return fail(err, err_cap, "budget.notify_emails: expected a list of at most %d addresses",
-                    MAX_EMAILS);
+        return tg_settings_fail(err, err_cap,
+                                "budget.notify_emails: expected a list of at most %d addresses",
+                                MAX_EMAILS);
     }
     b->notify_emails = tg_xcalloc(json_array_size(v) + 1, sizeof(*b->notify_emails));
     size_t i;
@@ -271,8 +235,9 @@ parse_emails(const json_t *v, struct tg_budget_conf *b, char *err, size_t err_ca
     {
         const char *s = json_string_value(e);
         if (s == NULL || strlen(s) > 254 || !is_email(s)) {
-            return fail(err, err_cap, "budget.notify_emails: '%s' is not an e-mail address",
-                        s != NULL && strlen(s) <= 254 ? s : "(item)");
+            return tg_settings_fail(err, err_cap,
+                                    "budget.notify_emails: '%s' is not an e-mail address",
+                                    s != NULL && strlen(s) <= 254 ? s : "(item)");
         }
         b->notify_emails[b->n_notify_emails++] = tg_xstrdup(s);
     }
@@ -290,14 +255,15 @@ parse_webhook(const json_t *v, struct tg_budget_conf *b, char *err, size_t err_c
         return rc;
     }
     if (url != NULL && strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
-        return fail(err, err_cap, "budget.webhook_url: must start with http:// or https://");
+        return tg_settings_fail(err, err_cap,
+                                "budget.webhook_url: must start with http:// or https://");
     }
     /* A secret is a reference, never the value: settings are exported, versioned and shown
      * to readers, so an inline secret would leak through all of them. */
     if (secret != NULL && !(strncmp(secret, "env:", 4) == 0 && secret[4] != '\0') &&
         !(strncmp(secret, "file:", 5) == 0 && secret[5] != '\0')) {
-        return fail(err, err_cap,
-                    "budget.webhook_secret: must be a reference, env:NAME or file:PATH");
+        return tg_settings_fail(
+            err, err_cap, "budget.webhook_secret: must be a reference, env:NAME or file:PATH");
     }
     b->webhook_url = url != NULL ? tg_xstrdup(url) : NULL;
     b->webhook_secret = secret != NULL ? tg_xstrdup(secret) : NULL;
@@ -311,7 +277,7 @@ parse_budget(const json_t *v, struct tg_level_limits *out, char *err, size_t err
         return 0;
     }
     if (!json_is_object(v)) {
-        return fail(err, err_cap, "budget: expected an object");
+        return tg_settings_fail(err, err_cap, "budget: expected an object");
     }
     struct tg_budget_conf *b = &out->budget;
     out->has_budget = true;
@@ -321,7 +287,7 @@ parse_budget(const json_t *v, struct tg_level_limits *out, char *err, size_t err
     b->n_thresholds = 3;
     b->max_tokens_cap = DEFAULT_MAX_TOKENS_CAP;
     b->max_n = DEFAULT_MAX_N;
-    int rc = only(v, budget_fields, "budget", err, err_cap);
+    int rc = tg_settings_only(v, budget_fields, "budget", err, err_cap);
     rc = rc < 0 ? rc
                 : read_int(v, "monthly_limit_micros", 0, LIMIT_MAX, "budget",
                            &b->monthly_limit_micros, err, err_cap);
@@ -340,8 +306,8 @@ parse_budget(const json_t *v, struct tg_level_limits *out, char *err, size_t err
     if (oe != NULL && !json_is_null(oe)) {
         const char *s = json_string_value(oe);
         if (s == NULL || (strcmp(s, "refuse") != 0 && strcmp(s, "lower_max_tokens") != 0)) {
-            return fail(err, err_cap,
-                        "budget.on_exceed: expected \"refuse\" or \"lower_max_tokens\"");
+            return tg_settings_fail(
+                err, err_cap, "budget.on_exceed: expected \"refuse\" or \"lower_max_tokens\"");
         }
         b->lower_max_tokens = strcmp(s, "lower_max_tokens") == 0;
     }
@@ -360,7 +326,7 @@ tg_level_limits_parse(const json_t *settings, struct tg_level_limits *out, char 
         return 0;
     }
     if (!json_is_object(settings)) {
-        return fail(err, err_cap, "settings: expected an object");
+        return tg_settings_fail(err, err_cap, "settings: expected an object");
     }
     int rc = parse_rate_limits(json_object_get(settings, "rate_limits"), out, err, err_cap);
     rc = rc < 0 ? rc : parse_budget(json_object_get(settings, "budget"), out, err, err_cap);

@@ -15,6 +15,7 @@
 
 #include "core/err.h"
 #include "core/mem.h"
+#include "policy/settings_int.h"
 
 #define TOKENS_MAX 100000000LL /* 1e8 tokens: no model comes near it */
 #define N_MAX 128
@@ -31,32 +32,6 @@ static const char *const policy_fields[] = {
 /* Members a policy may not force or forbid: the gateway must see them as the client sent. */
 static const char *const protected_params[] = {"model", "stream", "stream_options", NULL};
 
-static int fail(char *err, size_t err_cap, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int
-fail(char *err, size_t err_cap, const char *fmt, ...)
-{
-    if (err != NULL && err_cap > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_cap, fmt, ap);
-        va_end(ap);
-    }
-    return TG_EPARSE;
-}
-
-static bool
-is_listed(const char *name, const char *const *names)
-{
-    for (size_t i = 0; names[i] != NULL; i++) {
-        if (strcmp(names[i], name) == 0) {
-            return true;
-        }
-    }
-    return false;
-}
-
 /* An optional positive integer member at most max; 0 when absent. */
 static int
 read_count(const json_t *obj, const char *name, int64_t max, int64_t *out, char *err,
@@ -68,8 +43,8 @@ read_count(const json_t *obj, const char *name, int64_t max, int64_t *out, char 
         return 0;
     }
     if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > max) {
-        return fail(err, err_cap, "token_policy.%s must be an integer from 1 to %lld", name,
-                    (long long)max);
+        return tg_settings_fail(err, err_cap, "token_policy.%s must be an integer from 1 to %lld",
+                                name, (long long)max);
     }
     *out = json_integer_value(v);
     return 0;
@@ -87,8 +62,8 @@ read_names(const json_t *obj, const char *name, size_t max, size_t max_bytes, ch
         return 0;
     }
     if (!json_is_array(v) || json_array_size(v) > max) {
-        return fail(err, err_cap, "token_policy.%s must be a list of at most %zu strings", name,
-                    max);
+        return tg_settings_fail(err, err_cap,
+                                "token_policy.%s must be a list of at most %zu strings", name, max);
     }
     size_t n = json_array_size(v);
     char **names = tg_xcalloc(n + 1, sizeof(*names));
@@ -99,9 +74,10 @@ read_names(const json_t *obj, const char *name, size_t max, size_t max_bytes, ch
                 free(names[j]);
             }
             free(names);
-            return fail(err, err_cap,
-                        "token_policy.%s[%zu] must be a non-empty string of at most %zu bytes",
-                        name, i, max_bytes);
+            return tg_settings_fail(
+                err, err_cap,
+                "token_policy.%s[%zu] must be a non-empty string of at most %zu bytes", name, i,
+                max_bytes);
         }
         names[i] = tg_xstrdup(json_string_value(s));
     }
@@ -115,24 +91,26 @@ check_params(const struct tg_token_policy *p, char *err, size_t err_cap)
 {
     for (size_t i = 0; i < p->n_forbidden_params; i++) {
         const char *name = p->forbidden_params[i];
-        if (is_listed(name, protected_params)) {
-            return fail(err, err_cap, "token_policy.forbidden_params: '%s' cannot be forbidden",
-                        name);
+        if (tg_settings_is_listed(name, protected_params)) {
+            return tg_settings_fail(
+                err, err_cap, "token_policy.forbidden_params: '%s' cannot be forbidden", name);
         }
         if (p->forced_params != NULL && json_object_get(p->forced_params, name) != NULL) {
-            return fail(err, err_cap, "token_policy: '%s' is both forbidden and forced; choose one",
-                        name);
+            return tg_settings_fail(
+                err, err_cap, "token_policy: '%s' is both forbidden and forced; choose one", name);
         }
     }
     const char *name;
     json_t *value;
     json_object_foreach(p->forced_params, name, value)
     {
-        if (is_listed(name, protected_params)) {
-            return fail(err, err_cap, "token_policy.forced_params: '%s' cannot be forced", name);
+        if (tg_settings_is_listed(name, protected_params)) {
+            return tg_settings_fail(err, err_cap,
+                                    "token_policy.forced_params: '%s' cannot be forced", name);
         }
         if (strlen(name) == 0 || strlen(name) > NAME_BYTES_MAX) {
-            return fail(err, err_cap, "token_policy.forced_params: a name is empty or too long");
+            return tg_settings_fail(err, err_cap,
+                                    "token_policy.forced_params: a name is empty or too long");
         }
     }
     return 0;
@@ -148,14 +126,14 @@ tg_token_policy_parse(const json_t *settings, struct tg_token_policy *out, char 
         return 0;
     }
     if (!json_is_object(tp)) {
-        return fail(err, err_cap, "token_policy must be an object");
+        return tg_settings_fail(err, err_cap, "token_policy must be an object");
     }
     const char *key;
     json_t *v;
     json_object_foreach((json_t *)tp, key, v)
     {
-        if (!is_listed(key, policy_fields)) {
-            return fail(err, err_cap, "token_policy.%s is not a known member", key);
+        if (!tg_settings_is_listed(key, policy_fields)) {
+            return tg_settings_fail(err, err_cap, "token_policy.%s is not a known member", key);
         }
     }
     int rc =
@@ -178,7 +156,8 @@ tg_token_policy_parse(const json_t *settings, struct tg_token_policy *out, char 
     if (on != NULL && !json_is_null(on)) {
         const char *s = json_string_value(on);
         if (s == NULL || (strcmp(s, "clamp") != 0 && strcmp(s, "refuse") != 0)) {
-            rc = fail(err, err_cap, "token_policy.on_max_tokens must be \"clamp\" or \"refuse\"");
+            rc = tg_settings_fail(err, err_cap,
+                                  "token_policy.on_max_tokens must be \"clamp\" or \"refuse\"");
             goto fail;
         }
         out->has_on_max_tokens = true;
@@ -187,18 +166,19 @@ tg_token_policy_parse(const json_t *settings, struct tg_token_policy *out, char 
     const json_t *forced = json_object_get(tp, "forced_params");
     if (forced != NULL && !json_is_null(forced)) {
         if (!json_is_object(forced) || json_object_size(forced) > NAMES_MAX) {
-            rc = fail(err, err_cap,
-                      "token_policy.forced_params must be an object of at most %d "
-                      "members",
-                      NAMES_MAX);
+            rc = tg_settings_fail(err, err_cap,
+                                  "token_policy.forced_params must be an object of at most %d "
+                                  "members",
+                                  NAMES_MAX);
             goto fail;
         }
         out->forced_params = json_deep_copy(forced);
     }
     if (out->max_tokens > 0 && out->default_max_tokens > out->max_tokens) {
-        rc = fail(err, err_cap,
-                  "token_policy.default_max_tokens (%lld) is above token_policy.max_tokens (%lld)",
-                  (long long)out->default_max_tokens, (long long)out->max_tokens);
+        rc = tg_settings_fail(
+            err, err_cap,
+            "token_policy.default_max_tokens (%lld) is above token_policy.max_tokens (%lld)",
+            (long long)out->default_max_tokens, (long long)out->max_tokens);
         goto fail;
     }
     rc = check_params(out, err, err_cap);
@@ -470,7 +450,8 @@ tg_aliases_parse(const json_t *settings, struct tg_aliases *out, char *err, size
         return 0;
     }
     if (!json_is_object(al) || json_object_size(al) > NAMES_MAX) {
-        return fail(err, err_cap, "aliases must be an object of at most %d members", NAMES_MAX);
+        return tg_settings_fail(err, err_cap, "aliases must be an object of at most %d members",
+                                NAMES_MAX);
     }
     out->items = tg_xcalloc(json_object_size(al) + 1, sizeof(*out->items));
     const char *name;
@@ -483,13 +464,13 @@ tg_aliases_parse(const json_t *settings, struct tg_aliases *out, char *err, size
                      ((tier != NULL && tier[0] != '\0') || (model != NULL && model[0] != '\0'));
         if (name[0] == '\0' || strlen(name) > NAME_BYTES_MAX || !is_ok) {
             tg_aliases_free(out);
-            return fail(err, err_cap,
-                        "aliases.%s must be {\"tier\": \"<tier>\"} or {\"model\": \"<model>\"}",
-                        name);
+            return tg_settings_fail(
+                err, err_cap,
+                "aliases.%s must be {\"tier\": \"<tier>\"} or {\"model\": \"<model>\"}", name);
         }
         if (model != NULL && strcmp(model, name) == 0) {
             tg_aliases_free(out);
-            return fail(err, err_cap, "aliases.%s names itself", name);
+            return tg_settings_fail(err, err_cap, "aliases.%s names itself", name);
         }
         struct tg_alias *a = &out->items[out->n++];
         a->name = tg_xstrdup(name);
