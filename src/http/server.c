@@ -22,6 +22,13 @@
  *
  * Writes try uv_try_write first and copy only what the socket did not take into one queued
  * uv_write; the queued byte count is the back-pressure measure for streamed responses.
+ *
+ * A streamed response is corked: its head and chunks collect in the connection's `cork` buffer
+ * and go out in one write when the loop finishes the callbacks of this turn (a check handle
+ * after the I/O phase, a prepare handle before the loop blocks), when the response ends, or
+ * when the cork passes CORK_MAX_BYTES. An upstream read that carries the head, the events and
+ * the end of a stream so becomes one write and one TCP segment to the client, not three, and
+ * nothing waits longer than the loop turn that produced it.
  */
 #include "http/server.h"
 
@@ -47,6 +54,7 @@
 #define LINGER_MS 2000
 #define BODY_KEEP_BYTES 65536 /* a body buffer up to this size is kept for the next request */
 #define LISTEN_BACKLOG 1024
+#define CORK_MAX_BYTES 16384 /* a cork this full is written at once */
 
 enum conn_state { ST_IDLE, ST_HEAD, ST_BODY, ST_HANDLER, ST_LINGER, ST_CLOSED };
 
@@ -82,9 +90,13 @@ struct conn {
     size_t n_headers;
     size_t url_len;
 
-    struct tg_buf pending; /* received, not yet parsed */
-    struct tg_buf out;     /* response head being built */
-    size_t pending_write;  /* bytes queued with uv_write and not completed */
+    struct tg_buf pending;  /* received, not yet parsed */
+    struct tg_buf out;      /* response head being built */
+    struct tg_buf cork;     /* streamed bytes not yet written (see the top) */
+    struct conn *cork_prev; /* in the server's list of corked connections */
+    struct conn *cork_next;
+    bool is_corked;       /* in that list */
+    size_t pending_write; /* bytes queued with uv_write and not completed */
 
     /* the request in progress */
     struct tg_http_req req;
@@ -103,7 +115,11 @@ struct conn {
 struct tg_http_server {
     uv_loop_t *loop;
     uv_tcp_t listener;
-    uv_timer_t final; /* closed last, so the closed callback always fires from the loop */
+    uv_timer_t final;          /* closed last, so the closed callback always fires from the loop */
+    uv_check_t cork_check;     /* writes the corks after the I/O callbacks of a turn */
+    uv_prepare_t cork_prepare; /* and before the loop blocks (writes made by timers) */
+    int n_cork_handles;        /* of those two, still open */
+    struct conn *corked;       /* connections with a non-empty cork */
     struct tg_http_limits limits;
     tg_http_handler_cb handler;
     void *ctx;
@@ -130,6 +146,7 @@ struct wreq {
 };
 
 static void conn_close(struct conn *c);
+static void cork_unlist(struct conn *c);
 static void on_timer(uv_timer_t *t);
 static void drive(struct conn *c);
 
@@ -283,6 +300,8 @@ conn_maybe_free(struct conn *c)
     tg_buf_deinit(&c->head);
     tg_buf_deinit(&c->pending);
     tg_buf_deinit(&c->out);
+    cork_unlist(c);
+    tg_buf_deinit(&c->cork);
     tg_buf_deinit(&c->req.body);
     free(c->hoff);
     free(c);
@@ -307,6 +326,8 @@ conn_close(struct conn *c)
     }
     c->state = ST_CLOSED;
     c->is_reading = false;
+    cork_unlist(c);
+    tg_buf_reset(&c->cork);
     uv_close((uv_handle_t *)&c->tcp, on_handle_close);
     uv_close((uv_handle_t *)&c->timer, on_handle_close);
     if (c->is_owned && !c->is_aborted) {
@@ -435,6 +456,106 @@ conn_write(struct conn *c, const uv_buf_t *bufs, unsigned int nbufs)
     return 0;
 }
 
+/* ---- corked stream output ---------------------------------------------------------------- */
+
+static void on_cork_check(uv_check_t *h);
+static void on_cork_prepare(uv_prepare_t *h);
+
+static void
+cork_unlist(struct conn *c)
+{
+    if (!c->is_corked) {
+        return;
+    }
+    if (c->cork_prev != NULL) {
+        c->cork_prev->cork_next = c->cork_next;
+    } else {
+        c->s->corked = c->cork_next;
+    }
+    if (c->cork_next != NULL) {
+        c->cork_next->cork_prev = c->cork_prev;
+    }
+    c->cork_prev = NULL;
+    c->cork_next = NULL;
+    c->is_corked = false;
+}
+
+/* Writes the cork and then extra[0..n_extra) in one write. Returns 0 or TG_ECLOSED. */
+static int
+cork_flush(struct conn *c, const uv_buf_t *extra, unsigned int n_extra)
+{
+    cork_unlist(c);
+    uv_buf_t bufs[4];
+    unsigned int n = 0;
+    if (c->cork.len > 0) {
+        bufs[n++] = uv_buf_init(c->cork.data, (unsigned int)c->cork.len);
+    }
+    for (unsigned int i = 0; i < n_extra; i++) {
+        bufs[n++] = extra[i];
+    }
+    int rc = n > 0 ? conn_write(c, bufs, n) : 0;
+    tg_buf_reset(&c->cork);
+    return rc;
+}
+
+/* Queues bufs (at most 3) behind the cork; a cork that would pass CORK_MAX_BYTES is written
+ * at once, with them. Returns 0 or TG_ECLOSED. */
+static int
+cork_write(struct conn *c, const uv_buf_t *bufs, unsigned int nbufs)
+{
+    if (c->state == ST_CLOSED || c->is_broken || c->is_aborted) {
+        return TG_ECLOSED;
+    }
+    size_t total = 0;
+    for (unsigned int i = 0; i < nbufs; i++) {
+        total += bufs[i].len;
+    }
+    if (c->cork.len + total > CORK_MAX_BYTES) {
+        return cork_flush(c, bufs, nbufs);
+    }
+    for (unsigned int i = 0; i < nbufs; i++) {
+        tg_buf_append(&c->cork, bufs[i].base, bufs[i].len);
+    }
+    if (!c->is_corked) {
+        struct tg_http_server *s = c->s;
+        if (s->corked == NULL) {
+            uv_check_start(&s->cork_check, on_cork_check);
+            uv_prepare_start(&s->cork_prepare, on_cork_prepare);
+        }
+        c->cork_next = s->corked;
+        if (s->corked != NULL) {
+            s->corked->cork_prev = c;
+        }
+        s->corked = c;
+        c->is_corked = true;
+    }
+    return 0;
+}
+
+/* The loop finished a turn's callbacks (check) or is about to block (prepare): write every
+ * cork. conn_write never closes or calls out synchronously, so the walk is safe. */
+static void
+cork_flush_all(struct tg_http_server *s)
+{
+    while (s->corked != NULL) {
+        cork_flush(s->corked, NULL, 0);
+    }
+    uv_check_stop(&s->cork_check);
+    uv_prepare_stop(&s->cork_prepare);
+}
+
+static void
+on_cork_check(uv_check_t *h)
+{
+    cork_flush_all(h->data);
+}
+
+static void
+on_cork_prepare(uv_prepare_t *h)
+{
+    cork_flush_all(h->data);
+}
+
 static bool
 is_bodyless_status(int status)
 {
@@ -521,6 +642,8 @@ req_finish(struct conn *c)
 {
     struct tg_http_server *s = c->s;
     bool keep = conn_keeps_alive(c) && !c->parser.upgrade;
+    cork_unlist(c); /* the stream calls wrote it; nothing may follow the response */
+    tg_buf_reset(&c->cork);
     c->is_owned = false;
     c->is_streaming = false;
     s->n_in_flight--;
@@ -1018,6 +1141,7 @@ on_connection(uv_stream_t *listener, int status)
     tg_buf_init(&c->head, l->max_header_bytes + 2 * l->max_headers + 16);
     tg_buf_init(&c->pending, l->max_header_bytes + READ_BUF_BYTES);
     tg_buf_init(&c->out, 0);
+    tg_buf_init(&c->cork, 0);
     tg_buf_init(&c->req.body, l->max_body_bytes);
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
@@ -1166,7 +1290,8 @@ tg_http_req_is_aborted(const struct tg_http_req *req)
 size_t
 tg_http_req_pending_bytes(const struct tg_http_req *req)
 {
-    return conn_of(req)->pending_write;
+    const struct conn *c = conn_of(req);
+    return c->pending_write + c->cork.len;
 }
 
 static bool
@@ -1217,7 +1342,7 @@ tg_http_stream_begin(struct tg_http_req *req, int status, const char *content_ty
     c->is_raw_stream = c->parser.http_minor == 0; /* HTTP/1.0 has no chunked encoding */
     build_head(c, status, content_type, hdrs, n_hdrs, -1);
     uv_buf_t b = uv_buf_init(c->out.data, (unsigned int)c->out.len);
-    return conn_write(c, &b, 1);
+    return cork_write(c, &b, 1);
 }
 
 int
@@ -1234,11 +1359,11 @@ tg_http_stream_write(struct tg_http_req *req, const void *data, size_t len)
     int n = snprintf(size, sizeof(size), "%zx\r\n", len);
     uv_buf_t bufs[3] = {uv_buf_init(size, (unsigned int)n), uv_buf_init((char *)data, len),
                         uv_buf_init("\r\n", 2)};
-    int rc = c->is_raw_stream ? conn_write(c, &bufs[1], 1) : conn_write(c, bufs, 3);
+    int rc = c->is_raw_stream ? cork_write(c, &bufs[1], 1) : cork_write(c, bufs, 3);
     if (rc < 0) {
         return rc;
     }
-    if (c->pending_write > c->s->limits.write_high_bytes) {
+    if (c->pending_write + c->cork.len > c->s->limits.write_high_bytes) {
         c->is_congested = true;
         return 1;
     }
@@ -1259,11 +1384,9 @@ tg_http_stream_end(struct tg_http_req *req)
     }
     int rc = TG_ECLOSED;
     if (!tg_http_req_is_aborted(req)) {
-        rc = 0;
-        if (!c->is_head && !c->is_raw_stream) {
-            uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
-            rc = conn_write(c, &b, 1);
-        }
+        uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
+        bool has_last_chunk = !c->is_head && !c->is_raw_stream;
+        rc = cork_flush(c, &b, has_last_chunk ? 1 : 0);
     }
     req_finish(c);
     return rc;
@@ -1277,6 +1400,9 @@ tg_http_stream_abort(struct tg_http_req *req)
         return;
     }
     c->req.keep_alive = false; /* closing without the last chunk tells the client it was cut */
+    if (!tg_http_req_is_aborted(req)) {
+        cork_flush(c, NULL, 0); /* what was relayed still goes out, before the FIN */
+    }
     req_finish(c);
 }
 
@@ -1295,10 +1421,19 @@ on_final_close(uv_handle_t *h)
 static void
 server_maybe_done(struct tg_http_server *s)
 {
-    if (s->is_freeing && s->is_listener_closed && s->n_conns == 0 && !s->is_final) {
+    if (s->is_freeing && s->is_listener_closed && s->n_cork_handles == 0 && s->n_conns == 0 &&
+        !s->is_final) {
         s->is_final = true;
         uv_close((uv_handle_t *)&s->final, on_final_close);
     }
+}
+
+static void
+on_cork_handle_close(uv_handle_t *h)
+{
+    struct tg_http_server *s = h->data;
+    s->n_cork_handles--;
+    server_maybe_done(s);
 }
 
 static void
@@ -1394,6 +1529,13 @@ tg_http_server_new(uv_loop_t *loop, const char *host, int port, const struct tg_
         uv_close((uv_handle_t *)&s->final, on_failed_close);
         return TG_EIO;
     }
+    uv_check_init(loop, &s->cork_check);
+    uv_prepare_init(loop, &s->cork_prepare);
+    s->cork_check.data = s;
+    s->cork_prepare.data = s;
+    uv_unref((uv_handle_t *)&s->cork_check);
+    uv_unref((uv_handle_t *)&s->cork_prepare);
+    s->n_cork_handles = 2;
     *out = s;
     return 0;
 }
@@ -1444,6 +1586,8 @@ tg_http_server_free(struct tg_http_server *s, tg_http_closed_cb cb, void *arg)
     s->is_freeing = true;
     s->closed_cb = cb;
     s->closed_arg = arg;
+    uv_close((uv_handle_t *)&s->cork_check, on_cork_handle_close);
+    uv_close((uv_handle_t *)&s->cork_prepare, on_cork_handle_close);
     /* conn_close never frees synchronously (the handles close first), so the walk is safe */
     for (struct conn *c = s->conns; c != NULL; c = c->next) {
         if (c->state == ST_LINGER) {

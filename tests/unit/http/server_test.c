@@ -767,6 +767,41 @@ abort_when_client_leaves_mid_stream(void **state)
     assert_int_equal(f.n_aborts, 1);
 }
 
+/* Writes the second event from a timer: the loop must not block on its cork. */
+static void
+on_write_later(uv_timer_t *t)
+{
+    struct fixture *f = t->data;
+    assert_int_equal(tg_http_stream_write(f->held, "data: 2\n\n", 9), 0);
+}
+
+static void
+stream_then_write_from_timer(struct fixture *f, struct tg_http_req *req)
+{
+    stream_and_hold(f, req);
+    uv_timer_start(&f->later, on_write_later, 0, 0);
+}
+
+/* Streamed output is corked within a loop turn; a write made by a timer (before the loop
+ * blocks in poll) and one made by the handler (an I/O callback) both reach the client while
+ * the response is still open, without waiting for more events. */
+static void
+stream_writes_are_not_held_back(void **state)
+{
+    struct fixture f;
+    struct tg_http_limits l = small_limits();
+    start(&f, &l, stream_then_write_from_timer);
+    const struct step steps[] = {
+        {SEND, "GET /abort HTTP/1.1\r\nHost: x\r\n\r\n"},
+        {READ_UNTIL, "data: 1\n\n\r\n9\r\ndata: 2\n\n"},
+        {CLOSE_NOW, NULL},
+    };
+    run_client(&f, steps, 3);
+    run_until(&f, aborted_and_finished);
+    finish(&f);
+    assert_int_equal(count(f.got.data, "HTTP/1.1 200"), 1);
+}
+
 static void
 query_handler(struct fixture *f, struct tg_http_req *req)
 {
@@ -925,6 +960,7 @@ main(void)
         cmocka_unit_test(streaming_uses_chunked_framing),
         cmocka_unit_test(backpressure_and_drain),
         cmocka_unit_test(abort_when_client_leaves_mid_stream),
+        cmocka_unit_test(stream_writes_are_not_held_back),
         cmocka_unit_test(query_parsing_with_percent_decoding),
         cmocka_unit_test(stop_closes_idle_connections),
         cmocka_unit_test(stop_lets_busy_request_finish),
