@@ -127,11 +127,14 @@ tg_json_error_body(struct tg_buf *out, const char *message, const char *type, co
 }
 
 /* A recursive-descent validator over [p, end). Depth is bounded by the caller's text length
- * only through recursion, so it is capped at 512 to keep the stack small. */
+ * only through recursion, so it is capped at SCAN_MAX_DEPTH to keep the stack small. */
+#define SCAN_MAX_DEPTH 512
+
 struct scan {
     const char *p;
     const char *end;
     int depth;
+    int max_depth;
     bool check_utf8;  /* reject strings that are not UTF-8 (tg_json_members) */
     bool has_uescape; /* a \u escape was seen */
 };
@@ -180,11 +183,45 @@ skip_ws(struct scan *s)
 
 static bool scan_value(struct scan *s);
 
+/*
+ * Whether the 8 bytes at p are all plain string bytes: none is '"', '\\' or a control byte,
+ * nor (when UTF-8 is checked) 0x80 or above. Word-at-a-time (the has-zero-byte and
+ * has-less-than tricks): a false "no" can only come with a true one in the same word, and the
+ * caller then takes those bytes one at a time.
+ */
+static inline bool
+is_plain8(const char *p, bool check_utf8)
+{
+    const uint64_t ones = 0x0101010101010101ULL;
+    const uint64_t highs = 0x8080808080808080ULL;
+    uint64_t w;
+    memcpy(&w, p, sizeof(w));
+    uint64_t quote = w ^ (ones * '"');
+    uint64_t bslash = w ^ (ones * '\\');
+    uint64_t stop = ((quote - ones) & ~quote) | ((bslash - ones) & ~bslash) |
+                    ((w - ones * 0x20) & ~w) | (check_utf8 ? w : 0);
+    return (stop & highs) == 0;
+}
+
 static bool
 scan_string(struct scan *s)
 {
     s->p++; /* opening quote */
     while (s->p < s->end) {
+        const char *p = s->p; /* a local, so the loop keeps it in a register */
+        if (s->check_utf8) {
+            while (s->end - p >= 8 && is_plain8(p, true)) {
+                p += 8;
+            }
+        } else {
+            while (s->end - p >= 8 && is_plain8(p, false)) {
+                p += 8;
+            }
+        }
+        s->p = p;
+        if (s->p >= s->end) {
+            break;
+        }
         unsigned char c = (unsigned char)*s->p++;
         if (c == '"') {
             return true;
@@ -270,7 +307,7 @@ scan_literal(struct scan *s, const char *lit)
 static bool
 scan_container(struct scan *s, char close, bool is_object)
 {
-    if (++s->depth > 512) {
+    if (++s->depth > s->max_depth) {
         return false;
     }
     s->p++;
@@ -337,7 +374,7 @@ scan_value(struct scan *s)
 bool
 tg_json_is_valid(const char *text, size_t len)
 {
-    struct scan s = {text, text + len, 0, false, false};
+    struct scan s = {text, text + len, 0, SCAN_MAX_DEPTH, false, false};
     if (!scan_value(&s)) {
         return false;
     }
@@ -349,10 +386,26 @@ int
 tg_json_members(const char *text, size_t len, const char *const *names, size_t n,
                 struct tg_json_span *out)
 {
+    return tg_json_members_depth(text, len, SCAN_MAX_DEPTH, names, n, out);
+}
+
+int
+tg_json_members_depth(const char *text, size_t len, int max_depth, const char *const *names,
+                      size_t n, struct tg_json_span *out)
+{
+    if (n > TG_JSON_MAX_NAMES) {
+        return -1;
+    }
+    size_t name_len[TG_JSON_MAX_NAMES];
     for (size_t i = 0; i < n; i++) {
         out[i] = (struct tg_json_span){NULL, 0};
+        name_len[i] = strlen(names[i]);
     }
-    struct scan s = {text, text + len, 1, true, false};
+    if (max_depth < 1) {
+        return -1;
+    }
+    struct scan s = {text, text + len, 1, max_depth < SCAN_MAX_DEPTH ? max_depth : SCAN_MAX_DEPTH,
+                     true, false};
     skip_ws(&s);
     if (s.p >= s.end || *s.p != '{') {
         return -1;
@@ -383,7 +436,7 @@ tg_json_members(const char *text, size_t len, const char *const *names, size_t n
             return -1;
         }
         for (size_t i = 0; i < n; i++) {
-            if (strlen(names[i]) == key_len && memcmp(names[i], key, key_len) == 0) {
+            if (name_len[i] == key_len && memcmp(names[i], key, key_len) == 0) {
                 out[i] = (struct tg_json_span){value, (size_t)(s.p - value)};
             }
         }

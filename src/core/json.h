@@ -41,6 +41,15 @@ struct tg_json_span {
 int tg_json_members(const char *text, size_t len, const char *const *names, size_t n,
                     struct tg_json_span *out);
 
+/* The most names tg_json_members takes (more: -1). */
+#define TG_JSON_MAX_NAMES 64
+
+/* tg_json_members, and -1 also when containers nest deeper than max_depth (the top-level
+ * object is depth 1, as with tg_json_depth_ok; at most 512): one pass where a depth check
+ * and tg_json_members would be two. */
+int tg_json_members_depth(const char *text, size_t len, int max_depth, const char *const *names,
+                          size_t n, struct tg_json_span *out);
+
 /* True when span is a JSON string without escapes; sets *s and *len to its contents. */
 bool tg_json_span_plain_string(struct tg_json_span span, const char **s, size_t *len);
 

@@ -23,6 +23,8 @@
 #include "gateway/policies.h"
 #include "gateway/proxy_int.h"
 
+_Static_assert(F_COUNT <= TG_JSON_MAX_NAMES, "decode finds the fields in one tg_json_members pass");
+
 const char *const proxy_field_names[F_COUNT] = {
     "model",
     "stream",
@@ -354,10 +356,10 @@ decode(struct call *c)
     }
     const char *model = NULL;
     size_t model_len = 0;
+    /* A body too deep, invalid or with \u escapes takes the parser, which says what is wrong. */
     bool is_fast =
-        tg_json_depth_ok(req->body.data, req->body.len, c->state->config->max_json_depth) &&
-        tg_json_members(req->body.data, req->body.len, proxy_field_names, F_COUNT, c->fields) ==
-            1 &&
+        tg_json_members_depth(req->body.data, req->body.len, c->state->config->max_json_depth,
+                              proxy_field_names, F_COUNT, c->fields) == 1 &&
         (c->fields[F_MODEL].p == NULL ||
          tg_json_span_plain_string(c->fields[F_MODEL], &model, &model_len));
     if (is_fast) {

@@ -241,6 +241,61 @@ json_members_refuses_what_a_parser_would(void **state)
     assert_int_equal(members("{\"a\":tru}", v), -1);
 }
 
+/* The member scan's depth limit counts as tg_json_depth_ok does (the top object is 1). */
+static void
+json_members_depth_limit(void **state)
+{
+    static const char *const names[1] = {"a"};
+    struct tg_json_span v[1];
+    const char *three = "{\"a\":[{\"b\":1}],\"s\":\"[[[[\"}";
+    assert_true(tg_json_depth_ok(three, strlen(three), 3));
+    assert_false(tg_json_depth_ok(three, strlen(three), 2));
+    assert_int_equal(tg_json_members_depth(three, strlen(three), 3, names, 1, v), 1);
+    assert_true(span_is(v[0], "[{\"b\":1}]"));
+    assert_int_equal(tg_json_members_depth(three, strlen(three), 2, names, 1, v), -1);
+    assert_int_equal(tg_json_members_depth("{}", 2, 1, names, 1, v), 1);
+    assert_int_equal(tg_json_members_depth("{}", 2, 0, names, 1, v), -1);
+}
+
+/* One byte that matters, at every offset of a long string (the scan takes 8 bytes at a time
+ * where it can): each is found wherever it sits. */
+static void
+json_string_scan_finds_every_special_byte(void **state)
+{
+    static const char *const names[2] = {"a", "b"};
+    static const struct {
+        const char *piece;
+        int want;      /* tg_json_members */
+        bool is_valid; /* tg_json_is_valid, which does not check UTF-8 */
+    } cases[] = {
+        {"\\\"", 1, true},         /* an escaped quote does not end the string */
+        {"\\\\", 1, true},         /* nor does an escaped backslash */
+        {"\\u00e9", 0, true},      /* a \u escape asks for a parse */
+        {"\xc3\xa9", 1, true},     /* UTF-8 */
+        {"\xe2\x82\xac", 1, true}, /* UTF-8, three bytes */
+        {"\t", -1, false},         /* a raw control byte */
+        {"\x1f", -1, false},       {"\xff", -1, true}, /* not UTF-8 */
+        {"\"", -1, false}, /* ends the string early: what follows is not JSON */
+    };
+    char text[128];
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        for (int at = 0; at < 24; at++) {
+            int n = snprintf(text, sizeof(text), "{\"a\":\"%.*s%s%.*s\",\"b\":2}", at,
+                             "abcdefghijklmnopqrstuvwxyz", cases[c].piece, 23 - at,
+                             "ABCDEFGHIJKLMNOPQRSTUVWXYZ");
+            struct tg_json_span v[2];
+            int rc = tg_json_members(text, (size_t)n, names, 2, v);
+            if (rc != cases[c].want || tg_json_is_valid(text, (size_t)n) != cases[c].is_valid) {
+                fail_msg("case %zu at %d: members %d, want %d", c, at, rc, cases[c].want);
+            }
+            if (rc >= 0) {
+                assert_int_equal(v[0].len, 2 + 23 + strlen(cases[c].piece));
+                assert_true(span_is(v[1], "2"));
+            }
+        }
+    }
+}
+
 static void
 expect_hmac(const void *key, size_t key_len, const char *data, const char *want_hex)
 {
@@ -279,6 +334,8 @@ main(void)
         cmocka_unit_test(buf_grows_past_many_doublings),
         cmocka_unit_test(arena_allocates_and_cleans_up_in_reverse),
         cmocka_unit_test(json_depth_limit),
+        cmocka_unit_test(json_members_depth_limit),
+        cmocka_unit_test(json_string_scan_finds_every_special_byte),
         cmocka_unit_test(json_validator),
         cmocka_unit_test(json_error_body_shape),
         cmocka_unit_test(crypto_known_answers),
