@@ -58,12 +58,39 @@ list_remove(struct tg_worker *w, struct call *c)
     }
 }
 
-static bool
-is_pass_header(const char *name)
+/* What an upstream response header is to the relay. */
+enum up_header {
+    UH_OTHER,        /* dropped */
+    UH_CONTENT_TYPE, /* tells a stream from a buffered answer */
+    UH_RETRY_AFTER,  /* passed, and cools the deployment down after a 429 */
+    UH_RETRY_AFTER_MS,
+    UH_RATELIMIT, /* x-ratelimit-*: passed unless the key has limits of its own */
+    UH_PASS,      /* passed to the client as is */
+};
+
+/* One look at the first letter, then at most two comparisons: a response has a dozen
+ * headers, and this runs for each. */
+static enum up_header
+classify_header(const char *name)
 {
-    return strncasecmp(name, "x-ratelimit-", 12) == 0 || strcasecmp(name, "retry-after") == 0 ||
-           strcasecmp(name, "retry-after-ms") == 0 || strcasecmp(name, "x-should-retry") == 0 ||
-           strcasecmp(name, "openai-processing-ms") == 0;
+    switch (name[0] | 0x20) { /* ASCII lower case */
+    case 'c':
+        return strcasecmp(name, "content-type") == 0 ? UH_CONTENT_TYPE : UH_OTHER;
+    case 'r':
+        if (strcasecmp(name, "retry-after") == 0) {
+            return UH_RETRY_AFTER;
+        }
+        return strcasecmp(name, "retry-after-ms") == 0 ? UH_RETRY_AFTER_MS : UH_OTHER;
+    case 'x':
+        if (strncasecmp(name, "x-ratelimit-", 12) == 0) {
+            return UH_RATELIMIT;
+        }
+        return strcasecmp(name, "x-should-retry") == 0 ? UH_PASS : UH_OTHER;
+    case 'o':
+        return strcasecmp(name, "openai-processing-ms") == 0 ? UH_PASS : UH_OTHER;
+    default:
+        return UH_OTHER;
+    }
 }
 
 /* ---- settling ------------------------------------------------------------------------ */
@@ -240,15 +267,11 @@ stream_fail(struct call *c, const char *message)
 
 /* retry-after (seconds) or retry-after-ms of a 429: how long its deployment cools down. */
 static void
-note_retry_after(struct call *c, const struct tg_upstream_header *h)
+note_retry_after(struct call *c, const char *value, bool is_ms)
 {
-    bool is_ms = strcasecmp(h->name, "retry-after-ms") == 0;
-    if (!is_ms && strcasecmp(h->name, "retry-after") != 0) {
-        return;
-    }
     char *end = NULL;
-    double v = strtod(h->value, &end);
-    if (end != h->value && v >= 0 && v <= 86400000.0 && (is_ms || !c->has_retry_after_ms)) {
+    double v = strtod(value, &end);
+    if (end != value && v >= 0 && v <= 86400000.0 && (is_ms || !c->has_retry_after_ms)) {
         c->retry_after_ms = (uint64_t)(is_ms ? v : v * 1000);
         c->has_retry_after_ms = is_ms; /* the finer header wins, whatever the order */
     }
@@ -261,12 +284,26 @@ on_headers(int status, const struct tg_upstream_header *headers, size_t n, void 
     c->upstream_status = status;
     bool is_sse = false;
     for (size_t i = 0; i < n; i++) {
-        note_retry_after(c, &headers[i]);
-        if (strcasecmp(headers[i].name, "content-type") == 0) {
+        enum up_header kind = classify_header(headers[i].name);
+        switch (kind) {
+        case UH_OTHER:
+            continue;
+        case UH_CONTENT_TYPE:
             is_sse = strstr(headers[i].value, "text/event-stream") != NULL;
-        } else if (c->has_own_rl && strncasecmp(headers[i].name, "x-ratelimit-", 12) == 0) {
-            continue; /* ours (proxy_admit_call) describe the client's limits */
-        } else if (is_pass_header(headers[i].name) && c->n_pass < MAX_PASS_HEADERS) {
+            continue;
+        case UH_RETRY_AFTER:
+        case UH_RETRY_AFTER_MS:
+            note_retry_after(c, headers[i].value, kind == UH_RETRY_AFTER_MS);
+            break;
+        case UH_RATELIMIT:
+            if (c->has_own_rl) {
+                continue; /* ours (proxy_admit_call) describe the client's limits */
+            }
+            break;
+        case UH_PASS:
+            break;
+        }
+        if (c->n_pass < MAX_PASS_HEADERS) {
             c->pass[c->n_pass].name = tg_arena_strdup(&c->req->arena, headers[i].name);
             c->pass[c->n_pass].value = tg_arena_strdup(&c->req->arena, headers[i].value);
             c->n_pass++;

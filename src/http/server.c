@@ -570,10 +570,15 @@ is_extra_header_ok(const struct tg_http_header *h)
         strpbrk(h->name, "\r\n: ") != NULL || strpbrk(h->value, "\r\n") != NULL) {
         return false;
     }
-    return strcasecmp(h->name, "content-length") != 0 &&
-           strcasecmp(h->name, "transfer-encoding") != 0 &&
-           strcasecmp(h->name, "connection") != 0 && strcasecmp(h->name, "date") != 0 &&
-           strcasecmp(h->name, "x-request-id") != 0;
+    static const char *const own[] = {"content-length", "transfer-encoding", "connection", "date",
+                                      "x-request-id"};
+    size_t len = strlen(h->name);
+    for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++) {
+        if (strlen(own[i]) == len && strcasecmp(h->name, own[i]) == 0) {
+            return false;
+        }
+    }
+    return true;
 }
 
 static bool

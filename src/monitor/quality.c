@@ -102,7 +102,9 @@ copy_str(struct tg_json_span v, char *out, size_t cap)
     const char *p;
     size_t n;
     if (cap > 0 && tg_json_span_plain_string(v, &p, &n)) {
-        snprintf(out, cap, "%.*s", (int)n, p);
+        n = n < cap - 1 ? n : cap - 1;
+        memcpy(out, p, n);
+        out[n] = '\0';
     }
 }
 
