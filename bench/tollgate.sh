@@ -16,7 +16,9 @@
 # gateway port relays both modes like nginx's two servers do.
 #
 # Env: TOLLGATE_BIN (default build/tollgate), TOLLGATE_PORT (18380), PROXY_CPU (0), RUN_DIR,
-# TOLLGATE_LOG_LEVEL (warn: like nginx's access_log off, no line per request).
+# TOLLGATE_LOG_LEVEL (warn: like nginx's access_log off, no line per request),
+# TOLLGATE_EXTRA_YAML (top-level config sections appended to the file, for experiments, e.g.
+# "ledger: {batch_rows: 256}").
 set -u
 . "$(dirname "$0")/lib.sh"
 
@@ -64,6 +66,9 @@ prices:
     cached_input: "0.075"
     output: "0.60"
 EOF
+    if [ -n "${TOLLGATE_EXTRA_YAML:-}" ]; then
+        printf '\n# TOLLGATE_EXTRA_YAML\n%s\n' "$TOLLGATE_EXTRA_YAML" >> "$D/tollgate.yaml"
+    fi
 }
 
 # admin METHOD PATH [JSON] - one admin API call; prints the body, fails unless 2xx.
