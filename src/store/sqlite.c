@@ -404,6 +404,7 @@ sq_close(struct tg_store *store)
     if (s == NULL) {
         return;
     }
+    sq_ckpt_stop(s);
     for (int i = 0; i < S_COUNT; i++) {
         sqlite3_finalize(s->stmts[i]);
     }
@@ -565,6 +566,7 @@ tg_store_sqlite_open(const char *path, struct tg_store **out, char *err, size_t 
         sq_close(&s->base);
         return rc;
     }
+    sq_ckpt_start(s, path);
     *out = &s->base;
     return 0;
 }

@@ -203,6 +203,7 @@ struct sq {
     pthread_mutex_t lock; /* recursive; held for the whole of every op and transaction */
     int depth;            /* open transaction levels (sq_tx_begin) on the lock's owner thread */
     sqlite3_stmt *stmts[S_COUNT];
+    struct sq_ckpt *ckpt; /* the checkpointer (sqlite_ckpt.c); NULL without a WAL */
 };
 
 static inline struct sq *
@@ -210,6 +211,14 @@ sq_of(struct tg_store *s)
 {
     return (struct sq *)s;
 }
+
+/* WAL checkpoints on a thread of their own instead of inside commits (sqlite_ckpt.c).
+ * sq_ckpt_start installs the commit hook once the connection is open and migrated; sq_ckpt_stop
+ * ends the thread before the connection closes; sq_ckpt_wait blocks until n checkpoints have
+ * run (or the thread cannot run) and returns how many have. */
+void sq_ckpt_start(struct sq *s, const char *path);
+void sq_ckpt_stop(struct sq *s);
+uint64_t sq_ckpt_wait(struct sq *s, uint64_t n);
 
 /* Cached statements and running them (sqlite.c). */
 int sq_fail(struct sq *s, int rc, const char *what);

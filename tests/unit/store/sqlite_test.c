@@ -15,8 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/err.h"
+#include "store/sqlite_int.h"
 #include "store/store.h"
 
 #include "../fixture/store_fixture.h"
@@ -653,6 +655,38 @@ concurrent_appends_from_four_threads(void **state)
     assert_int_equal(store_fx_scalar(f, "SELECT sum(completion_tokens) FROM ledger"), 2000);
 }
 
+/* ---- checkpoints ------------------------------------------------------------------------- */
+
+static long long
+file_bytes(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+/* Commits only append to the WAL; the pages reach the database file through the checkpoint
+ * thread (sqlite_ckpt.c), which starts once enough of them wait, and nothing is lost. */
+static void
+checkpoints_run_on_their_own_thread(void **state)
+{
+    struct store_fx *f = *state;
+    long long before = file_bytes(f->path);
+    assert_true(before > 0);
+    char id[32];
+    struct tg_ledger_row rows[64];
+    for (int b = 0; b < 250; b++) {
+        for (int i = 0; i < 64; i++) {
+            snprintf(id, sizeof(id), "ck-%d-%d", b, i);
+            rows[i] = row(id, 1, 1000 + b, "proj_a", "key_a", "chat.completions", "m1", 5, 7);
+        }
+        assert_int_equal(f->s->ops->ledger_append(f->s, rows, 64), 0);
+    }
+    assert_true(sq_ckpt_wait(sq_of(f->s), 1) >= 1);
+    assert_true(file_bytes(f->path) > before + 1024 * 1024); /* copied into the file */
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM ledger"), 250 * 64);
+    assert_int_equal(store_fx_scalar(f, "SELECT sum(completion_tokens) FROM ledger"), 250 * 64 * 7);
+}
+
 int
 main(void)
 {
@@ -670,6 +704,8 @@ main(void)
         cmocka_unit_test_setup_teardown(usage_buckets_sum_exactly, setup, store_fx_teardown),
         cmocka_unit_test_setup_teardown(usage_groups_and_filters, setup, store_fx_teardown),
         cmocka_unit_test_setup_teardown(usage_filters_several_endpoints, setup, store_fx_teardown),
+        cmocka_unit_test_setup_teardown(checkpoints_run_on_their_own_thread, setup,
+                                        store_fx_teardown),
         cmocka_unit_test_setup_teardown(concurrent_appends_from_four_threads, setup,
                                         store_fx_teardown),
     };
