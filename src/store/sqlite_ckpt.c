@@ -29,7 +29,7 @@
 #include "store/sqlite_int.h"
 
 #define CKPT_PAGES 1000 /* SQLite's own default threshold */
-#define CKPT_TAIL_PAGES 64
+#define CKPT_TAIL_PAGES 256
 #define CKPT_RESTART_PAGES 4000   /* about 16 MiB of WAL */
 #define CKPT_BACKSTOP_PAGES 16000 /* about 64 MiB */
 #define CKPT_NICE 10
