@@ -55,6 +55,18 @@
     " UNION ALL SELECT NULL, NULL, coalesce(sum(cost_micros), 0) FROM ledger"                      \
     " WHERE org_id = ?1 AND time_ms >= ?2"
 
+/* A ledger row has LEDGER_ROW_PARAMS columns; appends insert LEDGER_GROUP_ROWS rows per
+ * statement where they can (one statement's fixed cost shared by eight rows: about a fifth
+ * less CPU per row than one row per statement), and the rest one by one. */
+#define LEDGER_ROW_PARAMS 23
+#define LEDGER_GROUP_ROWS 8
+#define LEDGER_INSERT_SQL                                                                          \
+    "INSERT OR IGNORE INTO ledger (request_id, attempt, time_ms, org_id, project_id, key_id, "     \
+    "user_id, endpoint, model_requested, provider, deployment, prompt_tokens, cached_tokens, "     \
+    "completion_tokens, reasoning_tokens, cost_micros, status, latency_ms, ttft_ms, is_stream, "   \
+    "is_usage_estimated, error, saved_micros) VALUES "
+#define LEDGER_ROW_SQL "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
 #define DOC_COLUMNS "kind, id, org_id, project_id, data, created_ms, updated_ms"
 
 #define AUDIT_COLUMNS                                                                              \
@@ -125,13 +137,10 @@
     X(KEYS_LIST, "SELECT " KEY_COLUMNS " FROM api_keys WHERE org_id = ? "                          \
                  "ORDER BY created_ms, rowid")                                                     \
     X(KEYS_SET_ROLE, "UPDATE api_keys SET role = ?2 WHERE kind = 1 AND owner_user_id = ?1")        \
-    X(LEDGER_INSERT,                                                                               \
-      "INSERT OR IGNORE INTO ledger (request_id, attempt, time_ms, org_id, "                       \
-      "project_id, key_id, user_id, endpoint, model_requested, provider, "                         \
-      "deployment, prompt_tokens, cached_tokens, completion_tokens, "                              \
-      "reasoning_tokens, cost_micros, status, latency_ms, ttft_ms, is_stream, "                    \
-      "is_usage_estimated, error, saved_micros) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "               \
-      "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")                                                 \
+    X(LEDGER_INSERT, LEDGER_INSERT_SQL LEDGER_ROW_SQL)                                             \
+    X(LEDGER_INSERT_GROUP, LEDGER_INSERT_SQL LEDGER_ROW_SQL                                        \
+      "," LEDGER_ROW_SQL "," LEDGER_ROW_SQL "," LEDGER_ROW_SQL "," LEDGER_ROW_SQL                  \
+      "," LEDGER_ROW_SQL "," LEDGER_ROW_SQL "," LEDGER_ROW_SQL)                                    \
     X(USAGE, USAGE_SQL)                                                                            \
     X(SPEND, SPEND_SQL)                                                                            \
     X(DOC_GET, "SELECT " DOC_COLUMNS " FROM docs WHERE kind = ? AND id = ?")                       \

@@ -12,35 +12,60 @@
 
 /* ---- ledger ------------------------------------------------------------------------------ */
 
-static int
-insert_row(struct sq *s, sqlite3_stmt *st, const struct tg_ledger_row *r)
+/* Binds r as the row at index `at` of the statement (parameters at * 23 + 1 ...). */
+static void
+bind_row(sqlite3_stmt *st, int at, const struct tg_ledger_row *r)
 {
     /* The row's strings are fixed arrays; SQLITE_STATIC is fine since each is bound and
-     * stepped within this call. */
-    sq_bind_text(st, 1, r->request_id);
-    sqlite3_bind_int(st, 2, r->attempt);
-    sqlite3_bind_int64(st, 3, r->time_ms);
-    sq_bind_text(st, 4, r->org_id);
-    sq_bind_text(st, 5, r->project_id);
-    sq_bind_text(st, 6, r->key_id);
-    sq_bind_text(st, 7, r->user_id);
-    sq_bind_text(st, 8, r->endpoint);
-    sq_bind_text(st, 9, r->model_requested);
-    sq_bind_text(st, 10, r->provider);
-    sq_bind_text(st, 11, r->deployment);
-    sqlite3_bind_int64(st, 12, r->prompt_tokens);
-    sqlite3_bind_int64(st, 13, r->cached_tokens);
-    sqlite3_bind_int64(st, 14, r->completion_tokens);
-    sqlite3_bind_int64(st, 15, r->reasoning_tokens);
-    sqlite3_bind_int64(st, 16, r->cost_micros);
-    sqlite3_bind_int(st, 17, r->status);
-    sqlite3_bind_int64(st, 18, r->latency_ms);
-    sqlite3_bind_int64(st, 19, r->ttft_ms);
-    sqlite3_bind_int(st, 20, r->is_stream ? 1 : 0);
-    sqlite3_bind_int(st, 21, r->is_usage_estimated ? 1 : 0);
-    sq_bind_text(st, 22, r->error);
-    sqlite3_bind_int64(st, 23, r->saved_micros);
-    return sq_run(s, st, "append ledger row");
+     * stepped within the append. */
+    int p = at * LEDGER_ROW_PARAMS;
+    sq_bind_text(st, p + 1, r->request_id);
+    sqlite3_bind_int(st, p + 2, r->attempt);
+    sqlite3_bind_int64(st, p + 3, r->time_ms);
+    sq_bind_text(st, p + 4, r->org_id);
+    sq_bind_text(st, p + 5, r->project_id);
+    sq_bind_text(st, p + 6, r->key_id);
+    sq_bind_text(st, p + 7, r->user_id);
+    sq_bind_text(st, p + 8, r->endpoint);
+    sq_bind_text(st, p + 9, r->model_requested);
+    sq_bind_text(st, p + 10, r->provider);
+    sq_bind_text(st, p + 11, r->deployment);
+    sqlite3_bind_int64(st, p + 12, r->prompt_tokens);
+    sqlite3_bind_int64(st, p + 13, r->cached_tokens);
+    sqlite3_bind_int64(st, p + 14, r->completion_tokens);
+    sqlite3_bind_int64(st, p + 15, r->reasoning_tokens);
+    sqlite3_bind_int64(st, p + 16, r->cost_micros);
+    sqlite3_bind_int(st, p + 17, r->status);
+    sqlite3_bind_int64(st, p + 18, r->latency_ms);
+    sqlite3_bind_int64(st, p + 19, r->ttft_ms);
+    sqlite3_bind_int(st, p + 20, r->is_stream ? 1 : 0);
+    sqlite3_bind_int(st, p + 21, r->is_usage_estimated ? 1 : 0);
+    sq_bind_text(st, p + 22, r->error);
+    sqlite3_bind_int64(st, p + 23, r->saved_micros);
+}
+
+/* Inserts rows[0..n) in groups of LEDGER_GROUP_ROWS, the rest one by one. */
+static int
+insert_rows(struct sq *s, const struct tg_ledger_row *rows, size_t n)
+{
+    size_t i = 0;
+    int rc = 0;
+    sqlite3_stmt *group = n >= LEDGER_GROUP_ROWS ? sq_stmt(s, S_LEDGER_INSERT_GROUP) : NULL;
+    for (; group != NULL && rc == 0 && n - i >= LEDGER_GROUP_ROWS; i += LEDGER_GROUP_ROWS) {
+        for (int k = 0; k < LEDGER_GROUP_ROWS; k++) {
+            bind_row(group, k, &rows[i + (size_t)k]);
+        }
+        rc = sq_run(s, group, "append ledger rows");
+    }
+    sqlite3_stmt *one = i < n ? sq_stmt(s, S_LEDGER_INSERT) : NULL;
+    for (; one != NULL && rc == 0 && i < n; i++) {
+        bind_row(one, 0, &rows[i]);
+        rc = sq_run(s, one, "append ledger row");
+    }
+    if (rc == 0 && i < n) {
+        rc = TG_ESTORE; /* a statement could not be prepared (sq_stmt logged it) */
+    }
+    return rc;
 }
 
 int
@@ -53,12 +78,7 @@ sq_ledger_append(struct tg_store *store, const struct tg_ledger_row *rows, size_
     sq_lock(s);
     int rc = sq_tx_begin(s);
     if (rc == 0) {
-        sqlite3_stmt *st = sq_stmt(s, S_LEDGER_INSERT);
-        rc = st != NULL ? 0 : TG_ESTORE;
-        for (size_t i = 0; rc == 0 && i < n; i++) {
-            rc = insert_row(s, st, &rows[i]);
-        }
-        rc = sq_tx_end(s, rc);
+        rc = sq_tx_end(s, insert_rows(s, rows, n));
     }
     sq_unlock(s);
     return rc;

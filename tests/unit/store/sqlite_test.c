@@ -655,6 +655,68 @@ concurrent_appends_from_four_threads(void **state)
     assert_int_equal(store_fx_scalar(f, "SELECT sum(completion_tokens) FROM ledger"), 2000);
 }
 
+/* Row i of the grouped-insert test: every column different, and derivable from time_ms. */
+static struct tg_ledger_row
+distinct_row(int i)
+{
+    struct tg_ledger_row r;
+    memset(&r, 0, sizeof(r));
+    snprintf(r.request_id, sizeof(r.request_id), "g-%02d", i);
+    r.attempt = 1 + i % 3;
+    r.time_ms = 5000 + i;
+    snprintf(r.org_id, sizeof(r.org_id), "org-1");
+    snprintf(r.project_id, sizeof(r.project_id), "p%d", i);
+    snprintf(r.key_id, sizeof(r.key_id), "k%d", i);
+    snprintf(r.user_id, sizeof(r.user_id), "u%d", i);
+    snprintf(r.endpoint, sizeof(r.endpoint), "e%d", i);
+    snprintf(r.model_requested, sizeof(r.model_requested), "m%d", i);
+    snprintf(r.provider, sizeof(r.provider), "v%d", i);
+    snprintf(r.deployment, sizeof(r.deployment), "d%d", i);
+    r.prompt_tokens = 100 + i;
+    r.cached_tokens = i;
+    r.completion_tokens = 200 + i;
+    r.reasoning_tokens = 300 + i;
+    r.cost_micros = 400 + i;
+    r.status = 200 + i;
+    r.latency_ms = 500 + i;
+    r.ttft_ms = 600 + i;
+    r.is_stream = i % 2 == 1;
+    r.is_usage_estimated = (i / 2) % 2 == 1;
+    snprintf(r.error, sizeof(r.error), "x%d", i);
+    r.saved_micros = 700 + i;
+    return r;
+}
+
+/* Appends go eight rows to a statement and the rest one by one: every column of every row
+ * lands where it belongs, and a repeated append stays idempotent in both paths. */
+static void
+ledger_groups_keep_every_row_whole(void **state)
+{
+    struct store_fx *f = *state;
+    struct tg_ledger_row rows[24];
+    for (int i = 0; i < 24; i++) {
+        rows[i] = distinct_row(i);
+    }
+    assert_int_equal(f->s->ops->ledger_append(f->s, rows, 21), 0); /* two groups, five single */
+    static const char *const whole =
+        "SELECT count(*) FROM ledger WHERE"
+        " request_id = printf('g-%02d', time_ms - 5000) AND attempt = 1 + (time_ms - 5000) % 3"
+        " AND org_id = 'org-1' AND project_id = 'p' || (time_ms - 5000)"
+        " AND key_id = 'k' || (time_ms - 5000) AND user_id = 'u' || (time_ms - 5000)"
+        " AND endpoint = 'e' || (time_ms - 5000) AND model_requested = 'm' || (time_ms - 5000)"
+        " AND provider = 'v' || (time_ms - 5000) AND deployment = 'd' || (time_ms - 5000)"
+        " AND prompt_tokens = time_ms - 4900 AND cached_tokens = time_ms - 5000"
+        " AND completion_tokens = time_ms - 4800 AND reasoning_tokens = time_ms - 4700"
+        " AND cost_micros = time_ms - 4600 AND status = time_ms - 4800"
+        " AND latency_ms = time_ms - 4500 AND ttft_ms = time_ms - 4400"
+        " AND is_stream = (time_ms - 5000) % 2 AND is_usage_estimated = ((time_ms - 5000) / 2) % 2"
+        " AND error = 'x' || (time_ms - 5000) AND saved_micros = time_ms - 4300";
+    assert_int_equal(store_fx_scalar(f, whole), 21);
+    assert_int_equal(f->s->ops->ledger_append(f->s, rows, 24), 0); /* 21 again, 3 new */
+    assert_int_equal(store_fx_scalar(f, "SELECT count(*) FROM ledger"), 24);
+    assert_int_equal(store_fx_scalar(f, whole), 24);
+}
+
 /* ---- checkpoints ------------------------------------------------------------------------- */
 
 static long long
@@ -704,6 +766,8 @@ main(void)
         cmocka_unit_test_setup_teardown(usage_buckets_sum_exactly, setup, store_fx_teardown),
         cmocka_unit_test_setup_teardown(usage_groups_and_filters, setup, store_fx_teardown),
         cmocka_unit_test_setup_teardown(usage_filters_several_endpoints, setup, store_fx_teardown),
+        cmocka_unit_test_setup_teardown(ledger_groups_keep_every_row_whole, setup,
+                                        store_fx_teardown),
         cmocka_unit_test_setup_teardown(checkpoints_run_on_their_own_thread, setup,
                                         store_fx_teardown),
         cmocka_unit_test_setup_teardown(concurrent_appends_from_four_threads, setup,
