@@ -16,9 +16,10 @@
 # other label as ratios to REF: throughput (req/s / REF req/s) and added latency
 # ((p - base p) / (REF p - base p)) at p50 and p99, and checks the targets at
 # TARGET_CONNS (64) connections: throughput >= MIN_RPS_RATIO (0.7) and added
-# p99 <= MAX_P99_RATIO (2.0) times REF's.
+# p99 <= MAX_P99_RATIO (2.0) times REF's. The err and non2xx columns are the largest of the
+# repeats, not the median, and a row with any is marked INVALID instead of judged.
 set -u
-[ $# -ge 1 ] || { sed -n '2,19p' "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,20p' "$0"; exit 2; }
 f=$1; base=${2:-direct}; re=${3:-.}; conns=${4:-}
 ref=${REF:-nginx}
 
@@ -54,7 +55,7 @@ END {
         rss = med(k, 16); if (rss != "") rss /= 1024
         printf "| %s | %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
             p[1], p[2], p[3], cnt[k], f(med(k, 5), "%.0f"), f(med(k, 6), "%.3f"), f(med(k, 7), "%.3f"),
-            f(med(k, 8), "%.3f"), f(med(k, 10), "%.2f"), f(med(k, 11), "%d"), f(med(k, 12), "%d"),
+            f(med(k, 8), "%.3f"), f(med(k, 10), "%.2f"), f(hi(k, 11), "%d"), f(hi(k, 12), "%d"),
             f(med(k, 13), "%.0f"), f(med(k, 14), "%.0f"), f(med(k, 15), "%.1f"), f(rss, "%.1f"),
             f(med(k, 18), "%.0f"), f(med(k, 19), "%.0f"), f(med(k, 20), "%.0f"), f(med(k, 21), "%.1f")
     }
@@ -113,7 +114,9 @@ function ratios(    i, k, p, b, r, hdr, rr, a50, a99, r50, r99, ok) {
         a50 = (b in cnt) ? added(k, b, 6) : ""; r50 = (b in cnt) ? added(r, b, 6) : ""
         a99 = (b in cnt) ? added(k, b, 8) : ""; r99 = (b in cnt) ? added(r, b, 8) : ""
         ok = "-"
-        if (p[3] == tconns) {
+        if (hi(k, 11) > 0 || hi(k, 12) > 0) {
+            ok = "INVALID: a run had errors or non-2xx answers"
+        } else if (p[3] == tconns) {
             ok = (rr >= min_rps) ? "req/s met" : "req/s NOT met"
             if (ratio(a99, r99) == "") ok = ok ", p99 n/a"
             else ok = ok ((ratio(a99, r99) <= max_p99) ? ", p99 met" : ", p99 NOT met")

@@ -59,6 +59,12 @@ models:
   - name: "*"
     provider: up-json
 
+# Every request is still admitted against the organization's budget, but a full run costs
+# more than the \$100 default (about 3 million requests at 47 micro-dollars): past it the
+# gateway refuses, as it should, and the last measurements would be 429s.
+budgets:
+  default_org_monthly_usd: "1000000"
+
 # gpt-4o-mini list prices, so every ledger row is costed as in production.
 prices:
   - model: $JSON_MODEL
