@@ -101,23 +101,31 @@ estimate_prompt_tokens(const struct call *c)
     return (int64_t)(c->req->body.len / 4) + 1;
 }
 
+/* A ledger row of c's attempt with what names it filled in (request, key, route, time);
+ * the counts, status and cost are left zero for the caller. */
+static void
+row_begin(const struct call *c, int attempt, struct tg_ledger_row *out)
+{
+    memset(out, 0, sizeof(*out));
+    copy_field(out->request_id, sizeof(out->request_id), c->req->id);
+    out->attempt = attempt;
+    out->time_ms = c->admitted_ms;
+    copy_field(out->org_id, sizeof(out->org_id), c->key->org_id);
+    copy_field(out->project_id, sizeof(out->project_id), c->project->id);
+    copy_field(out->key_id, sizeof(out->key_id), c->key->id);
+    copy_field(out->user_id, sizeof(out->user_id), c->key->owner_user_id);
+    copy_field(out->endpoint, sizeof(out->endpoint), tg_api_name(c->api));
+    copy_field(out->model_requested, sizeof(out->model_requested),
+               c->model_asked != NULL ? c->model_asked : c->model);
+    copy_field(out->provider, sizeof(out->provider), c->provider->name);
+    copy_field(out->deployment, sizeof(out->deployment), c->upstream_model);
+}
+
 static void
 settle(struct call *c)
 {
     struct tg_ledger_row row;
-    memset(&row, 0, sizeof(row));
-    copy_field(row.request_id, sizeof(row.request_id), c->req->id);
-    row.attempt = c->attempt > 0 ? c->attempt : 1;
-    row.time_ms = c->admitted_ms;
-    copy_field(row.org_id, sizeof(row.org_id), c->key->org_id);
-    copy_field(row.project_id, sizeof(row.project_id), c->project->id);
-    copy_field(row.key_id, sizeof(row.key_id), c->key->id);
-    copy_field(row.user_id, sizeof(row.user_id), c->key->owner_user_id);
-    copy_field(row.endpoint, sizeof(row.endpoint), tg_api_name(c->api));
-    copy_field(row.model_requested, sizeof(row.model_requested),
-               c->model_asked != NULL ? c->model_asked : c->model);
-    copy_field(row.provider, sizeof(row.provider), c->provider->name);
-    copy_field(row.deployment, sizeof(row.deployment), c->upstream_model);
+    row_begin(c, c->attempt > 0 ? c->attempt : 1, &row);
     struct tg_usage u = c->usage;
     bool is_upstream_2xx = c->upstream_status >= 200 && c->upstream_status < 300;
     bool is_complete_stream = c->mode == RELAY_SSE && c->saw_terminal && !c->is_stream_failed;
@@ -746,19 +754,7 @@ static void
 push_attempt_row(struct call *c, int status, const char *error)
 {
     struct tg_ledger_row row;
-    memset(&row, 0, sizeof(row));
-    copy_field(row.request_id, sizeof(row.request_id), c->req->id);
-    row.attempt = c->attempt;
-    row.time_ms = c->admitted_ms;
-    copy_field(row.org_id, sizeof(row.org_id), c->key->org_id);
-    copy_field(row.project_id, sizeof(row.project_id), c->project->id);
-    copy_field(row.key_id, sizeof(row.key_id), c->key->id);
-    copy_field(row.user_id, sizeof(row.user_id), c->key->owner_user_id);
-    copy_field(row.endpoint, sizeof(row.endpoint), tg_api_name(c->api));
-    copy_field(row.model_requested, sizeof(row.model_requested),
-               c->model_asked != NULL ? c->model_asked : c->model);
-    copy_field(row.provider, sizeof(row.provider), c->provider->name);
-    copy_field(row.deployment, sizeof(row.deployment), c->upstream_model);
+    row_begin(c, c->attempt, &row);
     row.status = status;
     row.latency_ms = tg_clock_unix_ms() - c->admitted_ms;
     row.ttft_ms = -1;

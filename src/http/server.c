@@ -146,7 +146,7 @@ struct wreq {
 };
 
 static void conn_close(struct conn *c);
-static void cork_unlist(struct conn *c);
+static void cork_drop(struct conn *c);
 static void on_timer(uv_timer_t *t);
 static void drive(struct conn *c);
 
@@ -300,7 +300,7 @@ conn_maybe_free(struct conn *c)
     tg_buf_deinit(&c->head);
     tg_buf_deinit(&c->pending);
     tg_buf_deinit(&c->out);
-    cork_unlist(c);
+    cork_drop(c);
     tg_buf_deinit(&c->cork);
     tg_buf_deinit(&c->req.body);
     free(c->hoff);
@@ -326,8 +326,7 @@ conn_close(struct conn *c)
     }
     c->state = ST_CLOSED;
     c->is_reading = false;
-    cork_unlist(c);
-    tg_buf_reset(&c->cork);
+    cork_drop(c);
     uv_close((uv_handle_t *)&c->tcp, on_handle_close);
     uv_close((uv_handle_t *)&c->timer, on_handle_close);
     if (c->is_owned && !c->is_aborted) {
@@ -478,6 +477,14 @@ cork_unlist(struct conn *c)
     c->cork_prev = NULL;
     c->cork_next = NULL;
     c->is_corked = false;
+}
+
+/* Forgets the cork unwritten: the connection closed, or the response is over. */
+static void
+cork_drop(struct conn *c)
+{
+    cork_unlist(c);
+    tg_buf_reset(&c->cork);
 }
 
 /* Writes the cork and then extra[0..n_extra) in one write. Returns 0 or TG_ECLOSED. */
@@ -647,8 +654,7 @@ req_finish(struct conn *c)
 {
     struct tg_http_server *s = c->s;
     bool keep = conn_keeps_alive(c) && !c->parser.upgrade;
-    cork_unlist(c); /* the stream calls wrote it; nothing may follow the response */
-    tg_buf_reset(&c->cork);
+    cork_drop(c); /* the stream calls wrote it; nothing may follow the response */
     c->is_owned = false;
     c->is_streaming = false;
     s->n_in_flight--;
